@@ -1,0 +1,41 @@
+# ceph-rbd-exporter: the two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+BIN := target/release/ceph-rbd-exporter
+DEMO_DIR ?= $(CURDIR)/.demo
+DEMO_PORT ?= 40791
+DEMO_LISTEN ?= 127.0.0.1:9289
+
+.PHONY: all deps build test unit-test cluster-test demo demo-stop lint fmt clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release --locked
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+# Unit tests (analysis, rendering, decoders on captured bytes), then the
+# integration tests against a throwaway real cluster.
+test: deps
+	$(CARGO) build --release --locked --all-targets
+	bash scripts/test.sh
+
+demo: build
+	bash scripts/demo.sh "$(DEMO_DIR)" "$(DEMO_PORT)" "$(DEMO_LISTEN)"
+
+demo-stop:
+	-/usr/bin/python3 scripts/seed.py --conf "$(DEMO_DIR)/ceph.conf" --state-dir "$(DEMO_DIR)/state" stop-holders
+	bash scripts/cluster.sh stop "$(DEMO_DIR)"
+
+clean:
+	$(CARGO) clean
+	rm -rf .cluster-test .demo

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Throwaway one-mon, one-mgr, one-OSD Ceph cluster on loopback, for tests and the demo.
+#   scripts/cluster.sh start [DIR] [PORT]   start (or reuse) a cluster in DIR (default .cluster)
+#   scripts/cluster.sh stop  [DIR]          stop it and delete DIR
+#   scripts/cluster.sh env   [DIR]          print CEPH_CONF=... for `eval`
+# Memstore OSD, pool size 1, cephx on. Every daemon and client has its own admin socket.
+set -euo pipefail
+
+cmd=${1:-}
+dir=$(realpath -m "${2:-.cluster}")
+port=${3:-${CEPH_TEST_MON_PORT:-40789}}
+addr=${CEPH_TEST_MON_ADDR:-127.0.0.1}
+
+die() { echo "cluster.sh: $*" >&2; exit 1; }
+
+write_conf() {
+    local fsid
+    fsid=$(cat /proc/sys/kernel/random/uuid)
+    mkdir -p "$dir"/{mon,osd,mgr,run,log}
+    cat >"$dir/ceph.conf" <<CONF
+[global]
+fsid = $fsid
+mon host = v2:$addr:$port
+mon initial members = a
+public network = $addr/32
+auth cluster required = cephx
+auth service required = cephx
+auth client required = cephx
+ms bind ipv6 = false
+ms bind msgr1 = false
+osd objectstore = memstore
+memstore device bytes = 4294967296
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg autoscale mode = off
+osd pool default pg num = 8
+osd pool default pgp num = 8
+mon allow pool delete = true
+mon allow pool size one = true
+mon warn on pool no redundancy = false
+mon data avail warn = 1
+mon data avail crit = 0
+osd crush chooseleaf type = 0
+keyring = $dir/keyring
+admin socket = $dir/run/\$cluster-\$name.\$pid.asok
+log file = $dir/log/\$name.log
+pid file = $dir/run/\$name.pid
+run dir = $dir/run
+debug ms = 0
+rbd default features = 61
+[mon.a]
+mon data = $dir/mon
+public addr = $addr
+[osd.0]
+osd data = $dir/osd
+admin socket = $dir/run/osd.0.asok
+[mgr.x]
+mgr data = $dir/mgr
+admin socket = $dir/run/mgr.x.asok
+CONF
+}
+
+start() {
+    if [ -f "$dir/ceph.conf" ] && timeout 10 ceph -c "$dir/ceph.conf" health >/dev/null 2>&1; then
+        echo "cluster already running in $dir"; return 0
+    fi
+    command -v ceph-mon >/dev/null || die "ceph-mon is not installed (run scripts/install-deps.sh)"
+    rm -rf "$dir"
+    write_conf
+    local c=(-c "$dir/ceph.conf")
+    ceph-authtool --create-keyring "$dir/keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
+    ceph-authtool "$dir/keyring" --gen-key -n client.admin \
+        --cap mon 'allow *' --cap osd 'allow *' --cap mgr 'allow *' --cap mds 'allow *' >/dev/null
+    monmaptool --create --clobber --addv a "[v2:$addr:$port]" --fsid "$(awk '/^fsid/{print $3}' "$dir/ceph.conf")" "$dir/monmap" >/dev/null
+    ceph-mon "${c[@]}" --mkfs -i a --monmap "$dir/monmap" --keyring "$dir/keyring"
+    ceph-mon "${c[@]}" -i a
+    local i
+    for i in $(seq 1 50); do timeout 5 ceph "${c[@]}" mon stat >/dev/null 2>&1 && break; sleep 0.2; done
+    ceph "${c[@]}" osd set-require-min-compat-client mimic >/dev/null 2>&1 || true
+
+    # The OSD's key must exist before --mkfs, which fetches the mon config.
+    local osd_uuid
+    osd_uuid=$(cat /proc/sys/kernel/random/uuid)
+    ceph "${c[@]}" auth get-or-create osd.0 mon 'allow profile osd' osd 'allow *' mgr 'allow profile osd' \
+        -o "$dir/osd/keyring" >/dev/null
+    ceph "${c[@]}" osd new "$osd_uuid" 0 >/dev/null
+    ceph-osd "${c[@]}" -i 0 --mkfs --osd-uuid "$osd_uuid" --keyring "$dir/osd/keyring" >/dev/null 2>&1 \
+        || die "ceph-osd --mkfs failed; see $dir/log"
+    ceph-osd "${c[@]}" -i 0 --keyring "$dir/osd/keyring"
+
+    ceph "${c[@]}" auth get-or-create mgr.x mon 'allow profile mgr' osd 'allow *' mds 'allow *' \
+        -o "$dir/mgr/keyring" >/dev/null
+    if command -v ceph-mgr >/dev/null; then
+        ceph-mgr "${c[@]}" -i x --keyring "$dir/mgr/keyring"
+    fi
+
+    for i in $(seq 1 100); do
+        ceph "${c[@]}" osd dump 2>/dev/null | grep -q '^osd.0 up' && break; sleep 0.2
+    done
+    ceph "${c[@]}" osd dump | grep -q '^osd.0 up' || die "osd.0 did not come up; see $dir/log"
+    ceph "${c[@]}" osd set-require-min-compat-client mimic >/dev/null
+    echo "cluster up in $dir (mon $addr:$port)"
+}
+
+stop() {
+    [ -d "$dir" ] || return 0
+    local f
+    for f in "$dir"/run/*.pid; do
+        [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+    done
+    sleep 0.5
+    for f in "$dir"/run/*.pid; do
+        [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true
+    done
+    rm -rf "$dir"
+}
+
+case "$cmd" in
+    start) start ;;
+    stop) stop ;;
+    env) echo "CEPH_CONF=$dir/ceph.conf" ;;
+    *) die "usage: $0 start|stop|env [DIR] [PORT]" ;;
+esac

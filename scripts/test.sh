@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests first, then integration tests against a
+# throwaway cluster (started, seeded and always torn down here).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dir="$PWD/.cluster-test"
+port=${CEPH_TEST_MON_PORT:-40790}
+
+echo "== unit tests"
+cargo test --release --locked --lib --bins
+
+cleanup() {
+    /usr/bin/python3 scripts/seed.py --conf "$dir/ceph.conf" --state-dir "$dir/state" stop-holders >/dev/null 2>&1 || true
+    bash scripts/cluster.sh stop "$dir" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+cleanup
+
+echo "== starting a throwaway cluster in $dir"
+bash scripts/cluster.sh start "$dir" "$port"
+echo "== seeding the test layout"
+/usr/bin/python3 scripts/seed.py --conf "$dir/ceph.conf" --state-dir "$dir/state" test
+
+echo "== integration tests against the real cluster"
+CEPH_RBD_TEST_CONF="$dir/ceph.conf" CEPH_RBD_TEST_STATE="$dir/state" \
+    cargo test --release --locked --test cluster -- --test-threads 1

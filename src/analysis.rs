@@ -1,0 +1,904 @@
+//! Pure functions from a [`Sample`] to findings: clone depth, flatten reasons,
+//! stale locks, orphaned watchers and per-namespace summaries. No I/O.
+
+use crate::model::{
+    Image, ImageKey, Lock, LockKind, NamespaceSample, PoolId, Sample, Snapshot, Watcher,
+};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+/// Settings that change verdicts.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Clone depth above which a clone should be flattened (Cinder's
+    /// `rbd_max_clone_depth`, default 5).
+    pub clone_depth_max: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { clone_depth_max: 5 }
+    }
+}
+
+/// Why a clone should be flattened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlattenReason {
+    /// Clone v2 whose parent snapshot is in the trash namespace.
+    ParentSnapshotTrashed,
+    /// The parent image is in the trash.
+    ParentImageTrashed,
+    /// The parent's name ends in `.deleted` (Cinder's deferred delete).
+    ParentDeleted,
+    /// Deeper than `--clone-depth.max`.
+    CloneDepthExceeded,
+    /// A flatten task for it is queued in `rbd_task`.
+    FlattenQueued,
+}
+
+impl FlattenReason {
+    /// Every reason, in label order.
+    pub const ALL: [FlattenReason; 5] = [
+        FlattenReason::ParentSnapshotTrashed,
+        FlattenReason::ParentImageTrashed,
+        FlattenReason::ParentDeleted,
+        FlattenReason::CloneDepthExceeded,
+        FlattenReason::FlattenQueued,
+    ];
+
+    /// The `reason` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            FlattenReason::ParentSnapshotTrashed => "parent_snapshot_trashed",
+            FlattenReason::ParentImageTrashed => "parent_image_trashed",
+            FlattenReason::ParentDeleted => "parent_deleted",
+            FlattenReason::CloneDepthExceeded => "clone_depth_exceeded",
+            FlattenReason::FlattenQueued => "flatten_queued",
+        }
+    }
+}
+
+/// Why a watcher is believed to be an orphan. Sources other than the cluster
+/// itself (host inventory, OpenStack, Kubernetes) add variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrphanReason {
+    /// The image is named `*.deleted`: its user deleted it, yet it is open.
+    ImageDeleted,
+    /// The image is in the trash, yet it is open.
+    ImageTrashed,
+}
+
+impl OrphanReason {
+    /// The `reason` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            OrphanReason::ImageDeleted => "image_deleted",
+            OrphanReason::ImageTrashed => "image_trashed",
+        }
+    }
+}
+
+/// What a classifier sees of one watcher.
+#[derive(Debug, Clone, Copy)]
+pub struct WatcherContext<'a> {
+    /// Pool name.
+    pub pool: &'a str,
+    /// RBD namespace.
+    pub namespace: &'a str,
+    /// The watched image.
+    pub image: &'a Image,
+    /// The watcher.
+    pub watcher: &'a Watcher,
+}
+
+/// One source of orphan verdicts. The first classifier with a verdict wins,
+/// so each watcher has at most one reason.
+pub trait OrphanClassifier: Send + Sync {
+    /// A reason to call this watcher an orphan, if this source has one.
+    fn classify(&self, ctx: &WatcherContext<'_>) -> Option<OrphanReason>;
+}
+
+/// Verdicts from the image itself: deleted or trashed images should have no
+/// clients.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ImageStateClassifier;
+
+impl OrphanClassifier for ImageStateClassifier {
+    fn classify(&self, ctx: &WatcherContext<'_>) -> Option<OrphanReason> {
+        if ctx.image.in_trash {
+            Some(OrphanReason::ImageTrashed)
+        } else if is_deleted_name(&ctx.image.name) {
+            Some(OrphanReason::ImageDeleted)
+        } else {
+            None
+        }
+    }
+}
+
+/// Cinder renames a volume that still has clones to `<name>.deleted`.
+pub fn is_deleted_name(name: &str) -> bool {
+    name.ends_with(".deleted")
+}
+
+/// Clone depth of an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CloneDepth {
+    /// Number of ancestors found.
+    pub depth: u32,
+    /// False when the chain ends at a parent that was not sampled (deleted,
+    /// or in a pool that is not sampled) or loops back on itself.
+    pub complete: bool,
+}
+
+/// Everything derived about one image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImageFindings {
+    /// Clone depth.
+    pub clone_depth: CloneDepth,
+    /// Why it should be flattened, if it should.
+    pub flatten_reasons: BTreeSet<FlattenReason>,
+    /// Locks whose holder is gone.
+    pub stale_locks: Vec<Lock>,
+    /// Watchers believed to be orphans, with why.
+    pub orphaned_watchers: Vec<(Watcher, OrphanReason)>,
+}
+
+impl ImageFindings {
+    /// True when the image has nothing worth a per-image series.
+    pub fn is_quiet(&self, image: &Image) -> bool {
+        image.watchers.is_empty()
+            && self.clone_depth.depth == 0
+            && self.flatten_reasons.is_empty()
+            && self.stale_locks.is_empty()
+            && self.orphaned_watchers.is_empty()
+    }
+}
+
+/// Per pool and namespace totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NamespaceSummary {
+    /// Images outside the trash.
+    pub images: u64,
+    /// Clones outside the trash.
+    pub clones: u64,
+    /// Images with at least one watcher.
+    pub watched_images: u64,
+    /// Watchers of all images.
+    pub watchers: u64,
+    /// Watchers believed orphaned.
+    pub orphaned_watchers: u64,
+    /// Stale locks.
+    pub stale_locks: u64,
+    /// Protected snapshots.
+    pub protected_snapshots: u64,
+    /// Deepest clone chain.
+    pub max_clone_depth: u32,
+    /// Distinct images with at least one flatten reason.
+    pub flatten_pending_images: u64,
+    /// Images in the trash.
+    pub trash_images: u64,
+}
+
+/// The analysis of one sample.
+#[derive(Debug, Clone, Default)]
+pub struct Analysis {
+    /// Findings by image.
+    pub images: BTreeMap<ImageKey, ImageFindings>,
+    /// Totals by pool id and namespace.
+    pub namespaces: BTreeMap<(PoolId, String), NamespaceSummary>,
+    /// Children (v1 plus v2) by parent snapshot.
+    pub snapshot_children: HashMap<(ImageKey, u64), u64>,
+}
+
+impl Analysis {
+    /// Children of one snapshot, v1 and v2.
+    pub fn children_of(&self, image: &ImageKey, snapshot: &Snapshot) -> u64 {
+        self.snapshot_children
+            .get(&(image.clone(), snapshot.id))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Analyses a sample with the built-in classifier only.
+pub fn analyse(sample: &Sample, settings: &Settings) -> Analysis {
+    analyse_with(sample, settings, &[&ImageStateClassifier])
+}
+
+/// Analyses a sample, asking `classifiers` in order about every watcher.
+pub fn analyse_with(
+    sample: &Sample,
+    settings: &Settings,
+    classifiers: &[&dyn OrphanClassifier],
+) -> Analysis {
+    let mut analysis = Analysis {
+        snapshot_children: count_snapshot_children(sample),
+        ..Default::default()
+    };
+    let mut depths: HashMap<ImageKey, CloneDepth> = HashMap::new();
+
+    for (pool, ns) in sample.namespaces() {
+        let queued = queued_flatten_ids(ns);
+        let mut summary = NamespaceSummary {
+            trash_images: ns.trash.len() as u64,
+            ..Default::default()
+        };
+        for image in ns.images.values() {
+            let key = ImageKey {
+                pool_id: pool.pool_id,
+                namespace: ns.namespace.clone(),
+                image_id: image.id.clone(),
+            };
+            let depth = clone_depth(sample, &key, &mut depths);
+            let mut reasons = parent_flatten_reasons(sample, image);
+            if depth.depth > settings.clone_depth_max {
+                reasons.insert(FlattenReason::CloneDepthExceeded);
+            }
+            if queued.contains(image.id.as_str()) {
+                reasons.insert(FlattenReason::FlattenQueued);
+            }
+            let stale_locks = stale_locks(image);
+            let orphaned_watchers: Vec<(Watcher, OrphanReason)> = image
+                .watchers
+                .iter()
+                .filter_map(|w| {
+                    let ctx = WatcherContext {
+                        pool: &pool.name,
+                        namespace: &ns.namespace,
+                        image,
+                        watcher: w,
+                    };
+                    classifiers
+                        .iter()
+                        .find_map(|c| c.classify(&ctx))
+                        .map(|r| (w.clone(), r))
+                })
+                .collect();
+
+            if !image.in_trash {
+                summary.images += 1;
+                if image.parent.is_some() {
+                    summary.clones += 1;
+                }
+            }
+            summary.watched_images += u64::from(!image.watchers.is_empty());
+            summary.watchers += image.watchers.len() as u64;
+            summary.orphaned_watchers += orphaned_watchers.len() as u64;
+            summary.stale_locks += stale_locks.len() as u64;
+            summary.protected_snapshots +=
+                image.snapshots.iter().filter(|s| s.protected).count() as u64;
+            summary.max_clone_depth = summary.max_clone_depth.max(depth.depth);
+            summary.flatten_pending_images += u64::from(!reasons.is_empty());
+
+            analysis.images.insert(
+                key,
+                ImageFindings {
+                    clone_depth: depth,
+                    flatten_reasons: reasons,
+                    stale_locks,
+                    orphaned_watchers,
+                },
+            );
+        }
+        analysis
+            .namespaces
+            .insert((pool.pool_id, ns.namespace.clone()), summary);
+    }
+    analysis
+}
+
+/// Ids of images with a flatten task queued in this namespace.
+fn queued_flatten_ids(ns: &NamespaceSample) -> HashSet<&str> {
+    ns.tasks
+        .iter()
+        .filter(|t| t.action == "flatten")
+        .filter_map(|t| t.image_id.as_deref())
+        .collect()
+}
+
+/// Children per parent snapshot: v2 from the snapshots' child lists, v1 from
+/// every pool's `rbd_children` (children may sit in any pool).
+fn count_snapshot_children(sample: &Sample) -> HashMap<(ImageKey, u64), u64> {
+    let mut counts: HashMap<(ImageKey, u64), u64> = HashMap::new();
+    for (pool, ns) in sample.namespaces() {
+        for image in ns.images.values() {
+            for snap in image.snapshots.iter().filter(|s| !s.v2_children.is_empty()) {
+                let key = ImageKey {
+                    pool_id: pool.pool_id,
+                    namespace: ns.namespace.clone(),
+                    image_id: image.id.clone(),
+                };
+                *counts.entry((key, snap.id)).or_default() += snap.v2_children.len() as u64;
+            }
+        }
+        for link in &ns.v1_children {
+            // v1 clones only exist in the default namespace.
+            let key = ImageKey {
+                pool_id: link.parent_pool_id,
+                namespace: String::new(),
+                image_id: link.parent_image_id.clone(),
+            };
+            *counts.entry((key, link.parent_snap_id)).or_default() +=
+                link.child_image_ids.len() as u64;
+        }
+    }
+    counts
+}
+
+/// Number of ancestors of `key`, following parents across pools. A chain
+/// that loops or leaves the sample stops there and is marked incomplete.
+pub fn clone_depth(
+    sample: &Sample,
+    key: &ImageKey,
+    memo: &mut HashMap<ImageKey, CloneDepth>,
+) -> CloneDepth {
+    if let Some(d) = memo.get(key) {
+        return *d;
+    }
+    // Walk up to a root, a memoised ancestor, a missing parent or a loop,
+    // then give every image on the path its depth.
+    let mut path: Vec<ImageKey> = Vec::new();
+    let mut seen: HashSet<ImageKey> = HashSet::new();
+    let mut current = key.clone();
+    // The depth of the last image on `path`.
+    let last = loop {
+        if !seen.insert(current.clone()) {
+            // A loop: Ceph forbids it, so the metadata changed mid-sample.
+            break CloneDepth {
+                depth: 1,
+                complete: false,
+            };
+        }
+        let Some(image) = sample.image(&current) else {
+            // A missing parent still counts as one ancestor of its child;
+            // its own ancestry is unknown.
+            if path.is_empty() {
+                return CloneDepth {
+                    depth: 0,
+                    complete: false,
+                };
+            }
+            break CloneDepth {
+                depth: 1,
+                complete: false,
+            };
+        };
+        path.push(current.clone());
+        let Some(parent) = &image.parent else {
+            break CloneDepth {
+                depth: 0,
+                complete: true,
+            };
+        };
+        let parent_key = parent.image_key();
+        if let Some(d) = memo.get(&parent_key) {
+            break CloneDepth {
+                depth: d.depth + 1,
+                complete: d.complete,
+            };
+        }
+        current = parent_key;
+    };
+    let mut depth = last;
+    for k in path.iter().rev() {
+        memo.insert(k.clone(), depth);
+        depth = CloneDepth {
+            depth: depth.depth + 1,
+            complete: depth.complete,
+        };
+    }
+    memo[key]
+}
+
+/// Flatten reasons that come from the parent's state.
+fn parent_flatten_reasons(sample: &Sample, image: &Image) -> BTreeSet<FlattenReason> {
+    let mut reasons = BTreeSet::new();
+    let Some(parent_ref) = &image.parent else {
+        return reasons;
+    };
+    let Some(parent) = sample.image(&parent_ref.image_key()) else {
+        return reasons;
+    };
+    if parent.in_trash {
+        reasons.insert(FlattenReason::ParentImageTrashed);
+    }
+    if is_deleted_name(&parent.name) {
+        reasons.insert(FlattenReason::ParentDeleted);
+    }
+    if parent
+        .snapshots
+        .iter()
+        .any(|s| s.id == parent_ref.snap_id && s.is_trashed())
+    {
+        reasons.insert(FlattenReason::ParentSnapshotTrashed);
+    }
+    reasons
+}
+
+/// Locks whose holder no longer watches the image: an exclusive lock whose
+/// `auto <cookie>` matches no live watch, or an advisory lock whose locker's
+/// IP has no watch on the image.
+pub fn stale_locks(image: &Image) -> Vec<Lock> {
+    image
+        .locks
+        .iter()
+        .filter(|lock| {
+            let exclusive_cookie = match lock.kind {
+                LockKind::Exclusive => lock.watch_cookie(),
+                LockKind::Advisory => None,
+            };
+            match exclusive_cookie {
+                Some(cookie) => !image.watchers.iter().any(|w| w.cookie == cookie),
+                None => {
+                    let ip = crate::model::address_ip(&lock.address);
+                    !image.watchers.iter().any(|w| w.ip() == ip)
+                }
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+/// Remembers when each watcher was first seen, across samples.
+#[derive(Debug, Default)]
+pub struct FirstSeen {
+    seen: HashMap<WatcherKey, f64>,
+}
+
+/// A watcher's identity: (pool, namespace, image, client, address, cookie).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WatcherKey {
+    /// Image key.
+    pub image: ImageKey,
+    /// The watcher.
+    pub watcher: Watcher,
+}
+
+impl FirstSeen {
+    /// Records the watchers of a sample seen at `now`, forgets the ones that
+    /// are gone, and returns the first-seen time of every current watcher.
+    /// Pools whose sample failed keep their watchers' times.
+    pub fn update(&mut self, sample: &Sample, now: f64) -> HashMap<WatcherKey, f64> {
+        let mut current: HashMap<WatcherKey, f64> = HashMap::new();
+        for (pool, ns) in sample.namespaces() {
+            for image in ns.images.values() {
+                for w in &image.watchers {
+                    let key = WatcherKey {
+                        image: ImageKey {
+                            pool_id: pool.pool_id,
+                            namespace: ns.namespace.clone(),
+                            image_id: image.id.clone(),
+                        },
+                        watcher: w.clone(),
+                    };
+                    let t = self.seen.get(&key).copied().unwrap_or(now);
+                    current.insert(key, t);
+                }
+            }
+        }
+        self.seen = current.clone();
+        current
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! Small in-memory samples for unit tests of analysis and rendering.
+    use crate::model::*;
+    use std::collections::BTreeMap;
+
+    pub fn image(id: &str, name: &str) -> Image {
+        Image {
+            id: id.into(),
+            name: name.into(),
+            size: 1 << 30,
+            order: 22,
+            features: 61,
+            ..Default::default()
+        }
+    }
+
+    pub fn parent(pool_id: PoolId, image_id: &str, snap_id: u64) -> Option<ParentRef> {
+        Some(ParentRef {
+            pool_id,
+            namespace: String::new(),
+            image_id: image_id.into(),
+            snap_id,
+            overlap: Some(1 << 30),
+        })
+    }
+
+    pub fn snapshot(id: u64, name: &str, protected: bool) -> Snapshot {
+        Snapshot {
+            id,
+            name: name.into(),
+            namespace: SnapshotNamespace::User,
+            protected,
+            size: 1 << 30,
+            v2_children: vec![],
+        }
+    }
+
+    pub fn watcher(client: u64, ip: &str, cookie: u64) -> Watcher {
+        Watcher {
+            client: format!("client.{client}"),
+            address: format!("{ip}:0/{}", 1000 + client),
+            cookie,
+        }
+    }
+
+    pub fn exclusive_lock(client: u64, ip: &str, cookie: u64) -> Lock {
+        Lock {
+            kind: LockKind::Exclusive,
+            locker: format!("client.{client}"),
+            cookie: format!("auto {cookie}"),
+            address: format!("{ip}:0/{}", 1000 + client),
+            shared: false,
+            tag: "internal".into(),
+        }
+    }
+
+    pub fn advisory_lock(client: u64, ip: &str, cookie: &str) -> Lock {
+        Lock {
+            kind: LockKind::Advisory,
+            locker: format!("client.{client}"),
+            cookie: cookie.into(),
+            address: format!("{ip}:0/{}", 1000 + client),
+            shared: false,
+            tag: String::new(),
+        }
+    }
+
+    /// A sample with one pool per entry of `pools`: (id, name, namespaces).
+    pub fn sample(pools: Vec<(PoolId, &str, Vec<NamespaceSample>)>) -> Sample {
+        let mut s = Sample {
+            started_at: 1_700_000_000.0,
+            finished_at: 1_700_000_001.5,
+            ..Default::default()
+        };
+        for (id, name, nss) in pools {
+            s.pool_names.insert(id, name.into());
+            s.pools.insert(
+                id,
+                PoolSample {
+                    pool_id: id,
+                    name: name.into(),
+                    duration_seconds: 0.25,
+                    outcome: Ok(nss),
+                    skipped: vec![],
+                },
+            );
+        }
+        s
+    }
+
+    pub fn namespace(name: &str, images: Vec<Image>) -> NamespaceSample {
+        NamespaceSample {
+            namespace: name.into(),
+            images: images
+                .into_iter()
+                .map(|i| (i.id.clone(), i))
+                .collect::<BTreeMap<_, _>>(),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+    use crate::model::*;
+
+    fn key(pool: PoolId, id: &str) -> ImageKey {
+        ImageKey {
+            pool_id: pool,
+            namespace: String::new(),
+            image_id: id.into(),
+        }
+    }
+
+    fn chain_sample(n: usize) -> Sample {
+        // img0 <- img1 <- ... <- img{n-1}, alternating between two pools.
+        let mut pools: Vec<Vec<Image>> = vec![vec![], vec![]];
+        for i in 0..n {
+            let mut img = image(&format!("id{i}"), &format!("volume-chain-{i}"));
+            img.snapshots.push(snapshot(1, "next.clone_snap", true));
+            if i > 0 {
+                img.parent = parent(((i - 1) % 2) as PoolId + 1, &format!("id{}", i - 1), 1);
+            }
+            pools[i % 2].push(img);
+        }
+        let p2 = pools.pop().unwrap();
+        let p1 = pools.pop().unwrap();
+        sample(vec![
+            (1, "volumes", vec![namespace("", p1)]),
+            (2, "backup", vec![namespace("", p2)]),
+        ])
+    }
+
+    #[test]
+    fn depth_counts_ancestors_across_pools() {
+        let s = chain_sample(7);
+        let a = analyse(&s, &Settings::default());
+        for i in 0..7 {
+            let pool = (i % 2) as PoolId + 1;
+            let f = &a.images[&key(pool, &format!("id{i}"))];
+            assert_eq!(
+                f.clone_depth,
+                CloneDepth {
+                    depth: i as u32,
+                    complete: true
+                },
+                "image {i}"
+            );
+        }
+        let deepest = &a.images[&key(1, "id6")];
+        assert!(
+            deepest
+                .flatten_reasons
+                .contains(&FlattenReason::CloneDepthExceeded)
+        );
+        let at_limit = &a.images[&key(2, "id5")];
+        assert!(
+            !at_limit
+                .flatten_reasons
+                .contains(&FlattenReason::CloneDepthExceeded)
+        );
+        assert_eq!(a.namespaces[&(1, String::new())].max_clone_depth, 6);
+    }
+
+    #[test]
+    fn depth_limit_is_a_setting() {
+        let s = chain_sample(4);
+        let a = analyse(&s, &Settings { clone_depth_max: 2 });
+        assert!(
+            a.images[&key(2, "id3")]
+                .flatten_reasons
+                .contains(&FlattenReason::CloneDepthExceeded)
+        );
+        assert!(
+            !a.images[&key(1, "id2")]
+                .flatten_reasons
+                .contains(&FlattenReason::CloneDepthExceeded)
+        );
+    }
+
+    #[test]
+    fn depth_survives_cycles_and_missing_parents() {
+        let mut a1 = image("a", "a");
+        a1.parent = parent(1, "b", 1);
+        let mut b1 = image("b", "b");
+        b1.parent = parent(1, "a", 1);
+        let mut orphan = image("c", "c");
+        orphan.parent = parent(9, "gone", 1);
+        let mut grandchild = image("d", "d");
+        grandchild.parent = parent(1, "c", 1);
+        let s = sample(vec![(
+            1,
+            "p",
+            vec![namespace("", vec![a1, b1, orphan, grandchild])],
+        )]);
+        let a = analyse(&s, &Settings::default());
+        assert!(!a.images[&key(1, "a")].clone_depth.complete);
+        assert!(a.images[&key(1, "a")].clone_depth.depth <= 2);
+        assert_eq!(
+            a.images[&key(1, "c")].clone_depth,
+            CloneDepth {
+                depth: 1,
+                complete: false
+            }
+        );
+        assert_eq!(
+            a.images[&key(1, "d")].clone_depth,
+            CloneDepth {
+                depth: 2,
+                complete: false
+            }
+        );
+    }
+
+    #[test]
+    fn flatten_reasons_from_parent_state_and_tasks() {
+        let mut gone = image("p1", "golden");
+        gone.snapshots.push(Snapshot {
+            namespace: SnapshotNamespace::Trash {
+                original_name: "gone".into(),
+            },
+            ..snapshot(4, "1a2b-trash", false)
+        });
+        let mut trashed = image("p2", "retired");
+        trashed.in_trash = true;
+        let deleted = image("p3", "volume-olddead.deleted");
+        let mut c1 = image("c1", "volume-snap-trashed");
+        c1.parent = parent(1, "p1", 4);
+        let mut c2 = image("c2", "volume-parent-trashed");
+        c2.parent = parent(1, "p2", 1);
+        let mut c3 = image("c3", "volume-child-of-deleted");
+        c3.parent = parent(1, "p3", 1);
+        let c4 = image("c4", "volume-flatten-me");
+        let mut ns = namespace("", vec![gone, trashed, deleted, c1, c2, c3, c4]);
+        ns.tasks.push(QueuedTask {
+            id: "t".into(),
+            action: "flatten".into(),
+            image_id: Some("c4".into()),
+            image_name: Some("volume-flatten-me".into()),
+        });
+        let s = sample(vec![(1, "volumes", vec![ns])]);
+        let a = analyse(&s, &Settings::default());
+        let reasons = |id: &str| {
+            a.images[&key(1, id)]
+                .flatten_reasons
+                .iter()
+                .copied()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(reasons("c1"), vec![FlattenReason::ParentSnapshotTrashed]);
+        assert_eq!(reasons("c2"), vec![FlattenReason::ParentImageTrashed]);
+        assert_eq!(reasons("c3"), vec![FlattenReason::ParentDeleted]);
+        assert_eq!(reasons("c4"), vec![FlattenReason::FlattenQueued]);
+        assert!(reasons("p1").is_empty());
+        assert_eq!(a.namespaces[&(1, String::new())].flatten_pending_images, 4);
+        assert_eq!(
+            a.namespaces[&(1, String::new())].images,
+            6,
+            "trashed image not counted"
+        );
+    }
+
+    #[test]
+    fn exclusive_lock_is_stale_only_without_its_watch() {
+        let mut live = image("a", "volume-attached");
+        live.watchers.push(watcher(1, "10.0.0.1", 77));
+        live.locks.push(exclusive_lock(1, "10.0.0.1", 77));
+        let mut dead = image("b", "volume-crashed");
+        dead.watchers.push(watcher(2, "10.0.0.1", 78));
+        dead.locks.push(exclusive_lock(3, "10.0.0.1", 99));
+        assert!(stale_locks(&live).is_empty());
+        assert_eq!(
+            stale_locks(&dead).len(),
+            1,
+            "same IP but another cookie is still stale"
+        );
+    }
+
+    #[test]
+    fn advisory_lock_is_stale_without_a_watch_from_its_ip() {
+        let mut img = image("a", "volume-locked");
+        img.locks.push(advisory_lock(5, "10.0.0.2", "stale-cookie"));
+        assert_eq!(stale_locks(&img).len(), 1);
+        img.watchers.push(watcher(6, "10.0.0.2", 1));
+        assert!(stale_locks(&img).is_empty());
+        img.watchers[0] = watcher(6, "10.0.0.3", 1);
+        assert_eq!(stale_locks(&img).len(), 1);
+    }
+
+    #[test]
+    fn orphans_on_deleted_and_trashed_images_only() {
+        let mut zombie = image("z", "volume-zombie.deleted");
+        zombie.watchers.push(watcher(1, "10.0.0.1", 1));
+        let mut trashed = image("t", "volume-trashed-held");
+        trashed.in_trash = true;
+        trashed.watchers.push(watcher(2, "10.0.0.1", 2));
+        let mut fine = image("f", "volume-attached");
+        fine.watchers.push(watcher(3, "10.0.0.1", 3));
+        let mut ns = namespace("", vec![zombie, trashed, fine]);
+        ns.trash.insert(
+            "t".into(),
+            TrashEntry {
+                id: "t".into(),
+                name: "volume-trashed-held".into(),
+                source: "user".into(),
+                deletion_time: 0,
+                deferment_end_time: 0,
+            },
+        );
+        let s = sample(vec![(1, "volumes", vec![ns])]);
+        let a = analyse(&s, &Settings::default());
+        assert_eq!(
+            a.images[&key(1, "z")].orphaned_watchers[0].1,
+            OrphanReason::ImageDeleted
+        );
+        assert_eq!(
+            a.images[&key(1, "t")].orphaned_watchers[0].1,
+            OrphanReason::ImageTrashed
+        );
+        assert!(a.images[&key(1, "f")].orphaned_watchers.is_empty());
+        let sum = &a.namespaces[&(1, String::new())];
+        assert_eq!(
+            (
+                sum.watchers,
+                sum.watched_images,
+                sum.orphaned_watchers,
+                sum.trash_images
+            ),
+            (3, 3, 2, 1)
+        );
+    }
+
+    #[test]
+    fn classifiers_are_pluggable_and_first_wins() {
+        struct EveryoneIsSuspect;
+        impl OrphanClassifier for EveryoneIsSuspect {
+            fn classify(&self, _: &WatcherContext<'_>) -> Option<OrphanReason> {
+                Some(OrphanReason::ImageTrashed)
+            }
+        }
+        let mut img = image("z", "volume-zombie.deleted");
+        img.watchers.push(watcher(1, "10.0.0.1", 1));
+        let s = sample(vec![(1, "volumes", vec![namespace("", vec![img])])]);
+        let a = analyse_with(
+            &s,
+            &Settings::default(),
+            &[&ImageStateClassifier, &EveryoneIsSuspect],
+        );
+        assert_eq!(
+            a.images[&key(1, "z")].orphaned_watchers[0].1,
+            OrphanReason::ImageDeleted
+        );
+        let b = analyse_with(
+            &s,
+            &Settings::default(),
+            &[&EveryoneIsSuspect, &ImageStateClassifier],
+        );
+        assert_eq!(
+            b.images[&key(1, "z")].orphaned_watchers[0].1,
+            OrphanReason::ImageTrashed
+        );
+    }
+
+    #[test]
+    fn snapshot_children_add_v1_and_v2_across_pools() {
+        let mut base = image("g", "8c0f7d1e-glance-base");
+        let mut snap = snapshot(4, "snap", true);
+        snap.v2_children = vec![
+            ChildRef {
+                pool_id: 2,
+                namespace: String::new(),
+                image_id: "v1".into(),
+            },
+            ChildRef {
+                pool_id: 3,
+                namespace: String::new(),
+                image_id: "n1".into(),
+            },
+        ];
+        base.snapshots.push(snap.clone());
+        let mut ns2 = namespace("", vec![]);
+        ns2.v1_children.push(V1ChildLink {
+            parent_pool_id: 1,
+            parent_image_id: "g".into(),
+            parent_snap_id: 4,
+            child_image_ids: vec!["old".into()],
+        });
+        let s = sample(vec![
+            (1, "images", vec![namespace("", vec![base])]),
+            (2, "volumes", vec![ns2]),
+        ]);
+        let a = analyse(&s, &Settings::default());
+        assert_eq!(a.children_of(&key(1, "g"), &snap), 3);
+    }
+
+    #[test]
+    fn first_seen_is_kept_until_the_watcher_goes() {
+        let mut img = image("a", "a");
+        img.watchers.push(watcher(1, "10.0.0.1", 1));
+        let s1 = sample(vec![(1, "p", vec![namespace("", vec![img.clone()])])]);
+        let mut fs = FirstSeen::default();
+        let t1 = fs.update(&s1, 100.0);
+        assert_eq!(t1.values().copied().collect::<Vec<_>>(), vec![100.0]);
+        let t2 = fs.update(&s1, 160.0);
+        assert_eq!(t2.values().copied().collect::<Vec<_>>(), vec![100.0]);
+        img.watchers.clear();
+        let s2 = sample(vec![(1, "p", vec![namespace("", vec![img.clone()])])]);
+        assert!(fs.update(&s2, 220.0).is_empty());
+        img.watchers.push(watcher(1, "10.0.0.1", 1));
+        let s3 = sample(vec![(1, "p", vec![namespace("", vec![img])])]);
+        assert_eq!(
+            fs.update(&s3, 280.0).values().copied().collect::<Vec<_>>(),
+            vec![280.0]
+        );
+    }
+}

@@ -1,0 +1,92 @@
+//! Everything that touches the cluster. The rest of the exporter sees only the
+//! [`Conn`] trait and plain data.
+
+pub mod decode;
+mod ffi;
+mod rados;
+
+pub use rados::{ConnectOptions, RadosConn};
+
+use crate::error::Error;
+use crate::model::{
+    Location, Lock, ParentRef, PoolId, QueuedTask, Snapshot, TrashEntry, V1ChildLink, Watcher,
+};
+use std::future::Future;
+
+/// A pool as the mon lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolInfo {
+    /// Pool id.
+    pub id: PoolId,
+    /// Pool name.
+    pub name: String,
+    /// Applications enabled on the pool (`rbd`, `rgw`, `cephfs`, ...).
+    pub applications: Vec<String>,
+}
+
+/// The facts one compound read of `rbd_header.<id>` gives.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImageHeader {
+    /// Provisioned size in bytes.
+    pub size: u64,
+    /// Object size order.
+    pub order: u8,
+    /// Feature bits.
+    pub features: u64,
+    /// Image flags.
+    pub flags: u64,
+    /// Operation feature bits.
+    pub op_features: u64,
+    /// Snapshot ids from the snap context.
+    pub snap_ids: Vec<u64>,
+    /// Parent of a clone.
+    pub parent: Option<ParentRef>,
+    /// Watchers of the header object.
+    pub watchers: Vec<Watcher>,
+    /// Holders of `rbd_lock`.
+    pub locks: Vec<Lock>,
+}
+
+/// What the sampler needs from a cluster. Every method is one or a few
+/// RADOS round trips; none opens an image with librbd.
+///
+/// Methods that read one object return `Ok(None)` when the object does not
+/// exist (an image removed during the sample), never an error.
+pub trait Conn: Send + Sync + 'static {
+    /// Every pool in the cluster.
+    fn pools(&self) -> impl Future<Output = Result<Vec<PoolInfo>, Error>> + Send;
+    /// RBD namespaces of a pool, without the default one.
+    fn namespaces(
+        &self,
+        pool: &PoolInfo,
+    ) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
+    /// `rbd_directory`: image id and name pairs.
+    fn directory(
+        &self,
+        loc: &Location,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, Error>> + Send;
+    /// `rbd_trash` entries.
+    fn trash(&self, loc: &Location) -> impl Future<Output = Result<Vec<TrashEntry>, Error>> + Send;
+    /// `rbd_children`: v1 clone links whose children are in this location.
+    fn v1_children(
+        &self,
+        loc: &Location,
+    ) -> impl Future<Output = Result<Vec<V1ChildLink>, Error>> + Send;
+    /// `rbd_task`: tasks queued by the mgr.
+    fn tasks(&self, loc: &Location) -> impl Future<Output = Result<Vec<QueuedTask>, Error>> + Send;
+    /// One compound read of `rbd_header.<image_id>`.
+    fn header(
+        &self,
+        loc: &Location,
+        image_id: &str,
+    ) -> impl Future<Output = Result<Option<ImageHeader>, Error>> + Send;
+    /// One compound read of the snapshots `snap_ids` of an image.
+    fn snapshots(
+        &self,
+        loc: &Location,
+        image_id: &str,
+        snap_ids: &[u64],
+    ) -> impl Future<Output = Result<Option<Vec<Snapshot>>, Error>> + Send;
+    /// RADOS operations sent so far (each compound read counts once).
+    fn ops_sent(&self) -> u64;
+}

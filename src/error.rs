@@ -1,0 +1,104 @@
+//! The exporter's error type. `metric_label()` gives the stable `kind` label of
+//! `ceph_rbd_exporter_sample_errors_total`.
+
+use crate::ceph::decode::DecodeError;
+
+/// Everything that can go wrong talking to the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration given at start cannot work (unreadable ceph.conf,
+    /// missing keyring, rejected credentials). Fatal at start.
+    #[error("{0}")]
+    Config(String),
+
+    /// The cluster could not be reached (yet).
+    #[error("cannot connect to the cluster as client.{user} with {conf}: {message}")]
+    Connect {
+        /// Client id.
+        user: String,
+        /// Path of ceph.conf.
+        conf: String,
+        /// What librados said.
+        message: String,
+    },
+
+    /// A RADOS operation failed.
+    #[error("{what} on {pool}/{object} failed: {}", errno_text(*.code))]
+    Rados {
+        /// What was being done, e.g. "header read".
+        what: &'static str,
+        /// Pool (and namespace) name as text.
+        pool: String,
+        /// Object name.
+        object: String,
+        /// Negative errno.
+        code: i32,
+    },
+
+    /// A cluster reply could not be decoded.
+    #[error("bad reply from {object}: {source}")]
+    Decode {
+        /// Object (or mon command) that sent the reply.
+        object: String,
+        /// What was wrong.
+        source: DecodeError,
+    },
+
+    /// A mon command failed.
+    #[error("mon command `{command}` failed: {} {message}", errno_text(*.code))]
+    MonCommand {
+        /// The command prefix.
+        command: String,
+        /// Negative errno.
+        code: i32,
+        /// The mon's status text.
+        message: String,
+    },
+}
+
+impl Error {
+    /// A short, stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "config",
+            Error::Connect { .. } => "connect",
+            Error::Rados { code, .. } | Error::MonCommand { code, .. } if is_timeout(*code) => {
+                "timeout"
+            }
+            Error::Rados { .. } => "rados",
+            Error::Decode { .. } => "decode",
+            Error::MonCommand { .. } => "mon_command",
+        }
+    }
+
+    /// True for "no such object/pool": the thing went away during the sample.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Rados { code, .. } if *code == -libc_errno::ENOENT)
+    }
+}
+
+fn is_timeout(code: i32) -> bool {
+    code == -libc_errno::ETIMEDOUT
+}
+
+/// The errno values we act on (Linux numbering, which Ceph uses on the wire).
+pub mod libc_errno {
+    /// No such file or directory.
+    pub const ENOENT: i32 = 2;
+    /// Permission denied.
+    pub const EPERM: i32 = 1;
+    /// Access denied.
+    pub const EACCES: i32 = 13;
+    /// Operation not supported.
+    pub const EOPNOTSUPP: i32 = 95;
+    /// Timed out.
+    pub const ETIMEDOUT: i32 = 110;
+    /// Invalid argument.
+    pub const EINVAL: i32 = 22;
+}
+
+/// `-2` as "ENOENT (No such file or directory)".
+pub fn errno_text(code: i32) -> String {
+    let e = std::io::Error::from_raw_os_error(code.saturating_abs());
+    format!("error {code} ({e})")
+}

@@ -1,0 +1,508 @@
+//! Renders a sample and its analysis as Prometheus text exposition.
+//!
+//! Rendering happens once per sample, not per scrape: /metrics serves the
+//! bytes rendered here.
+
+use crate::analysis::{Analysis, WatcherKey};
+use crate::model::{ImageKey, Sample};
+use prometheus::core::Collector;
+use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::collections::{BTreeMap, HashMap};
+
+/// The exporter's own state, carried across samples.
+#[derive(Debug, Clone, Default)]
+pub struct ExporterStatus {
+    /// Did the last sample reach the cluster.
+    pub up: bool,
+    /// Per pool name: duration of its last sample, in seconds.
+    pub sample_duration_seconds: BTreeMap<String, f64>,
+    /// Per pool name: Unix time of its last successful sample.
+    pub last_success_timestamp_seconds: BTreeMap<String, f64>,
+    /// Per (pool name, error kind): failed samples. The pool is `""` for
+    /// failures that are not about one pool (connecting, listing pools).
+    pub sample_errors_total: BTreeMap<(String, String), u64>,
+}
+
+/// What to render besides the findings.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    /// Emit per-image series for every image, not just the ones with
+    /// something to say.
+    pub all_images: bool,
+}
+
+const SAMPLED: &str = "Sampled in the background every --sample.interval; not live.";
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    GaugeVec::new(Opts::new(name, format!("{help} {SAMPLED}")), labels)
+        .expect("valid metric definition")
+}
+
+fn int_gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, format!("{help} {SAMPLED}")), labels)
+        .expect("valid metric definition")
+}
+
+const IMAGE: &[&str] = &["pool", "namespace", "image"];
+const IMAGE_REASON: &[&str] = &["pool", "namespace", "image", "reason"];
+const WATCHER: &[&str] = &["pool", "namespace", "image", "client", "address"];
+const SNAPSHOT: &[&str] = &["pool", "namespace", "image", "snapshot"];
+const POOL_NS: &[&str] = &["pool", "namespace"];
+
+/// Renders everything into the text exposition format.
+pub fn render(
+    sample: Option<&Sample>,
+    analysis: Option<&Analysis>,
+    first_seen: &HashMap<WatcherKey, f64>,
+    status: &ExporterStatus,
+    options: &RenderOptions,
+) -> String {
+    let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
+    if let (Some(sample), Some(analysis)) = (sample, analysis) {
+        collectors.extend(sample_collectors(sample, analysis, first_seen, options));
+    }
+    collectors.extend(exporter_collectors(status));
+
+    let registry = Registry::new();
+    for c in collectors {
+        registry.register(c).expect("metric names are unique");
+    }
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut out)
+        .expect("encoding to memory cannot fail");
+    String::from_utf8(out).expect("the text encoder writes UTF-8")
+}
+
+fn sample_collectors(
+    sample: &Sample,
+    analysis: &Analysis,
+    first_seen: &HashMap<WatcherKey, f64>,
+    options: &RenderOptions,
+) -> Vec<Box<dyn Collector>> {
+    let image_watchers = int_gauge(
+        "ceph_rbd_image_watchers",
+        "Clients watching the image header.",
+        IMAGE,
+    );
+    let image_depth = int_gauge(
+        "ceph_rbd_image_clone_depth",
+        "Ancestors of the image (0 for a non-clone), following parents across pools.",
+        IMAGE,
+    );
+    let image_flatten = int_gauge(
+        "ceph_rbd_image_flatten_pending",
+        "1 for each reason the clone should be flattened.",
+        IMAGE_REASON,
+    );
+    let image_stale = int_gauge(
+        "ceph_rbd_image_stale_locks",
+        "Locks on the image whose holder no longer watches it.",
+        IMAGE,
+    );
+    let image_orphans = int_gauge(
+        "ceph_rbd_image_orphaned_watchers",
+        "Watchers believed orphaned, by reason.",
+        IMAGE_REASON,
+    );
+    let watcher_info = int_gauge(
+        "ceph_rbd_watcher_info",
+        "One series per client watching an image.",
+        WATCHER,
+    );
+    let watcher_first_seen = gauge(
+        "ceph_rbd_watcher_first_seen_timestamp_seconds",
+        "Unix time this exporter first saw the watcher.",
+        WATCHER,
+    );
+    let snap_children = int_gauge(
+        "ceph_rbd_snapshot_children",
+        "Clones (v1 and v2, in any pool) of the snapshot.",
+        SNAPSHOT,
+    );
+    let snap_protected = int_gauge(
+        "ceph_rbd_snapshot_protected",
+        "1 if the snapshot is protected.",
+        SNAPSHOT,
+    );
+    let snap_trashed = int_gauge(
+        "ceph_rbd_snapshot_trashed",
+        "1 if the snapshot is in the trash namespace (removed while clones still use it).",
+        SNAPSHOT,
+    );
+    let pool_gauges: Vec<(IntGaugeVec, fn(&crate::analysis::NamespaceSummary) -> i64)> = vec![
+        (
+            int_gauge("ceph_rbd_pool_images", "Images outside the trash.", POOL_NS),
+            |s| s.images as i64,
+        ),
+        (
+            int_gauge("ceph_rbd_pool_clones", "Clones outside the trash.", POOL_NS),
+            |s| s.clones as i64,
+        ),
+        (
+            int_gauge(
+                "ceph_rbd_pool_watched_images",
+                "Images with at least one watcher.",
+                POOL_NS,
+            ),
+            |s| s.watched_images as i64,
+        ),
+        (
+            int_gauge("ceph_rbd_pool_watchers", "Watchers of all images.", POOL_NS),
+            |s| s.watchers as i64,
+        ),
+        (
+            int_gauge(
+                "ceph_rbd_pool_orphaned_watchers",
+                "Watchers believed orphaned.",
+                POOL_NS,
+            ),
+            |s| s.orphaned_watchers as i64,
+        ),
+        (
+            int_gauge(
+                "ceph_rbd_pool_stale_locks",
+                "Locks whose holder no longer watches the image.",
+                POOL_NS,
+            ),
+            |s| s.stale_locks as i64,
+        ),
+        (
+            int_gauge(
+                "ceph_rbd_pool_protected_snapshots",
+                "Protected snapshots.",
+                POOL_NS,
+            ),
+            |s| s.protected_snapshots as i64,
+        ),
+        (
+            int_gauge(
+                "ceph_rbd_pool_max_clone_depth",
+                "Deepest clone chain of any image.",
+                POOL_NS,
+            ),
+            |s| i64::from(s.max_clone_depth),
+        ),
+        (
+            int_gauge(
+                "ceph_rbd_pool_flatten_pending_images",
+                "Distinct images with at least one flatten reason.",
+                POOL_NS,
+            ),
+            |s| s.flatten_pending_images as i64,
+        ),
+        (
+            int_gauge(
+                "ceph_rbd_pool_trash_images",
+                "Images in the trash.",
+                POOL_NS,
+            ),
+            |s| s.trash_images as i64,
+        ),
+    ];
+
+    for (pool, ns) in sample.namespaces() {
+        let pool_name = pool.name.as_str();
+        let nsn = ns.namespace.as_str();
+        if let Some(summary) = analysis
+            .namespaces
+            .get(&(pool.pool_id, ns.namespace.clone()))
+        {
+            for (g, value) in &pool_gauges {
+                g.with_label_values(&[pool_name, nsn]).set(value(summary));
+            }
+        }
+        for image in ns.images.values() {
+            let key = ImageKey {
+                pool_id: pool.pool_id,
+                namespace: ns.namespace.clone(),
+                image_id: image.id.clone(),
+            };
+            let Some(findings) = analysis.images.get(&key) else {
+                continue;
+            };
+            let name = image.name.as_str();
+            let labels = [pool_name, nsn, name];
+
+            for snap in &image.snapshots {
+                let children = analysis.children_of(&key, snap);
+                if snap.protected || children > 0 || snap.is_trashed() {
+                    let l = [pool_name, nsn, name, snap.name.as_str()];
+                    snap_children.with_label_values(&l).set(children as i64);
+                    snap_protected
+                        .with_label_values(&l)
+                        .set(i64::from(snap.protected));
+                    snap_trashed
+                        .with_label_values(&l)
+                        .set(i64::from(snap.is_trashed()));
+                }
+            }
+
+            if !options.all_images && findings.is_quiet(image) {
+                continue;
+            }
+            image_watchers
+                .with_label_values(&labels)
+                .set(image.watchers.len() as i64);
+            image_depth
+                .with_label_values(&labels)
+                .set(i64::from(findings.clone_depth.depth));
+            image_stale
+                .with_label_values(&labels)
+                .set(findings.stale_locks.len() as i64);
+            for reason in &findings.flatten_reasons {
+                image_flatten
+                    .with_label_values(&[pool_name, nsn, name, reason.label()])
+                    .set(1);
+            }
+            for (_, reason) in &findings.orphaned_watchers {
+                image_orphans
+                    .with_label_values(&[pool_name, nsn, name, reason.label()])
+                    .inc();
+            }
+            for w in &image.watchers {
+                let l = [pool_name, nsn, name, w.client.as_str(), w.address.as_str()];
+                watcher_info.with_label_values(&l).set(1);
+                let wk = WatcherKey {
+                    image: key.clone(),
+                    watcher: w.clone(),
+                };
+                let seen = first_seen.get(&wk).copied().unwrap_or(sample.started_at);
+                // Two watches from one client instance share labels: keep the older.
+                let g = watcher_first_seen.with_label_values(&l);
+                if g.get() == 0.0 || seen < g.get() {
+                    g.set(seen);
+                }
+            }
+        }
+    }
+
+    let mut out: Vec<Box<dyn Collector>> = vec![
+        Box::new(image_watchers),
+        Box::new(image_depth),
+        Box::new(image_flatten),
+        Box::new(image_stale),
+        Box::new(image_orphans),
+        Box::new(watcher_info),
+        Box::new(watcher_first_seen),
+        Box::new(snap_children),
+        Box::new(snap_protected),
+        Box::new(snap_trashed),
+    ];
+    out.extend(
+        pool_gauges
+            .into_iter()
+            .map(|(g, _)| Box::new(g) as Box<dyn Collector>),
+    );
+    out
+}
+
+fn exporter_collectors(status: &ExporterStatus) -> Vec<Box<dyn Collector>> {
+    let up = IntGaugeVec::new(
+        Opts::new(
+            "ceph_rbd_exporter_up",
+            "1 if the last sample reached the cluster.",
+        ),
+        &[],
+    )
+    .expect("valid metric definition");
+    up.with_label_values(&[] as &[&str])
+        .set(i64::from(status.up));
+    let duration = GaugeVec::new(
+        Opts::new(
+            "ceph_rbd_exporter_sample_duration_seconds",
+            "Seconds the last sample of the pool took.",
+        ),
+        &["pool"],
+    )
+    .expect("valid metric definition");
+    for (pool, secs) in &status.sample_duration_seconds {
+        duration.with_label_values(&[pool]).set(*secs);
+    }
+    let last_success = GaugeVec::new(
+        Opts::new(
+            "ceph_rbd_exporter_last_success_timestamp_seconds",
+            "Unix time of the last successful sample of the pool.",
+        ),
+        &["pool"],
+    )
+    .expect("valid metric definition");
+    for (pool, t) in &status.last_success_timestamp_seconds {
+        last_success.with_label_values(&[pool]).set(*t);
+    }
+    let errors = IntCounterVec::new(
+        Opts::new(
+            "ceph_rbd_exporter_sample_errors_total",
+            "Failed samples, by pool and kind of error (pool is empty when no pool was reached).",
+        ),
+        &["pool", "kind"],
+    )
+    .expect("valid metric definition");
+    for ((pool, kind), n) in &status.sample_errors_total {
+        errors.with_label_values(&[pool, kind]).inc_by(*n);
+    }
+    let build = IntGaugeVec::new(
+        Opts::new(
+            "ceph_rbd_exporter_build_info",
+            "Always 1; the version label says which build this is.",
+        ),
+        &["version"],
+    )
+    .expect("valid metric definition");
+    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    vec![
+        Box::new(up),
+        Box::new(duration),
+        Box::new(last_success),
+        Box::new(errors),
+        Box::new(build),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::fixtures::*;
+    use crate::analysis::{FirstSeen, Settings, analyse};
+    use crate::model::*;
+
+    fn golden_sample() -> Sample {
+        let mut base = image("g1", "8c0f7d1e-glance-base");
+        let mut snap = snapshot(4, "snap", true);
+        snap.v2_children = vec![ChildRef {
+            pool_id: 2,
+            namespace: String::new(),
+            image_id: "c1".into(),
+        }];
+        base.snapshots.push(snap);
+        let mut clone = image("c1", "volume-from-glance");
+        clone.parent = Some(ParentRef {
+            pool_id: 1,
+            namespace: String::new(),
+            image_id: "g1".into(),
+            snap_id: 4,
+            overlap: Some(1 << 30),
+        });
+        clone
+            .watchers
+            .push(watcher(4123, "10.0.0.5", 94505488011264));
+        clone
+            .locks
+            .push(exclusive_lock(4123, "10.0.0.5", 94505488011264));
+        let mut zombie = image("z1", "volume-zombie.deleted");
+        zombie.watchers.push(watcher(4200, "10.0.0.6", 7));
+        let mut locked = image("l1", "volume-locked");
+        locked
+            .locks
+            .push(advisory_lock(4300, "10.0.0.7", "stale-cookie"));
+        let idle = image("i1", "idle-disk");
+        let mut hostile = image("h1", "we\"ird\\name\nwith-ünïcode");
+        hostile.watchers.push(watcher(4400, "10.0.0.8", 9));
+        let mut tenant = namespace("tenant-a", vec![image("t1", "csi-vol-0001")]);
+        tenant
+            .images
+            .get_mut("t1")
+            .unwrap()
+            .watchers
+            .push(watcher(4500, "10.0.0.9", 11));
+        sample(vec![
+            (1, "images", vec![namespace("", vec![base])]),
+            (
+                2,
+                "volumes",
+                vec![
+                    namespace("", vec![clone, zombie, locked, idle, hostile]),
+                    tenant,
+                ],
+            ),
+        ])
+    }
+
+    fn golden_status() -> ExporterStatus {
+        ExporterStatus {
+            up: true,
+            sample_duration_seconds: [("images".to_string(), 0.25), ("volumes".to_string(), 0.5)]
+                .into(),
+            last_success_timestamp_seconds: [
+                ("images".to_string(), 1_700_000_001.5),
+                ("volumes".to_string(), 1_700_000_001.5),
+            ]
+            .into(),
+            sample_errors_total: [(("volumes".to_string(), "timeout".to_string()), 2)].into(),
+        }
+    }
+
+    fn render_golden(all_images: bool) -> String {
+        let s = golden_sample();
+        let a = analyse(&s, &Settings::default());
+        let fs = FirstSeen::default().update(&s, 1_699_999_000.0);
+        render(
+            Some(&s),
+            Some(&a),
+            &fs,
+            &golden_status(),
+            &RenderOptions { all_images },
+        )
+        .replace(env!("CARGO_PKG_VERSION"), "VERSION")
+    }
+
+    /// Compares with tests/golden/NAME; `UPDATE_GOLDEN=1` rewrites it.
+    fn check_golden(name: &str, actual: &str) {
+        let path = format!("{}/tests/golden/{name}", env!("CARGO_MANIFEST_DIR"));
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, actual).unwrap();
+        }
+        let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(
+            actual, expected,
+            "rendering differs from {path}; rerun with UPDATE_GOLDEN=1 if intended"
+        );
+    }
+
+    #[test]
+    fn renders_golden_exposition() {
+        check_golden("default.prom", &render_golden(false));
+    }
+
+    #[test]
+    fn renders_golden_exposition_for_all_images() {
+        check_golden("all-images.prom", &render_golden(true));
+    }
+
+    #[test]
+    fn quiet_images_are_left_out_by_default() {
+        let out = render_golden(false);
+        assert!(!out.contains("image=\"idle-disk\""));
+        assert!(render_golden(true).contains("ceph_rbd_image_watchers{image=\"idle-disk\""));
+    }
+
+    #[test]
+    fn hostile_names_are_escaped() {
+        let out = render_golden(false);
+        assert!(
+            out.contains(r#"image="we\"ird\\name\nwith-ünïcode""#),
+            "{out}"
+        );
+        for line in out.lines() {
+            assert!(
+                line.starts_with('#')
+                    || line.matches('"').count() % 2 == 0
+                    || line.contains("\\\"")
+            );
+        }
+    }
+
+    #[test]
+    fn renders_exporter_metrics_without_a_sample() {
+        let out = render(
+            None,
+            None,
+            &HashMap::new(),
+            &ExporterStatus::default(),
+            &RenderOptions::default(),
+        );
+        assert!(out.contains("ceph_rbd_exporter_up 0"));
+        assert!(out.contains("ceph_rbd_exporter_build_info{version="));
+        assert!(!out.contains("ceph_rbd_pool_images"));
+    }
+}

@@ -1,0 +1,506 @@
+//! Samples the cluster: one pass over every selected pool and namespace with
+//! bounded concurrency, and the periodic loop that publishes the result.
+
+use crate::analysis::{self, Analysis, FirstSeen, Settings};
+use crate::ceph::{Conn, ImageHeader, PoolInfo};
+use crate::error::Error;
+use crate::metrics::{self, ExporterStatus, RenderOptions};
+use crate::model::{Image, Location, NamespaceSample, PoolSample, Sample, SampleError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+/// What to sample and how hard.
+#[derive(Debug, Clone)]
+pub struct SampleConfig {
+    /// Only these pools (by name); `None` means every pool with the `rbd`
+    /// application enabled.
+    pub pools: Option<Vec<String>>,
+    /// Most RADOS operations in flight at once, across all pools.
+    pub max_inflight: usize,
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn sample_error(e: &Error) -> SampleError {
+    SampleError {
+        kind: e.metric_label().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Pools chosen for sampling, plus the names in `--pools` that do not exist.
+pub fn select_pools(all: &[PoolInfo], wanted: Option<&[String]>) -> (Vec<PoolInfo>, Vec<String>) {
+    match wanted {
+        None => (
+            all.iter()
+                .filter(|p| p.applications.iter().any(|a| a == "rbd"))
+                .cloned()
+                .collect(),
+            Vec::new(),
+        ),
+        Some(names) => {
+            let chosen = all
+                .iter()
+                .filter(|p| names.contains(&p.name))
+                .cloned()
+                .collect();
+            let unknown = names
+                .iter()
+                .filter(|n| !all.iter().any(|p| &p.name == *n))
+                .cloned()
+                .collect();
+            (chosen, unknown)
+        }
+    }
+}
+
+/// The bound on RADOS operations in flight, shared by every pool.
+#[derive(Clone)]
+struct Limit {
+    permits: Arc<Semaphore>,
+    size: u32,
+}
+
+/// Takes one complete sample. Fails only when the pool list cannot be read;
+/// a pool that fails is recorded in its [`PoolSample`].
+pub async fn sample_once<C: Conn>(
+    conn: &Arc<C>,
+    config: &SampleConfig,
+) -> Result<(Sample, Vec<String>), Error> {
+    let started_at = now_unix();
+    let all = conn.pools().await?;
+    let (selected, unknown) = select_pools(&all, config.pools.as_deref());
+    let size = config.max_inflight.clamp(1, Semaphore::MAX_PERMITS) as u32;
+    let limit = Limit {
+        permits: Arc::new(Semaphore::new(size as usize)),
+        size,
+    };
+    let mut tasks = JoinSet::new();
+    for pool in selected {
+        let conn = conn.clone();
+        let limit = limit.clone();
+        tasks.spawn(async move { sample_pool(conn, pool, limit).await });
+    }
+    let mut sample = Sample {
+        started_at,
+        pool_names: all.iter().map(|p| (p.id, p.name.clone())).collect(),
+        ..Default::default()
+    };
+    while let Some(joined) = tasks.join_next().await {
+        // A panicking pool task is a bug; it must not take the exporter down.
+        if let Ok(pool) = joined {
+            sample.pools.insert(pool.pool_id, pool);
+        }
+    }
+    sample.finished_at = now_unix();
+    Ok((sample, unknown))
+}
+
+async fn sample_pool<C: Conn>(conn: Arc<C>, pool: PoolInfo, limit: Limit) -> PoolSample {
+    let t0 = Instant::now();
+    let mut skipped = Vec::new();
+    let outcome = sample_pool_namespaces(&conn, &pool, &limit, &mut skipped).await;
+    PoolSample {
+        pool_id: pool.id,
+        name: pool.name,
+        duration_seconds: t0.elapsed().as_secs_f64(),
+        outcome: outcome.map_err(|e| sample_error(&e)),
+        skipped,
+    }
+}
+
+async fn sample_pool_namespaces<C: Conn>(
+    conn: &Arc<C>,
+    pool: &PoolInfo,
+    limit: &Limit,
+    skipped: &mut Vec<SampleError>,
+) -> Result<Vec<NamespaceSample>, Error> {
+    let mut names = vec![String::new()];
+    {
+        let _permit = limit
+            .permits
+            .acquire()
+            .await
+            .expect("semaphore never closes");
+        names.extend(conn.namespaces(pool).await?);
+    }
+    let mut out = Vec::with_capacity(names.len());
+    for namespace in names {
+        let loc = Location {
+            pool_id: pool.id,
+            namespace,
+        };
+        out.push(sample_namespace(conn, loc, limit, skipped).await?);
+    }
+    Ok(out)
+}
+
+async fn sample_namespace<C: Conn>(
+    conn: &Arc<C>,
+    loc: Location,
+    limit: &Limit,
+    skipped: &mut Vec<SampleError>,
+) -> Result<NamespaceSample, Error> {
+    // The four per-namespace objects, read concurrently.
+    let (directory, trash, v1_children, tasks) = {
+        let _permits = limit.permits.acquire_many(4.min(limit.size)).await;
+        let r = tokio::try_join!(
+            conn.directory(&loc),
+            conn.trash(&loc),
+            conn.v1_children(&loc),
+            conn.tasks(&loc)
+        )?;
+        r
+    };
+    let mut ns = NamespaceSample {
+        namespace: loc.namespace.clone(),
+        trash: trash.into_iter().map(|t| (t.id.clone(), t)).collect(),
+        v1_children,
+        tasks,
+        ..Default::default()
+    };
+    // Trashed images still have headers; the trash entry wins if an image
+    // moves during the sample, so no image is listed twice.
+    let mut wanted: BTreeMap<String, (String, bool)> = directory
+        .into_iter()
+        .map(|(id, name)| (id, (name, false)))
+        .collect();
+    for t in ns.trash.values() {
+        wanted.insert(t.id.clone(), (t.name.clone(), true));
+    }
+
+    let mut reads = JoinSet::new();
+    for (id, (name, in_trash)) in wanted {
+        let permit = limit
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closes");
+        let conn = conn.clone();
+        let loc = loc.clone();
+        reads.spawn(async move {
+            let result = read_image(&*conn, &loc, &id, name, in_trash).await;
+            drop(permit);
+            (id, result)
+        });
+    }
+    let mut first_error = None;
+    while let Some(joined) = reads.join_next().await {
+        let Ok((id, result)) = joined else { continue };
+        match result {
+            Ok(Some(image)) => {
+                ns.images.insert(id, image);
+            }
+            // Removed during the sample.
+            Ok(None) => {}
+            Err(e @ Error::Decode { .. }) => skipped.push(sample_error(&e)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(ns),
+    }
+}
+
+/// Header read, then (only for images with snapshots) the snapshot read.
+async fn read_image<C: Conn>(
+    conn: &C,
+    loc: &Location,
+    id: &str,
+    name: String,
+    in_trash: bool,
+) -> Result<Option<Image>, Error> {
+    let Some(header) = conn.header(loc, id).await? else {
+        return Ok(None);
+    };
+    let snapshots = if header.snap_ids.is_empty() {
+        Vec::new()
+    } else {
+        match conn.snapshots(loc, id, &header.snap_ids).await? {
+            Some(s) => s,
+            None => return Ok(None),
+        }
+    };
+    let ImageHeader {
+        size,
+        order,
+        features,
+        flags,
+        op_features,
+        parent,
+        watchers,
+        locks,
+        ..
+    } = header;
+    Ok(Some(Image {
+        id: id.to_string(),
+        name,
+        in_trash,
+        size,
+        order,
+        features,
+        flags,
+        op_features,
+        parent,
+        watchers,
+        locks,
+        snapshots,
+    }))
+}
+
+/// What /metrics and / serve: rebuilt after every sample, swapped atomically.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// Rendered exposition text.
+    pub metrics: bytes::Bytes,
+    /// The sample behind it (pools that failed keep their last good data).
+    pub sample: Option<Arc<Sample>>,
+    /// Its analysis.
+    pub analysis: Option<Arc<Analysis>>,
+    /// Exporter status at the time of rendering.
+    pub status: ExporterStatus,
+    /// Unix time of the last sample attempt.
+    pub last_attempt: f64,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+}
+
+/// The sampling loop's state across samples.
+pub struct Sampler {
+    /// What to sample.
+    pub config: SampleConfig,
+    /// Analysis settings.
+    pub settings: Settings,
+    /// Rendering options.
+    pub render: RenderOptions,
+    status: ExporterStatus,
+    first_seen: FirstSeen,
+    /// First-seen time of every watcher in `last`.
+    first_seen_times: std::collections::HashMap<analysis::WatcherKey, f64>,
+    last: Option<Arc<Sample>>,
+}
+
+impl Sampler {
+    /// A sampler with nothing sampled yet.
+    pub fn new(config: SampleConfig, settings: Settings, render: RenderOptions) -> Self {
+        Sampler {
+            config,
+            settings,
+            render,
+            status: ExporterStatus::default(),
+            first_seen: FirstSeen::default(),
+            first_seen_times: Default::default(),
+            last: None,
+        }
+    }
+
+    /// What to publish before the first sample.
+    pub fn initial(&self) -> Published {
+        self.publish(None)
+    }
+
+    /// Records a failure to reach the cluster at all.
+    pub fn record_unreachable(&mut self, e: &Error) -> Published {
+        self.status.up = false;
+        *self
+            .status
+            .sample_errors_total
+            .entry((String::new(), e.metric_label().to_string()))
+            .or_default() += 1;
+        self.publish(Some(e.to_string()))
+    }
+
+    /// Takes one sample and returns what to publish.
+    pub async fn step<C: Conn>(&mut self, conn: &Arc<C>) -> Published {
+        match sample_once(conn, &self.config).await {
+            Err(e) => {
+                tracing::warn!(error = %e, "sample failed: cannot list pools");
+                self.record_unreachable(&e)
+            }
+            Ok((sample, unknown)) => {
+                for name in &unknown {
+                    tracing::warn!(pool = %name, "pool named in --pools does not exist");
+                    *self
+                        .status
+                        .sample_errors_total
+                        .entry((name.clone(), "unknown_pool".into()))
+                        .or_default() += 1;
+                }
+                let error = self.absorb(sample);
+                self.publish(error)
+            }
+        }
+    }
+
+    /// Merges a new sample into the published one: failed pools keep their
+    /// last good data, and their failure is counted.
+    fn absorb(&mut self, mut sample: Sample) -> Option<String> {
+        let mut errors = Vec::new();
+        let mut any_ok = sample.pools.is_empty();
+        for pool in sample.pools.values_mut() {
+            self.status
+                .sample_duration_seconds
+                .insert(pool.name.clone(), pool.duration_seconds);
+            for s in &pool.skipped {
+                tracing::warn!(pool = %pool.name, error = %s.message, "image skipped");
+                *self
+                    .status
+                    .sample_errors_total
+                    .entry((pool.name.clone(), s.kind.clone()))
+                    .or_default() += 1;
+            }
+            match &pool.outcome {
+                Ok(_) => {
+                    any_ok = true;
+                    self.status
+                        .last_success_timestamp_seconds
+                        .insert(pool.name.clone(), sample.finished_at);
+                }
+                Err(e) => {
+                    tracing::warn!(pool = %pool.name, error = %e.message, "pool sample failed");
+                    errors.push(format!("{}: {}", pool.name, e.message));
+                    *self
+                        .status
+                        .sample_errors_total
+                        .entry((pool.name.clone(), e.kind.clone()))
+                        .or_default() += 1;
+                    let previous = self
+                        .last
+                        .as_ref()
+                        .and_then(|l| l.pools.get(&pool.pool_id))
+                        .filter(|p| p.outcome.is_ok());
+                    if let Some(prev) = previous {
+                        pool.outcome = prev.outcome.clone();
+                    }
+                }
+            }
+        }
+        // Pools that went away stop being reported.
+        let present: Vec<String> = sample.pools.values().map(|p| p.name.clone()).collect();
+        self.status
+            .sample_duration_seconds
+            .retain(|k, _| present.contains(k));
+        self.status
+            .last_success_timestamp_seconds
+            .retain(|k, _| present.contains(k));
+        self.status.up = any_ok;
+        self.first_seen_times = self.first_seen.update(&sample, sample.started_at);
+        self.last = Some(Arc::new(sample));
+        (!errors.is_empty()).then(|| errors.join("; "))
+    }
+
+    fn publish(&self, last_error: Option<String>) -> Published {
+        let now = now_unix();
+        let analysis = self
+            .last
+            .as_ref()
+            .map(|s| Arc::new(analysis::analyse(s, &self.settings)));
+        let body = metrics::render(
+            self.last.as_deref(),
+            analysis.as_deref(),
+            &self.first_seen_times,
+            &self.status,
+            &self.render,
+        );
+        Published {
+            metrics: bytes::Bytes::from(body),
+            sample: self.last.clone(),
+            analysis,
+            status: self.status.clone(),
+            last_attempt: now,
+            last_error,
+        }
+    }
+
+    /// Samples forever (until `shutdown`), publishing after every attempt.
+    /// `connect` is retried until it succeeds; the cluster being down is
+    /// never fatal here.
+    pub async fn run<C, F, Fut>(
+        mut self,
+        interval: Duration,
+        mut conn: Option<Arc<C>>,
+        mut connect: F,
+        publish: watch::Sender<Arc<Published>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) where
+        C: Conn,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Arc<C>, Error>>,
+    {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if conn.is_none() {
+                match connect().await {
+                    Ok(c) => {
+                        tracing::info!("connected to the cluster");
+                        conn = Some(c);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot reach the cluster; will retry");
+                        let _ = publish.send(Arc::new(self.record_unreachable(&e)));
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = conn.as_ref() else { continue };
+            let t0 = Instant::now();
+            let published = tokio::select! {
+                p = self.step(c) => p,
+                _ = shutdown.changed() => return,
+            };
+            tracing::info!(
+                seconds = t0.elapsed().as_secs_f64(),
+                ops = c.ops_sent(),
+                "sample done"
+            );
+            let _ = publish.send(Arc::new(published));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(id: i64, name: &str, apps: &[&str]) -> PoolInfo {
+        PoolInfo {
+            id,
+            name: name.into(),
+            applications: apps.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn selects_rbd_pools_or_the_named_ones() {
+        let all = vec![
+            pool(1, "volumes", &["rbd"]),
+            pool(2, "rgw-data", &["rgw"]),
+            pool(3, "images", &["rbd"]),
+        ];
+        let (chosen, unknown) = select_pools(&all, None);
+        assert_eq!(chosen.iter().map(|p| p.id).collect::<Vec<_>>(), vec![1, 3]);
+        assert!(unknown.is_empty());
+        let wanted = vec!["rgw-data".to_string(), "nope".to_string()];
+        let (chosen, unknown) = select_pools(&all, Some(&wanted));
+        assert_eq!(chosen.iter().map(|p| p.id).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(unknown, vec!["nope".to_string()]);
+    }
+}
