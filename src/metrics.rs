@@ -301,7 +301,7 @@ fn exporter_collectors(status: &ExporterStatus) -> Vec<Box<dyn Collector>> {
     let up = IntGaugeVec::new(
         Opts::new(
             "ceph_rbd_exporter_up",
-            "1 if the last sample reached the cluster.",
+            "Whether the last sample reached the cluster (1) or not (0).",
         ),
         &[],
     )

@@ -1,0 +1,967 @@
+//! Integration tests against a real throwaway cluster seeded with the `test`
+//! layout of scripts/seed.py. `make test` (scripts/test.sh) starts the
+//! cluster, seeds it and sets CEPH_RBD_TEST_CONF and CEPH_RBD_TEST_STATE.
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ceph-rbd-exporter");
+
+/// The test cluster's ceph.conf. Panics with instructions when unset, so
+/// a run without a cluster fails loudly instead of passing vacuously.
+fn conf() -> String {
+    std::env::var("CEPH_RBD_TEST_CONF")
+        .expect("CEPH_RBD_TEST_CONF is not set: run these tests with `make test` (scripts/test.sh)")
+}
+
+fn state_dir() -> PathBuf {
+    PathBuf::from(
+        std::env::var("CEPH_RBD_TEST_STATE")
+            .expect("CEPH_RBD_TEST_STATE is not set: run `make test`"),
+    )
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs a Ceph CLI tool against the test cluster and returns stdout.
+fn ceph_cli(tool: &str, args: &[&str]) -> String {
+    let out = Command::new(tool)
+        .args(args)
+        .env("CEPH_CONF", conf())
+        .output()
+        .unwrap_or_else(|e| panic!("{tool}: {e}"));
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn rbd_json(args: &[&str]) -> Value {
+    let mut a = args.to_vec();
+    a.extend(["--format", "json"]);
+    let out = ceph_cli("rbd", &a);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("rbd {args:?}: {e}: {out}"))
+}
+
+/// `ceph-rbd-exporter dump` as JSON.
+fn dump(extra: &[&str]) -> Vec<Value> {
+    let out = Command::new(BIN)
+        .args(["--ceph.config", &conf(), "--log.level", "warn"])
+        .args(extra)
+        .arg("dump")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn find<'a>(images: &'a [Value], pool: &str, ns: &str, name: &str) -> &'a Value {
+    images
+        .iter()
+        .find(|i| i["pool"] == pool && i["namespace"] == ns && i["image"] == name)
+        .unwrap_or_else(|| panic!("{pool}/{ns}/{name} not in dump"))
+}
+
+fn reasons(image: &Value) -> Vec<String> {
+    image["flatten_reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn snapshot<'a>(image: &'a Value, name: &str) -> &'a Value {
+    image["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("snapshot {name} not found in {}", image["image"]))
+}
+
+#[test]
+fn field_scenarios_are_seen_as_operators_expect() {
+    let images = dump(&[]);
+
+    // Pools: the rbd ones only.
+    let pools: BTreeSet<&str> = images.iter().map(|i| i["pool"].as_str().unwrap()).collect();
+    assert!(
+        !pools.contains("not-rbd"),
+        "a pool without the rbd application was sampled"
+    );
+
+    // 1. Glance image whose protected snap has children in two other pools.
+    let glance = find(&images, "images", "", "8c0f7d1e-glance-base");
+    let snap = snapshot(glance, "snap");
+    assert_eq!(snap["protected"], true);
+    assert_eq!(
+        snap["children"], 3,
+        "volume-from-glance, the nova disk and volume-flatten-me"
+    );
+    let child_pools: BTreeSet<&str> = snap["v2_children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().split('/').next().unwrap())
+        .collect();
+    assert_eq!(child_pools, BTreeSet::from(["vms", "volumes"]));
+
+    // 2. Cinder chain deeper than 5.
+    for i in 0..=6 {
+        let img = find(&images, "volumes", "", &format!("volume-chain-{i}"));
+        assert_eq!(img["clone_depth"]["depth"], i, "volume-chain-{i}");
+        assert_eq!(img["clone_depth"]["complete"], true);
+        assert_eq!(
+            reasons(img).contains(&"clone_depth_exceeded".to_string()),
+            i > 5,
+            "volume-chain-{i}"
+        );
+    }
+    let parent_snap = snapshot(
+        find(&images, "volumes", "", "volume-chain-5"),
+        "volume-chain-6.clone_snap",
+    );
+    assert_eq!(parent_snap["children"], 1);
+
+    // 3. v1 clone: parent from the header, child count from rbd_children.
+    let legacy = find(&images, "volumes", "", "legacy-child");
+    assert_eq!(legacy["parent"]["image"], "legacy-parent");
+    assert_eq!(legacy["parent"]["snapshot"], "base");
+    assert_eq!(legacy["clone_depth"]["depth"], 1);
+    let base = snapshot(find(&images, "volumes", "", "legacy-parent"), "base");
+    assert_eq!(base["children"], 1);
+    assert_eq!(base["v2_children"].as_array().unwrap().len(), 0);
+
+    // 4. Clone v2 whose parent snapshot was removed (trash namespace).
+    let snap_trashed = find(&images, "volumes", "", "volume-snap-trashed");
+    assert_eq!(reasons(snap_trashed), vec!["parent_snapshot_trashed"]);
+    assert_eq!(snap_trashed["parent"]["snapshot_trashed"], true);
+    let golden = find(&images, "images", "", "golden");
+    let trashed: Vec<&Value> = golden["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["namespace"]["type"] == "trash")
+        .collect();
+    assert_eq!(trashed.len(), 1);
+    assert_eq!(trashed[0]["namespace"]["original_name"], "gone");
+
+    // 5. Parent image in the trash.
+    let parent_trashed = find(&images, "volumes", "", "volume-parent-trashed");
+    assert_eq!(reasons(parent_trashed), vec!["parent_image_trashed"]);
+    assert_eq!(find(&images, "images", "", "retired")["in_trash"], true);
+
+    // 6. `.deleted` parent.
+    assert_eq!(
+        reasons(find(&images, "volumes", "", "volume-child-of-deleted")),
+        vec!["parent_deleted"]
+    );
+
+    // 7. Live watchers, one with the exclusive lock; two clients on one image.
+    let attached = find(&images, "volumes", "", "volume-attached");
+    assert_eq!(attached["watchers"].as_array().unwrap().len(), 1);
+    assert_eq!(attached["watchers"][0]["orphan_reason"], Value::Null);
+    let locks = attached["locks"].as_array().unwrap();
+    assert_eq!(locks.len(), 1);
+    assert_eq!(locks[0]["kind"], "exclusive");
+    assert_eq!(locks[0]["stale"], false);
+    assert_eq!(
+        locks[0]["cookie"].as_str().unwrap(),
+        format!("auto {}", attached["watchers"][0]["cookie"])
+    );
+    let multi = find(&images, "volumes", "", "volume-multiattach");
+    let clients: BTreeSet<&str> = multi["watchers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["client"].as_str().unwrap())
+        .collect();
+    assert_eq!(clients.len(), 2);
+    assert!(multi["locks"].as_array().unwrap().is_empty());
+
+    // 8. Watcher on a `.deleted` image.
+    let zombie = find(&images, "volumes", "", "volume-zombie.deleted");
+    assert_eq!(zombie["watchers"][0]["orphan_reason"], "image_deleted");
+
+    // 9. Watcher on a trashed image.
+    let trashed_held = find(&images, "volumes", "", "volume-trashed-held");
+    assert_eq!(trashed_held["in_trash"], true);
+    assert_eq!(
+        trashed_held["watchers"][0]["orphan_reason"],
+        "image_trashed"
+    );
+
+    // 10. Stale advisory lock.
+    let locked = find(&images, "volumes", "", "volume-locked");
+    assert_eq!(locked["locks"][0]["kind"], "advisory");
+    assert_eq!(locked["locks"][0]["cookie"], "stale-cookie");
+    assert_eq!(locked["locks"][0]["stale"], true);
+
+    // 11. Queued flatten task (its blocker's lock is held by a live watcher).
+    let flatten = find(&images, "volumes", "", "volume-flatten-me");
+    assert!(
+        reasons(flatten).contains(&"flatten_queued".to_string()),
+        "{flatten}"
+    );
+    assert!(
+        flatten["locks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["stale"] == false)
+    );
+
+    // 12. RBD namespace.
+    let csi = find(&images, "k8s", "tenant-a", "csi-vol-0001");
+    assert_eq!(csi["watchers"].as_array().unwrap().len(), 1);
+    let csi_clone = find(&images, "k8s", "tenant-a", "csi-vol-0002");
+    assert_eq!(csi_clone["parent"]["namespace"], "tenant-a");
+    assert_eq!(csi_clone["parent"]["image"], "csi-snap-base");
+    assert_eq!(csi_clone["clone_depth"]["depth"], 1);
+    find(&images, "k8s", "", "csi-vol-default");
+
+    // 13-14. Quiet things stay quiet.
+    let backup = snapshot(attached, "backup.5f1e.snap.1700000000");
+    assert_eq!(backup["protected"], false);
+    let idle = find(&images, "vms", "", "idle-disk");
+    assert!(idle["watchers"].as_array().unwrap().is_empty());
+    assert!(reasons(idle).is_empty());
+}
+
+#[test]
+fn pools_flag_limits_sampling() {
+    let images = dump(&["--pools", "k8s"]);
+    assert!(!images.is_empty());
+    assert!(images.iter().all(|i| i["pool"] == "k8s"));
+}
+
+// ---------------------------------------------------------------------------
+// Differential test: what the exporter learned equals what the rbd CLI says.
+
+fn feature_names(bits: u64) -> BTreeSet<String> {
+    const NAMES: [&str; 11] = [
+        "layering",
+        "striping",
+        "exclusive-lock",
+        "object-map",
+        "fast-diff",
+        "deep-flatten",
+        "journaling",
+        "data-pool",
+        "operations",
+        "migrating",
+        "non-primary",
+    ];
+    NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bits & (1 << i) != 0)
+        .map(|(_, n)| n.to_string())
+        .collect()
+}
+
+fn strings(v: &Value) -> BTreeSet<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| x.as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn differential_against_rbd_cli() {
+    let images = dump(&[]);
+    let mut compared = 0;
+    for img in &images {
+        let pool = img["pool"].as_str().unwrap();
+        let ns = img["namespace"].as_str().unwrap();
+        let name = img["image"].as_str().unwrap();
+        let id = img["id"].as_str().unwrap();
+        let what = format!("{pool}/{ns}/{name}");
+        // Trashed images are addressed by id.
+        let mut spec: Vec<String> = vec![
+            "--pool".into(),
+            pool.into(),
+            "--namespace".into(),
+            ns.into(),
+        ];
+        if img["in_trash"] == true {
+            spec.extend(["--image-id".into(), id.into()]);
+        } else {
+            spec.extend(["--image".into(), name.into()]);
+        }
+        // `rbd <command...> <image spec flags> --format json`
+        let call = |command: &[&str]| {
+            let mut a: Vec<&str> = command.to_vec();
+            a.extend(spec.iter().map(String::as_str));
+            rbd_json(&a)
+        };
+
+        // rbd info
+        let info = call(&["info"]);
+        assert_eq!(info["id"], img["id"], "{what}: id");
+        assert_eq!(info["size"], img["size"], "{what}: size");
+        assert_eq!(info["order"], img["order"], "{what}: order");
+        assert_eq!(
+            strings(&info["features"]),
+            feature_names(img["features"].as_u64().unwrap()),
+            "{what}: features"
+        );
+        match (&info["parent"], &img["parent"]) {
+            (Value::Null, Value::Null) => {}
+            (cli, ours) => {
+                assert_eq!(cli["pool"], ours["pool"], "{what}: parent pool");
+                assert_eq!(
+                    cli["pool_namespace"], ours["namespace"],
+                    "{what}: parent namespace"
+                );
+                assert_eq!(cli["id"], ours["image_id"], "{what}: parent id");
+                assert_eq!(cli["image"], ours["image"], "{what}: parent image");
+                assert_eq!(
+                    cli["trash"], ours["image_trashed"],
+                    "{what}: parent in trash"
+                );
+                // For a trashed parent snapshot, rbd prints the trash name.
+                assert_eq!(cli["snapshot"], ours["snapshot"], "{what}: parent snapshot");
+                assert_eq!(cli["overlap"], ours["overlap"], "{what}: overlap");
+            }
+        }
+
+        // rbd status (by name) or rados listwatchers (trashed: rbd status cannot name it)
+        let header = format!("rbd_header.{id}");
+        let cli_watchers: BTreeSet<(String, String, u64)> = if img["in_trash"] == true {
+            ceph_cli(
+                "rados",
+                &["-p", pool, "--namespace", ns, "listwatchers", &header],
+            )
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                // watcher=127.0.0.1:0/1198503283 client.4129 cookie=139635091049920
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (
+                    f[1].to_string(),
+                    f[0].trim_start_matches("watcher=").to_string(),
+                    f[2].trim_start_matches("cookie=").parse().unwrap(),
+                )
+            })
+            .collect()
+        } else {
+            call(&["status"])["watchers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| {
+                    (
+                        format!("client.{}", w["client"]),
+                        w["address"].as_str().unwrap().to_string(),
+                        w["cookie"].as_u64().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let our_watchers: BTreeSet<(String, String, u64)> = img["watchers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                (
+                    w["client"].as_str().unwrap().to_string(),
+                    w["address"].as_str().unwrap().to_string(),
+                    w["cookie"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(our_watchers, cli_watchers, "{what}: watchers");
+
+        // rbd snap ls --all
+        let snaps = call(&["snap", "ls", "--all"]);
+        let cli_snaps: BTreeSet<(u64, String, bool, String)> = snaps
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["id"].as_u64().unwrap(),
+                    s["name"].as_str().unwrap().to_string(),
+                    s["protected"] == "true",
+                    s["namespace"]["type"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let our_snaps: BTreeSet<(u64, String, bool, String)> = img["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["id"].as_u64().unwrap(),
+                    s["name"].as_str().unwrap().to_string(),
+                    s["protected"].as_bool().unwrap(),
+                    s["namespace"]["type"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(our_snaps, cli_snaps, "{what}: snapshots");
+
+        // rbd children --all, per snapshot (by id, which also reaches trashed
+        // snapshots). For a trashed parent, which rbd children cannot name,
+        // count the images whose `rbd info` (checked above) names it.
+        for s in img["snapshots"].as_array().unwrap() {
+            let expected = if img["in_trash"] == true {
+                images
+                    .iter()
+                    .filter(|c| {
+                        c["parent"]["image_id"] == id
+                            && c["parent"]["snap_id"] == s["id"]
+                            && c["parent"]["pool"] == pool
+                    })
+                    .count() as u64
+            } else {
+                let snap_id = s["id"].to_string();
+                call(&["children", "--all", "--snap-id", &snap_id])
+                    .as_array()
+                    .unwrap()
+                    .len() as u64
+            };
+            assert_eq!(
+                expected,
+                s["children"].as_u64().unwrap(),
+                "{what}@{}: children",
+                s["name"]
+            );
+        }
+
+        // rbd lock ls, or rados lock info for a trashed image
+        let cli_locks: BTreeSet<(String, String, String)> = if img["in_trash"] == true {
+            let out = ceph_cli(
+                "rados",
+                &[
+                    "-p",
+                    pool,
+                    "--namespace",
+                    ns,
+                    "lock",
+                    "info",
+                    &header,
+                    "rbd_lock",
+                    "--format",
+                    "json",
+                ],
+            );
+            let info: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+            info["lockers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|l| {
+                    (
+                        l["name"].as_str().unwrap().to_string(),
+                        l["cookie"].as_str().unwrap().to_string(),
+                        l["address"]
+                            .as_str()
+                            .or(l["addr"].as_str())
+                            .unwrap()
+                            .to_string(),
+                    )
+                })
+                .collect()
+        } else {
+            call(&["lock", "ls"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| {
+                    (
+                        l["locker"].as_str().unwrap().to_string(),
+                        l["id"].as_str().unwrap().to_string(),
+                        l["address"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        };
+        let our_locks: BTreeSet<(String, String, String)> = img["locks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["locker"].as_str().unwrap().to_string(),
+                    l["cookie"].as_str().unwrap().to_string(),
+                    l["address"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(our_locks, cli_locks, "{what}: locks");
+        compared += 1;
+    }
+    assert!(compared >= 25, "only {compared} images compared");
+}
+
+// ---------------------------------------------------------------------------
+// The running exporter.
+
+/// A running exporter, killed on drop.
+struct Exporter {
+    child: Child,
+    addr: String,
+}
+
+impl Exporter {
+    fn start(extra: &[&str]) -> Exporter {
+        Self::start_with_conf(&conf(), extra)
+    }
+
+    fn start_with_conf(conf: &str, extra: &[&str]) -> Exporter {
+        let mut child = Command::new(BIN)
+            .args([
+                "--ceph.config",
+                conf,
+                "--web.listen-address",
+                "127.0.0.1:0",
+                "--sample.interval",
+                "2s",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && line.contains("serving metrics") {
+                    let addr = line
+                        .split("address=")
+                        .nth(1)
+                        .unwrap()
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .to_string();
+                    tx.send(addr).unwrap();
+                    sent = true;
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("exporter did not start serving");
+        Exporter { child, addr }
+    }
+
+    fn get(&self, method: &str, path: &str) -> (u16, String) {
+        http(&self.addr, method, path)
+    }
+
+    /// Waits until /metrics satisfies `pred`.
+    fn wait_metrics(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (_, body) = self.get("GET", "/metrics");
+            if pred(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "metrics never matched; last:\n{body}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn has_series(body: &str, prefix: &str) -> bool {
+    body.lines().any(|l| l.starts_with(prefix))
+}
+
+#[test]
+fn metrics_endpoint_serves_the_sample_and_passes_promtool() {
+    let exporter = Exporter::start(&[]);
+    let body = exporter.wait_metrics(Duration::from_secs(30), |b| {
+        b.lines().any(|l| l == "ceph_rbd_exporter_up 1")
+    });
+
+    for expected in [
+        r#"ceph_rbd_image_orphaned_watchers{image="volume-zombie.deleted",namespace="",pool="volumes",reason="image_deleted"} 1"#,
+        r#"ceph_rbd_image_orphaned_watchers{image="volume-trashed-held",namespace="",pool="volumes",reason="image_trashed"} 1"#,
+        r#"ceph_rbd_image_stale_locks{image="volume-locked",namespace="",pool="volumes"} 1"#,
+        r#"ceph_rbd_image_clone_depth{image="volume-chain-6",namespace="",pool="volumes"} 6"#,
+        r#"ceph_rbd_image_flatten_pending{image="volume-chain-6",namespace="",pool="volumes",reason="clone_depth_exceeded"} 1"#,
+        r#"ceph_rbd_image_flatten_pending{image="volume-snap-trashed",namespace="",pool="volumes",reason="parent_snapshot_trashed"} 1"#,
+        r#"ceph_rbd_image_flatten_pending{image="volume-parent-trashed",namespace="",pool="volumes",reason="parent_image_trashed"} 1"#,
+        r#"ceph_rbd_image_flatten_pending{image="volume-child-of-deleted",namespace="",pool="volumes",reason="parent_deleted"} 1"#,
+        r#"ceph_rbd_image_flatten_pending{image="volume-flatten-me",namespace="",pool="volumes",reason="flatten_queued"} 1"#,
+        r#"ceph_rbd_image_watchers{image="volume-multiattach",namespace="",pool="volumes"} 2"#,
+        r#"ceph_rbd_image_watchers{image="csi-vol-0001",namespace="tenant-a",pool="k8s"} 1"#,
+        r#"ceph_rbd_snapshot_children{image="8c0f7d1e-glance-base",namespace="",pool="images",snapshot="snap"} 3"#,
+        r#"ceph_rbd_snapshot_protected{image="8c0f7d1e-glance-base",namespace="",pool="images",snapshot="snap"} 1"#,
+        r#"ceph_rbd_pool_images{namespace="",pool="scratch"} 0"#,
+        r#"ceph_rbd_pool_max_clone_depth{namespace="",pool="volumes"} 6"#,
+        r#"ceph_rbd_pool_trash_images{namespace="",pool="images"} 1"#,
+        r#"ceph_rbd_pool_images{namespace="tenant-a",pool="k8s"} 3"#,
+    ] {
+        assert!(
+            body.lines().any(|l| l == expected),
+            "missing: {expected}\n{body}"
+        );
+    }
+    assert!(has_series(
+        &body,
+        "ceph_rbd_snapshot_trashed{image=\"golden\""
+    ));
+    assert!(has_series(
+        &body,
+        "ceph_rbd_watcher_info{address=\"127.0.0.1:"
+    ));
+    assert!(has_series(
+        &body,
+        "ceph_rbd_watcher_first_seen_timestamp_seconds{"
+    ));
+    assert!(has_series(
+        &body,
+        "ceph_rbd_exporter_sample_duration_seconds{pool=\"volumes\"}"
+    ));
+    assert!(has_series(
+        &body,
+        "ceph_rbd_exporter_last_success_timestamp_seconds{pool=\"volumes\"}"
+    ));
+    assert!(has_series(&body, "ceph_rbd_exporter_build_info{version="));
+    assert!(!body.contains("not-rbd"));
+    assert!(
+        !body.contains("image=\"idle-disk\""),
+        "quiet images are left out by default"
+    );
+    for line in body
+        .lines()
+        .filter(|l| l.starts_with("# HELP ceph_rbd_image") || l.starts_with("# HELP ceph_rbd_pool"))
+    {
+        assert!(
+            line.contains("Sampled"),
+            "HELP must say the value is sampled: {line}"
+        );
+    }
+
+    // promtool on the real output.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is installed by scripts/install-deps.sh");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The first-seen time does not move between samples.
+    let first_seen = |b: &str| -> Vec<String> {
+        b.lines()
+            .filter(|l| {
+                l.starts_with("ceph_rbd_watcher_first_seen_timestamp_seconds{")
+                    && l.contains("volume-attached")
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let before = first_seen(&body);
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, later) = exporter.get("GET", "/metrics");
+    assert_eq!(before, first_seen(&later));
+
+    // HTTP surface.
+    assert_eq!(exporter.get("GET", "/healthz").0, 200);
+    let (status, landing) = exporter.get("GET", "/");
+    assert_eq!(status, 200);
+    assert!(landing.contains("href=\"/metrics\""));
+    assert!(landing.contains("orphaned watchers"));
+    assert_eq!(exporter.get("POST", "/metrics").0, 405);
+    assert_eq!(exporter.get("GET", "/nope").0, 404);
+    assert_eq!(exporter.get("HEAD", "/metrics").0, 200);
+}
+
+#[test]
+fn all_images_flag_emits_quiet_images() {
+    let exporter = Exporter::start(&["--metrics.all-images"]);
+    exporter.wait_metrics(Duration::from_secs(30), |b| {
+        b.contains(r#"ceph_rbd_image_watchers{image="idle-disk",namespace="",pool="vms"} 0"#)
+    });
+}
+
+/// Starts a holder process on an image; killed with SIGKILL on drop.
+struct Holder(Child);
+
+impl Holder {
+    fn start(pool: &str, image: &str, extra: &[&str]) -> Holder {
+        let ready =
+            std::env::temp_dir().join(format!("holder-{}-{image}.ready", std::process::id()));
+        let _ = std::fs::remove_file(&ready);
+        let child = Command::new("/usr/bin/python3")
+            .arg(repo().join("scripts/holder.py"))
+            .args([
+                "--conf",
+                &conf(),
+                "--pool",
+                pool,
+                "--image",
+                image,
+                "--ready-file",
+            ])
+            .arg(&ready)
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "holder on {pool}/{image} never became ready"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Holder(child)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn killed_holder_watch_expires_then_its_exclusive_lock_is_stale() {
+    let image = format!("volume-crashed-{}", std::process::id());
+    ceph_cli(
+        "rbd",
+        &["create", "--size", "16M", &format!("volumes/{image}")],
+    );
+    let mut holder = Holder::start("volumes", &image, &["--write"]);
+
+    let held = dump(&["--pools", "volumes"]);
+    let img = find(&held, "volumes", "", &image);
+    assert_eq!(img["watchers"].as_array().unwrap().len(), 1);
+    assert_eq!(img["locks"][0]["kind"], "exclusive");
+    assert_eq!(img["locks"][0]["stale"], false);
+
+    holder.kill();
+    let killed_at = Instant::now();
+    // Right after the crash the watch is still registered...
+    let just_after = dump(&["--pools", "volumes"]);
+    let img = find(&just_after, "volumes", "", &image);
+    assert_eq!(
+        img["watchers"].as_array().unwrap().len(),
+        1,
+        "watch should outlive the client for ~30 s"
+    );
+    assert_eq!(img["locks"][0]["stale"], false);
+
+    // ...then it expires, and the lock it leaves behind is stale.
+    loop {
+        let images = dump(&["--pools", "volumes"]);
+        let img = find(&images, "volumes", "", &image);
+        if img["watchers"].as_array().unwrap().is_empty() {
+            assert_eq!(
+                img["locks"].as_array().unwrap().len(),
+                1,
+                "the exclusive lock stays"
+            );
+            assert_eq!(img["locks"][0]["stale"], true);
+            eprintln!(
+                "watch expired {:.1} s after the kill",
+                killed_at.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(90),
+            "watch never expired"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    ceph_cli("rbd", &["lock", "ls", &format!("volumes/{image}")]);
+}
+
+// ---------------------------------------------------------------------------
+// Start-up errors and an unreachable cluster.
+
+fn run_exporter(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .args([
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--ceph.op-timeout",
+            "3s",
+        ])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "ceph-rbd-exporter-test-{}-{name}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A copy of the test ceph.conf with `keyring` (and optionally the mon
+/// address) replaced.
+fn conf_variant(name: &str, keyring: &str, mon_host: Option<&str>) -> String {
+    let text = std::fs::read_to_string(conf()).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        let key = line.trim_start().split('=').next().unwrap_or("").trim();
+        match key {
+            "keyring" => out.push_str(&format!("keyring = {keyring}\n")),
+            "mon host" if mon_host.is_some() => {
+                out.push_str(&format!("mon host = {}\n", mon_host.unwrap()))
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    let path = scratch_dir(name).join("ceph.conf");
+    std::fs::write(&path, out).unwrap();
+    path.to_string_lossy().to_string()
+}
+
+#[test]
+fn bad_configuration_gives_one_line_and_exit_2() {
+    let (code, err) = run_exporter(&["--ceph.config", "/nonexistent/ceph.conf"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent/ceph.conf"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let no_keyring = conf_variant("nokeyring", "/nonexistent/keyring", None);
+    let (code, err) = run_exporter(&["--ceph.config", &no_keyring]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("keyring"), "{err}");
+
+    // A well-formed key the cluster does not know.
+    let dir = scratch_dir("wrongkey");
+    let wrong = dir.join("keyring");
+    std::fs::write(
+        &wrong,
+        "[client.admin]\n\tkey = AQBSdFhjAAAAABAAhSmw1uU1nqzOq6W3W6gG8A==\n",
+    )
+    .unwrap();
+    let wrong_conf = conf_variant("wrongkey-conf", wrong.to_str().unwrap(), None);
+    let (code, err) = run_exporter(&["--ceph.config", &wrong_conf]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("rejected"), "{err}");
+
+    let (code, err) = run_exporter(&["--ceph.config", &conf(), "--ceph.user", "nobody-here"]);
+    assert_eq!(code, 2, "{err}");
+
+    let (code, err) = run_exporter(&["--ceph.config", &conf(), "--sample.interval", "often"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--sample.interval"), "{err}");
+}
+
+#[test]
+fn cluster_down_at_start_is_retried_and_served_as_up_0() {
+    // A mon address where nothing listens.
+    let keyring = {
+        let text = std::fs::read_to_string(conf()).unwrap();
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("keyring = ").map(str::to_string))
+            .unwrap()
+    };
+    let down = conf_variant("down", &keyring, Some("v2:127.0.0.1:1"));
+    let exporter = Exporter::start_with_conf(&down, &["--ceph.op-timeout", "2s"]);
+    let body = exporter.wait_metrics(Duration::from_secs(30), |b| {
+        b.contains(r#"ceph_rbd_exporter_sample_errors_total{kind="connect",pool=""}"#)
+    });
+    assert!(
+        body.lines().any(|l| l == "ceph_rbd_exporter_up 0"),
+        "{body}"
+    );
+    assert!(!body.contains("ceph_rbd_pool_images"));
+    assert_eq!(exporter.get("GET", "/healthz").0, 200);
+}
+
+#[test]
+fn seed_state_is_present() {
+    // Guards against running the suite on a cluster that was not seeded.
+    assert!(
+        state_dir().join("seed.json").exists(),
+        "seed.json missing: run `make test`"
+    );
+}
