@@ -43,6 +43,9 @@ fn int_gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
         .expect("valid metric definition")
 }
 
+/// Reads one total out of a namespace summary.
+type SummaryField = fn(&crate::analysis::NamespaceSummary) -> i64;
+
 const IMAGE: &[&str] = &["pool", "namespace", "image"];
 const IMAGE_REASON: &[&str] = &["pool", "namespace", "image", "reason"];
 const WATCHER: &[&str] = &["pool", "namespace", "image", "client", "address"];
@@ -130,7 +133,7 @@ fn sample_collectors(
         "1 if the snapshot is in the trash namespace (removed while clones still use it).",
         SNAPSHOT,
     );
-    let pool_gauges: Vec<(IntGaugeVec, fn(&crate::analysis::NamespaceSummary) -> i64)> = vec![
+    let pool_gauges: Vec<(IntGaugeVec, SummaryField)> = vec![
         (
             int_gauge("ceph_rbd_pool_images", "Images outside the trash.", POOL_NS),
             |s| s.images as i64,

@@ -42,6 +42,11 @@ pub struct Sample {
     pub pool_names: BTreeMap<PoolId, String>,
     /// The sampled pools, by id.
     pub pools: BTreeMap<PoolId, PoolSample>,
+    /// Ancestors of sampled clones that live outside the sampled pools
+    /// (e.g. Glance images when only `--pools volumes` is sampled). Used to
+    /// follow clone chains; not reported themselves.
+    #[serde(skip)]
+    pub ancestors: BTreeMap<ImageKey, Image>,
 }
 
 /// What one pool gave, or why it gave nothing.
@@ -321,14 +326,32 @@ impl Sample {
         })
     }
 
-    /// Looks up an image anywhere in the sample.
+    /// Looks up an image anywhere in the sample, ancestors included.
     pub fn image(&self, key: &ImageKey) -> Option<&Image> {
+        self.sampled_image(key).or_else(|| self.ancestors.get(key))
+    }
+
+    fn sampled_image(&self, key: &ImageKey) -> Option<&Image> {
         let pool = self.pools.get(&key.pool_id)?;
         let nss = pool.outcome.as_ref().ok()?;
         nss.iter()
             .find(|ns| ns.namespace == key.namespace)?
             .images
             .get(&key.image_id)
+    }
+
+    /// Parents named by sampled images or known ancestors that are in
+    /// neither.
+    pub fn missing_parents(&self) -> Vec<ImageKey> {
+        let sampled = self.namespaces().flat_map(|(_, ns)| ns.images.values());
+        let mut missing: Vec<ImageKey> = sampled
+            .chain(self.ancestors.values())
+            .filter_map(|i| i.parent.as_ref().map(ParentRef::image_key))
+            .filter(|k| self.image(k).is_none())
+            .collect();
+        missing.sort();
+        missing.dedup();
+        missing
     }
 
     /// Pool name for an id, or the id as text if the pool is unknown.

@@ -101,8 +101,49 @@ pub async fn sample_once<C: Conn>(
             sample.pools.insert(pool.pool_id, pool);
         }
     }
+    fetch_ancestors(conn, &mut sample).await;
     sample.finished_at = now_unix();
     Ok((sample, unknown))
+}
+
+/// Rounds of ancestor look-ups; deeper chains than this stay incomplete.
+const MAX_ANCESTOR_ROUNDS: usize = 32;
+
+/// Follows clone chains out of the sampled pools, one generation per round,
+/// so depth and flatten reasons are right when `--pools` leaves a parent's
+/// pool out. A parent that cannot be read stays missing (its chain is then
+/// reported incomplete); it never fails the sample.
+async fn fetch_ancestors<C: Conn>(conn: &Arc<C>, sample: &mut Sample) {
+    let mut tried = std::collections::HashSet::new();
+    for _ in 0..MAX_ANCESTOR_ROUNDS {
+        let missing: Vec<_> = sample
+            .missing_parents()
+            .into_iter()
+            .filter(|k| tried.insert(k.clone()))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        for key in missing {
+            let loc = Location {
+                pool_id: key.pool_id,
+                namespace: key.namespace.clone(),
+            };
+            let image = async {
+                let Some((name, in_trash)) = conn.image_name(&loc, &key.image_id).await? else {
+                    return Ok(None);
+                };
+                read_image(&**conn, &loc, &key.image_id, name, in_trash).await
+            };
+            match image.await {
+                Ok(Some(image)) => {
+                    sample.ancestors.insert(key, image);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!(error = %e, image = ?key, "cannot read a clone's parent"),
+            }
+        }
+    }
 }
 
 async fn sample_pool<C: Conn>(conn: Arc<C>, pool: PoolInfo, limit: Limit) -> PoolSample {
@@ -153,13 +194,12 @@ async fn sample_namespace<C: Conn>(
     // The four per-namespace objects, read concurrently.
     let (directory, trash, v1_children, tasks) = {
         let _permits = limit.permits.acquire_many(4.min(limit.size)).await;
-        let r = tokio::try_join!(
+        tokio::try_join!(
             conn.directory(&loc),
             conn.trash(&loc),
             conn.v1_children(&loc),
             conn.tasks(&loc)
-        )?;
-        r
+        )?
     };
     let mut ns = NamespaceSample {
         namespace: loc.namespace.clone(),

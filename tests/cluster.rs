@@ -251,6 +251,22 @@ fn pools_flag_limits_sampling() {
     let images = dump(&["--pools", "k8s"]);
     assert!(!images.is_empty());
     assert!(images.iter().all(|i| i["pool"] == "k8s"));
+
+    // Parents outside the sampled pools are still followed.
+    let volumes = dump(&["--pools", "volumes"]);
+    assert!(volumes.iter().all(|i| i["pool"] == "volumes"));
+    let from_glance = find(&volumes, "volumes", "", "volume-from-glance");
+    assert_eq!(from_glance["clone_depth"]["depth"], 1);
+    assert_eq!(from_glance["clone_depth"]["complete"], true);
+    assert_eq!(from_glance["parent"]["image"], "8c0f7d1e-glance-base");
+    assert_eq!(
+        reasons(find(&volumes, "volumes", "", "volume-snap-trashed")),
+        vec!["parent_snapshot_trashed"]
+    );
+    assert_eq!(
+        reasons(find(&volumes, "volumes", "", "volume-parent-trashed")),
+        vec!["parent_image_trashed"]
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -964,4 +980,65 @@ fn seed_state_is_present() {
         state_dir().join("seed.json").exists(),
         "seed.json missing: run `make test`"
     );
+}
+
+#[test]
+fn read_only_user_with_documented_caps_sees_everything() {
+    // The caps the README documents.
+    let dir = scratch_dir("readonly");
+    let keyring = dir.join("keyring");
+    let out = ceph_cli(
+        "ceph",
+        &[
+            "auth",
+            "get-or-create",
+            "client.rbd-exporter-test",
+            "mon",
+            "profile rbd",
+            "osd",
+            "profile rbd-read-only",
+        ],
+    );
+    std::fs::write(&keyring, out).unwrap();
+    let ro_conf = conf_variant("readonly-conf", keyring.to_str().unwrap(), None);
+    let run = |conf: &str, user: &str| -> Vec<Value> {
+        let out = Command::new(BIN)
+            .args([
+                "--ceph.config",
+                conf,
+                "--ceph.user",
+                user,
+                "--log.level",
+                "warn",
+                "dump",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dump as {user}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
+    };
+    let as_admin = run(&conf(), "admin");
+    let as_reader = run(&ro_conf, "rbd-exporter-test");
+    // Compare what does not change from one sample to the next.
+    let facts = |v: &[Value]| -> Vec<String> {
+        v.iter()
+            .filter(|i| !i["image"].as_str().unwrap().starts_with("volume-crashed-"))
+            .map(|i| {
+                format!(
+                    "{}/{}/{} {} {} {}",
+                    i["pool"],
+                    i["namespace"],
+                    i["image"],
+                    i["watchers"],
+                    i["locks"],
+                    i["snapshots"]
+                )
+            })
+            .collect()
+    };
+    assert_eq!(facts(&as_reader), facts(&as_admin));
 }

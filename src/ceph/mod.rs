@@ -87,6 +87,13 @@ pub trait Conn: Send + Sync + 'static {
         image_id: &str,
         snap_ids: &[u64],
     ) -> impl Future<Output = Result<Option<Vec<Snapshot>>, Error>> + Send;
+    /// The name of one image, from `rbd_directory` or else `rbd_trash`
+    /// (then flagged `true`); `None` if it is in neither.
+    fn image_name(
+        &self,
+        loc: &Location,
+        image_id: &str,
+    ) -> impl Future<Output = Result<Option<(String, bool)>, Error>> + Send;
     /// RADOS operations sent so far (each compound read counts once).
     fn ops_sent(&self) -> u64;
 }

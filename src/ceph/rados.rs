@@ -261,7 +261,7 @@ impl RadosConn {
         loc: &Location,
         oid: &str,
         prefix: &str,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    ) -> Result<Vec<OmapEntry>, Error> {
         let mut entries = Vec::new();
         let mut start_after: Vec<u8> = Vec::new();
         loop {
@@ -623,6 +623,28 @@ impl Conn for RadosConn {
         Ok(Some(snaps))
     }
 
+    async fn image_name(
+        &self,
+        loc: &Location,
+        image_id: &str,
+    ) -> Result<Option<(String, bool)>, Error> {
+        // A prefix read of the one key: no cls method needed, so the
+        // read-only caps suffice.
+        let key = format!("id_{image_id}");
+        for (oid, in_trash) in [("rbd_directory", false), ("rbd_trash", true)] {
+            let entries = self.omap_all(loc, oid, &key).await?;
+            if let Some((_, v)) = entries.iter().find(|(k, _)| k.as_slice() == key.as_bytes()) {
+                let name = if in_trash {
+                    decode::trash_spec(v).map_err(decode_err(oid))?.name
+                } else {
+                    decode::string_value(v).map_err(decode_err(oid))?
+                };
+                return Ok(Some((name, in_trash)));
+            }
+        }
+        Ok(None)
+    }
+
     fn ops_sent(&self) -> u64 {
         self.ops_sent.load(Ordering::Relaxed)
     }
@@ -783,6 +805,9 @@ extern "C" fn on_complete(arg: *mut c_void, batch: *mut ffi::RbdxBatch, _rc: c_i
     }
 }
 
+/// One omap key and value.
+type OmapEntry = (Vec<u8>, Vec<u8>);
+
 /// A completed compound read.
 struct Done(Batch);
 
@@ -844,7 +869,7 @@ impl Done {
         Ok(out)
     }
 
-    fn omap(&mut self, step: Step) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, bool), i32> {
+    fn omap(&mut self, step: Step) -> Result<(Vec<OmapEntry>, bool), i32> {
         let rval = unsafe { ffi::rbdx_step_rval(self.0.0, step.0) };
         if rval < 0 {
             return Err(rval);
