@@ -218,8 +218,34 @@ async fn sample_namespace<C: Conn>(
         wanted.insert(t.id.clone(), (t.name.clone(), true));
     }
 
+    // One task per image, at most `limit` in flight. The first hard error
+    // (a timeout, say) stops the namespace at once instead of letting every
+    // remaining image time out in turn.
     let mut reads = JoinSet::new();
+    let mut first_error: Option<Error> = None;
+    let mut absorb =
+        |joined: Result<(String, Result<Option<Image>, Error>), tokio::task::JoinError>,
+         first_error: &mut Option<Error>| {
+            let Ok((id, result)) = joined else { return };
+            match result {
+                Ok(Some(image)) => {
+                    ns.images.insert(id, image);
+                }
+                // Removed during the sample.
+                Ok(None) => {}
+                Err(e @ Error::Decode { .. }) => skipped.push(sample_error(&e)),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        };
     for (id, (name, in_trash)) in wanted {
+        while let Some(joined) = reads.try_join_next() {
+            absorb(joined, &mut first_error);
+        }
+        if first_error.is_some() {
+            break;
+        }
         let permit = limit
             .permits
             .clone()
@@ -234,20 +260,11 @@ async fn sample_namespace<C: Conn>(
             (id, result)
         });
     }
-    let mut first_error = None;
+    if first_error.is_some() {
+        reads.abort_all();
+    }
     while let Some(joined) = reads.join_next().await {
-        let Ok((id, result)) = joined else { continue };
-        match result {
-            Ok(Some(image)) => {
-                ns.images.insert(id, image);
-            }
-            // Removed during the sample.
-            Ok(None) => {}
-            Err(e @ Error::Decode { .. }) => skipped.push(sample_error(&e)),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
+        absorb(joined, &mut first_error);
     }
     match first_error {
         Some(e) => Err(e),

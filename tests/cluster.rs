@@ -1042,3 +1042,102 @@ fn read_only_user_with_documented_caps_sees_everything() {
     };
     assert_eq!(facts(&as_reader), facts(&as_admin));
 }
+
+// ---------------------------------------------------------------------------
+// Faults: a daemon that stops answering.
+
+/// Pauses a daemon of the test cluster (SIGSTOP) and resumes it on drop.
+struct Paused(u32);
+
+impl Paused {
+    fn daemon(name: &str) -> Paused {
+        let run = PathBuf::from(conf()).parent().unwrap().join("run");
+        let pid: u32 = std::fs::read_to_string(run.join(format!("{name}.pid")))
+            .unwrap_or_else(|e| panic!("pid of {name}: {e}"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            Command::new("kill")
+                .args(["-STOP", &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        Paused(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+fn metric_value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+}
+
+#[test]
+fn stalled_osd_fails_the_sample_quickly_and_recovers() {
+    let exporter = Exporter::start(&["--ceph.op-timeout", "2s", "--pools", "volumes"]);
+    let before = exporter.wait_metrics(Duration::from_secs(30), |b| {
+        b.lines().any(|l| l == "ceph_rbd_exporter_up 1")
+    });
+    let success = r#"ceph_rbd_exporter_last_success_timestamp_seconds{pool="volumes"}"#;
+    let t_before = metric_value(&before, success).unwrap();
+    {
+        let _osd = Paused::daemon("osd.0");
+        let paused_at = Instant::now();
+        let during = exporter.wait_metrics(Duration::from_secs(30), |b| {
+            b.contains(r#"ceph_rbd_exporter_sample_errors_total{kind="timeout",pool="volumes"}"#)
+        });
+        // One timeout ends the sample, not one per image.
+        assert!(
+            paused_at.elapsed() < Duration::from_secs(15),
+            "took {:?}",
+            paused_at.elapsed()
+        );
+        // The last good data is still served, with its timestamp frozen.
+        assert!(during.contains(
+            r#"ceph_rbd_image_watchers{image="volume-attached",namespace="",pool="volumes"} 1"#
+        ));
+        let frozen = metric_value(&during, success).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+        let (_, later) = exporter.get("GET", "/metrics");
+        assert_eq!(metric_value(&later, success).unwrap(), frozen);
+    }
+    let after = exporter.wait_metrics(Duration::from_secs(30), |b| {
+        metric_value(b, success).is_some_and(|t| t > t_before + 5.0)
+            && b.lines().any(|l| l == "ceph_rbd_exporter_up 1")
+    });
+    assert!(after.contains(
+        r#"ceph_rbd_image_watchers{image="volume-attached",namespace="",pool="volumes"} 1"#
+    ));
+}
+
+#[test]
+fn stalled_mon_gives_up_0_then_recovers() {
+    let exporter = Exporter::start(&["--ceph.op-timeout", "2s", "--pools", "volumes"]);
+    exporter.wait_metrics(Duration::from_secs(30), |b| {
+        b.lines().any(|l| l == "ceph_rbd_exporter_up 1")
+    });
+    {
+        let _mon = Paused::daemon("mon.a");
+        let during = exporter.wait_metrics(Duration::from_secs(30), |b| {
+            b.lines().any(|l| l == "ceph_rbd_exporter_up 0")
+        });
+        assert!(
+            during.contains(r#"ceph_rbd_exporter_sample_errors_total{kind="timeout",pool=""}"#),
+            "{during}"
+        );
+        // Still serving the last sample.
+        assert!(during.contains(r#"ceph_rbd_pool_images{namespace="",pool="volumes"}"#));
+    }
+    exporter.wait_metrics(Duration::from_secs(60), |b| {
+        b.lines().any(|l| l == "ceph_rbd_exporter_up 1")
+    });
+}
