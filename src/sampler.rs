@@ -519,13 +519,18 @@ impl Sampler {
             }
             let Some(c) = conn.as_ref() else { continue };
             let t0 = Instant::now();
+            let ops_before = c.ops_sent();
             let published = tokio::select! {
                 p = self.step(c) => p,
                 _ = shutdown.changed() => return,
             };
-            tracing::info!(
+            let images = published.sample.as_ref().map_or(0, |s| {
+                s.namespaces().map(|(_, ns)| ns.images.len()).sum::<usize>()
+            });
+            tracing::debug!(
                 seconds = t0.elapsed().as_secs_f64(),
-                ops = c.ops_sent(),
+                ops = c.ops_sent() - ops_before,
+                images,
                 "sample done"
             );
             let _ = publish.send(Arc::new(published));
