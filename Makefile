@@ -6,7 +6,7 @@ DEMO_DIR ?= $(CURDIR)/.demo
 DEMO_PORT ?= 40791
 DEMO_LISTEN ?= 127.0.0.1:9289
 
-.PHONY: all deps build test unit-test cluster-test demo demo-stop lint fmt clean
+.PHONY: all deps build test demo demo-stop lint fmt bench clean
 
 all: build
 
@@ -28,6 +28,10 @@ fmt:
 test: deps
 	$(CARGO) build --release --locked --all-targets
 	bash scripts/test.sh
+
+# Performance at scale against the alternatives; writes BENCHMARKS.md.
+bench: deps
+	bash scripts/bench.sh
 
 demo: build
 	bash scripts/demo.sh "$(DEMO_DIR)" "$(DEMO_PORT)" "$(DEMO_LISTEN)"

@@ -24,4 +24,4 @@ echo "== seeding the test layout"
 
 echo "== integration tests against the real cluster"
 CEPH_RBD_TEST_CONF="$dir/ceph.conf" CEPH_RBD_TEST_STATE="$dir/state" \
-    cargo test --release --locked --test cluster -- --test-threads 1
+    cargo test --release --locked --test '*' -- --test-threads 1

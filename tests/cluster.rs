@@ -2,100 +2,14 @@
 //! layout of scripts/seed.py. `make test` (scripts/test.sh) starts the
 //! cluster, seeds it and sets CEPH_RBD_TEST_CONF and CEPH_RBD_TEST_STATE.
 
+mod common;
+
+use common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ceph-rbd-exporter");
-
-/// The test cluster's ceph.conf. Panics with instructions when unset, so
-/// a run without a cluster fails loudly instead of passing vacuously.
-fn conf() -> String {
-    std::env::var("CEPH_RBD_TEST_CONF")
-        .expect("CEPH_RBD_TEST_CONF is not set: run these tests with `make test` (scripts/test.sh)")
-}
-
-fn state_dir() -> PathBuf {
-    PathBuf::from(
-        std::env::var("CEPH_RBD_TEST_STATE")
-            .expect("CEPH_RBD_TEST_STATE is not set: run `make test`"),
-    )
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs a Ceph CLI tool against the test cluster and returns stdout.
-fn ceph_cli(tool: &str, args: &[&str]) -> String {
-    let out = Command::new(tool)
-        .args(args)
-        .env("CEPH_CONF", conf())
-        .output()
-        .unwrap_or_else(|e| panic!("{tool}: {e}"));
-    assert!(
-        out.status.success(),
-        "{tool} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn rbd_json(args: &[&str]) -> Value {
-    let mut a = args.to_vec();
-    a.extend(["--format", "json"]);
-    let out = ceph_cli("rbd", &a);
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("rbd {args:?}: {e}: {out}"))
-}
-
-/// `ceph-rbd-exporter dump` as JSON.
-fn dump(extra: &[&str]) -> Vec<Value> {
-    let out = Command::new(BIN)
-        .args(["--ceph.config", &conf(), "--log.level", "warn"])
-        .args(extra)
-        .arg("dump")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "dump failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Value>(&out.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn find<'a>(images: &'a [Value], pool: &str, ns: &str, name: &str) -> &'a Value {
-    images
-        .iter()
-        .find(|i| i["pool"] == pool && i["namespace"] == ns && i["image"] == name)
-        .unwrap_or_else(|| panic!("{pool}/{ns}/{name} not in dump"))
-}
-
-fn reasons(image: &Value) -> Vec<String> {
-    image["flatten_reasons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_str().unwrap().to_string())
-        .collect()
-}
-
-fn snapshot<'a>(image: &'a Value, name: &str) -> &'a Value {
-    image["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap_or_else(|| panic!("snapshot {name} not found in {}", image["image"]))
-}
 
 #[test]
 fn field_scenarios_are_seen_as_operators_expect() {
@@ -538,108 +452,6 @@ fn differential_against_rbd_cli() {
 // ---------------------------------------------------------------------------
 // The running exporter.
 
-/// A running exporter, killed on drop.
-struct Exporter {
-    child: Child,
-    addr: String,
-}
-
-impl Exporter {
-    fn start(extra: &[&str]) -> Exporter {
-        Self::start_with_conf(&conf(), extra)
-    }
-
-    fn start_with_conf(conf: &str, extra: &[&str]) -> Exporter {
-        let mut child = Command::new(BIN)
-            .args([
-                "--ceph.config",
-                conf,
-                "--web.listen-address",
-                "127.0.0.1:0",
-                "--sample.interval",
-                "2s",
-            ])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && line.contains("serving metrics") {
-                    let addr = line
-                        .split("address=")
-                        .nth(1)
-                        .unwrap()
-                        .split_whitespace()
-                        .next()
-                        .unwrap()
-                        .to_string();
-                    tx.send(addr).unwrap();
-                    sent = true;
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("exporter did not start serving");
-        Exporter { child, addr }
-    }
-
-    fn get(&self, method: &str, path: &str) -> (u16, String) {
-        http(&self.addr, method, path)
-    }
-
-    /// Waits until /metrics satisfies `pred`.
-    fn wait_metrics(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let (_, body) = self.get("GET", "/metrics");
-            if pred(&body) {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "metrics never matched; last:\n{body}"
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn has_series(body: &str, prefix: &str) -> bool {
-    body.lines().any(|l| l.starts_with(prefix))
-}
-
 #[test]
 fn metrics_endpoint_serves_the_sample_and_passes_promtool() {
     let exporter = Exporter::start(&[]);
@@ -763,55 +575,6 @@ fn all_images_flag_emits_quiet_images() {
     });
 }
 
-/// Starts a holder process on an image; killed with SIGKILL on drop.
-struct Holder(Child);
-
-impl Holder {
-    fn start(pool: &str, image: &str, extra: &[&str]) -> Holder {
-        let ready =
-            std::env::temp_dir().join(format!("holder-{}-{image}.ready", std::process::id()));
-        let _ = std::fs::remove_file(&ready);
-        let child = Command::new("/usr/bin/python3")
-            .arg(repo().join("scripts/holder.py"))
-            .args([
-                "--conf",
-                &conf(),
-                "--pool",
-                pool,
-                "--image",
-                image,
-                "--ready-file",
-            ])
-            .arg(&ready)
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ready.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "holder on {pool}/{image} never became ready"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Holder(child)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[test]
 fn killed_holder_watch_expires_then_its_exclusive_lock_is_stale() {
     let image = format!("volume-crashed-{}", std::process::id());
@@ -867,56 +630,6 @@ fn killed_holder_watch_expires_then_its_exclusive_lock_is_stale() {
 
 // ---------------------------------------------------------------------------
 // Start-up errors and an unreachable cluster.
-
-fn run_exporter(args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .args([
-            "--web.listen-address",
-            "127.0.0.1:0",
-            "--ceph.op-timeout",
-            "3s",
-        ])
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
-fn scratch_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "ceph-rbd-exporter-test-{}-{name}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// A copy of the test ceph.conf with `keyring` (and optionally the mon
-/// address) replaced.
-fn conf_variant(name: &str, keyring: &str, mon_host: Option<&str>) -> String {
-    let text = std::fs::read_to_string(conf()).unwrap();
-    let mut out = String::new();
-    for line in text.lines() {
-        let key = line.trim_start().split('=').next().unwrap_or("").trim();
-        match key {
-            "keyring" => out.push_str(&format!("keyring = {keyring}\n")),
-            "mon host" if mon_host.is_some() => {
-                out.push_str(&format!("mon host = {}\n", mon_host.unwrap()))
-            }
-            _ => {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    let path = scratch_dir(name).join("ceph.conf");
-    std::fs::write(&path, out).unwrap();
-    path.to_string_lossy().to_string()
-}
 
 #[test]
 fn bad_configuration_gives_one_line_and_exit_2() {
@@ -1045,41 +758,6 @@ fn read_only_user_with_documented_caps_sees_everything() {
 
 // ---------------------------------------------------------------------------
 // Faults: a daemon that stops answering.
-
-/// Pauses a daemon of the test cluster (SIGSTOP) and resumes it on drop.
-struct Paused(u32);
-
-impl Paused {
-    fn daemon(name: &str) -> Paused {
-        let run = PathBuf::from(conf()).parent().unwrap().join("run");
-        let pid: u32 = std::fs::read_to_string(run.join(format!("{name}.pid")))
-            .unwrap_or_else(|e| panic!("pid of {name}: {e}"))
-            .trim()
-            .parse()
-            .unwrap();
-        assert!(
-            Command::new("kill")
-                .args(["-STOP", &pid.to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-        Paused(pid)
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.0.to_string()])
-            .status();
-    }
-}
-
-fn metric_value(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-}
 
 #[test]
 fn stalled_osd_fails_the_sample_quickly_and_recovers() {
