@@ -68,6 +68,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         RenderOptions {
             all_images: cli.metrics_all_images,
+            sample_interval_seconds: cli.sample_interval.as_secs_f64(),
         },
     );
 

@@ -29,6 +29,9 @@ pub struct RenderOptions {
     /// Emit per-image series for every image, not just the ones with
     /// something to say.
     pub all_images: bool,
+    /// `--sample.interval` in seconds, exported so alerts can tell a stale
+    /// sample from a slow one.
+    pub sample_interval_seconds: f64,
 }
 
 const SAMPLED: &str = "Sampled in the background every --sample.interval; not live.";
@@ -64,7 +67,7 @@ pub fn render(
     if let (Some(sample), Some(analysis)) = (sample, analysis) {
         collectors.extend(sample_collectors(sample, analysis, first_seen, options));
     }
-    collectors.extend(exporter_collectors(status));
+    collectors.extend(exporter_collectors(status, options));
 
     let registry = Registry::new();
     for c in collectors {
@@ -300,7 +303,10 @@ fn sample_collectors(
     out
 }
 
-fn exporter_collectors(status: &ExporterStatus) -> Vec<Box<dyn Collector>> {
+fn exporter_collectors(
+    status: &ExporterStatus,
+    options: &RenderOptions,
+) -> Vec<Box<dyn Collector>> {
     let up = IntGaugeVec::new(
         Opts::new(
             "ceph_rbd_exporter_up",
@@ -353,8 +359,20 @@ fn exporter_collectors(status: &ExporterStatus) -> Vec<Box<dyn Collector>> {
     )
     .expect("valid metric definition");
     build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    let interval = GaugeVec::new(
+        Opts::new(
+            "ceph_rbd_exporter_sample_interval_seconds",
+            "The configured --sample.interval, in seconds.",
+        ),
+        &[],
+    )
+    .expect("valid metric definition");
+    interval
+        .with_label_values(&[] as &[&str])
+        .set(options.sample_interval_seconds);
     vec![
         Box::new(up),
+        Box::new(interval),
         Box::new(duration),
         Box::new(last_success),
         Box::new(errors),
@@ -444,7 +462,10 @@ mod tests {
             Some(&a),
             &fs,
             &golden_status(),
-            &RenderOptions { all_images },
+            &RenderOptions {
+                all_images,
+                sample_interval_seconds: 60.0,
+            },
         )
         .replace(env!("CARGO_PKG_VERSION"), "VERSION")
     }
