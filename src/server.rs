@@ -32,7 +32,9 @@ impl Default for ServerConfig {
         ServerConfig {
             telemetry_path: "/metrics".into(),
             max_connections: 64,
-            header_read_timeout: Duration::from_secs(10),
+            // Well under Prometheus' default 10 s scrape timeout, so clients
+            // that hog every slot cannot lock scrapers out for long.
+            header_read_timeout: Duration::from_secs(5),
         }
     }
 }
