@@ -3,6 +3,7 @@
 #   scripts/cluster.sh start [DIR] [PORT]   start (or reuse) a cluster in DIR (default .cluster)
 #   scripts/cluster.sh stop  [DIR]          stop it (and the scripts/holder.py clients using it), delete DIR
 #   scripts/cluster.sh env   [DIR]          print CEPH_CONF=... for `eval`
+#   scripts/cluster.sh stop-daemon|start-daemon DIR PORT mon.a|mgr.x   for fault tests
 # Memstore OSD, pool size 1, cephx on. Every daemon and client has its own admin socket.
 set -euo pipefail
 
@@ -142,9 +143,31 @@ stop() {
     rm -rf "$dir"
 }
 
+# Stops or starts one daemon of a running cluster, for fault tests. The OSD is
+# memstore: stopping it loses every object, so tests pause it instead.
+stop_daemon() {
+    local name=$1 f="$dir/run/$1.pid" pid i
+    [ -f "$f" ] || die "no pid file for $name in $dir/run"
+    pid=$(cat "$f")
+    kill "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+}
+
+start_daemon() {
+    local c=(-c "$dir/ceph.conf")
+    case "$1" in
+        mon.a) ceph-mon "${c[@]}" -i a ;;
+        mgr.x) ceph-mgr "${c[@]}" -i x --keyring "$dir/mgr/keyring" ;;
+        *) die "can only restart mon.a and mgr.x (osd.0 is memstore)" ;;
+    esac
+}
+
 case "$cmd" in
     start) start ;;
+    stop-daemon) stop_daemon "${4:?daemon name}" ;;
+    start-daemon) start_daemon "${4:?daemon name}" ;;
     stop) stop ;;
     env) echo "CEPH_CONF=$dir/ceph.conf" ;;
-    *) die "usage: $0 start|stop|env [DIR] [PORT]" ;;
+    *) die "usage: $0 start|stop|env [DIR] [PORT] | stop-daemon|start-daemon DIR PORT NAME" ;;
 esac

@@ -819,3 +819,108 @@ fn stalled_mon_gives_up_0_then_recovers() {
         b.lines().any(|l| l == "ceph_rbd_exporter_up 1")
     });
 }
+
+/// Escapes a label value the way the text exposition format requires.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('\n', r"\n")
+}
+
+#[test]
+fn hostile_image_and_snapshot_names_are_escaped() {
+    let names = [
+        "we\"ird\\name",
+        "line\nbreak",
+        "ünïcødé-卷",
+        "tab\there",
+        "{brace}=x,y",
+    ];
+    let snap = "snap\"\n\\x";
+    for n in names {
+        ceph_cli(
+            "rbd",
+            &["create", "--size", "1M", "--pool", "vms", "--image", n],
+        );
+        ceph_cli(
+            "rbd",
+            &[
+                "snap", "create", "--pool", "vms", "--image", n, "--snap", snap,
+            ],
+        );
+        ceph_cli(
+            "rbd",
+            &[
+                "snap", "protect", "--pool", "vms", "--image", n, "--snap", snap,
+            ],
+        );
+    }
+    let result = std::panic::catch_unwind(|| {
+        let exporter = Exporter::start(&["--metrics.all-images", "--pools", "vms"]);
+        let body = exporter.wait_metrics(Duration::from_secs(30), |b| {
+            names
+                .iter()
+                .all(|n| b.contains(&format!("image=\"{}\"", escape_label(n))))
+        });
+        for n in names {
+            let expected = format!(
+                "ceph_rbd_snapshot_protected{{image=\"{}\",namespace=\"\",pool=\"vms\",snapshot=\"{}\"}} 1",
+                escape_label(n),
+                escape_label(snap)
+            );
+            assert!(body.lines().any(|l| l == expected), "missing {expected}");
+        }
+        // No raw newline leaked into a sample line: every line is a comment or a sample.
+        for line in body.lines() {
+            assert!(
+                line.starts_with('#') || line.starts_with("ceph_rbd_"),
+                "broken line: {line:?}"
+            );
+        }
+        let mut promtool = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        promtool
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        let out = promtool.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    for n in names {
+        let _ = Command::new("rbd")
+            .args([
+                "snap",
+                "unprotect",
+                "--pool",
+                "vms",
+                "--image",
+                n,
+                "--snap",
+                snap,
+            ])
+            .env("CEPH_CONF", conf())
+            .output();
+        let _ = Command::new("rbd")
+            .args(["snap", "purge", "--pool", "vms", "--image", n])
+            .env("CEPH_CONF", conf())
+            .output();
+        let _ = Command::new("rbd")
+            .args(["rm", "--pool", "vms", "--image", n])
+            .env("CEPH_CONF", conf())
+            .output();
+    }
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
