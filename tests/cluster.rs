@@ -8,6 +8,7 @@ use common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -674,7 +675,7 @@ fn cluster_down_at_start_is_retried_and_served_as_up_0() {
             .unwrap()
     };
     let down = conf_variant("down", &keyring, Some("v2:127.0.0.1:1"));
-    let exporter = Exporter::start_with_conf(&down, &["--ceph.op-timeout", "2s"]);
+    let exporter = Exporter::start_with_conf(&down, "admin", &["--ceph.op-timeout", "2s"]);
     let body = exporter.wait_metrics(Duration::from_secs(30), |b| {
         b.contains(r#"ceph_rbd_exporter_sample_errors_total{kind="connect",pool=""}"#)
     });
@@ -923,4 +924,43 @@ fn hostile_image_and_snapshot_names_are_escaped() {
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
+}
+
+/// The OSD's count of write ops.
+fn osd_write_ops() -> u64 {
+    let asok = PathBuf::from(conf())
+        .parent()
+        .unwrap()
+        .join("run/osd.0.asok");
+    let out = ceph_cli(
+        "ceph",
+        &["--admin-daemon", asok.to_str().unwrap(), "perf", "dump"],
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["osd"]["op_w"].as_u64().unwrap() + v["osd"]["op_rw"].as_u64().unwrap()
+}
+
+#[test]
+fn sampling_writes_nothing_to_the_cluster() {
+    let exporter = Exporter::start(&[]);
+    exporter.wait_metrics(Duration::from_secs(30), |b| {
+        b.lines().any(|l| l == "ceph_rbd_exporter_up 1")
+    });
+    // Another client (the mgr retrying a flatten, say) may write now and
+    // then; a window in which the count stands still while we sample proves
+    // the exporter wrote nothing. Try a few windows.
+    let mut windows = Vec::new();
+    for _ in 0..5 {
+        let before = osd_write_ops();
+        for _ in 0..3 {
+            assert!(!dump(&[]).is_empty());
+        }
+        std::thread::sleep(Duration::from_secs(3)); // the exporter samples meanwhile
+        let after = osd_write_ops();
+        windows.push(after - before);
+        if after == before {
+            return;
+        }
+    }
+    panic!("the OSD counted writes in every window while sampling: {windows:?}");
 }

@@ -51,10 +51,44 @@ pub fn rbd_json(args: &[&str]) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("rbd {args:?}: {e}: {out}"))
 }
 
-/// `ceph-rbd-exporter dump` as JSON.
+/// The cephx user the exporter runs as in tests: the read-only caps the
+/// README documents, never admin.
+pub const EXPORTER_USER: &str = "rbd-exporter";
+
+/// A ceph.conf for the exporter's read-only user (made once per test binary).
+pub fn exporter_conf() -> String {
+    static CONF: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CONF.get_or_init(|| {
+        let keyring = ceph_cli(
+            "ceph",
+            &[
+                "auth",
+                "get-or-create",
+                &format!("client.{EXPORTER_USER}"),
+                "mon",
+                "profile rbd",
+                "osd",
+                "profile rbd-read-only",
+            ],
+        );
+        let path = scratch_dir("exporter-user").join("keyring");
+        std::fs::write(&path, keyring).unwrap();
+        conf_variant("exporter-user-conf", path.to_str().unwrap(), None)
+    })
+    .clone()
+}
+
+/// `ceph-rbd-exporter dump` as JSON, as the read-only user.
 pub fn dump(extra: &[&str]) -> Vec<Value> {
     let out = Command::new(BIN)
-        .args(["--ceph.config", &conf(), "--log.level", "warn"])
+        .args([
+            "--ceph.config",
+            &exporter_conf(),
+            "--ceph.user",
+            EXPORTER_USER,
+            "--log.level",
+            "warn",
+        ])
         .args(extra)
         .arg("dump")
         .output()
@@ -103,15 +137,18 @@ pub struct Exporter {
 }
 
 impl Exporter {
+    /// Starts the exporter as the read-only user on an ephemeral port.
     pub fn start(extra: &[&str]) -> Exporter {
-        Self::start_with_conf(&conf(), extra)
+        Self::start_with_conf(&exporter_conf(), EXPORTER_USER, extra)
     }
 
-    pub fn start_with_conf(conf: &str, extra: &[&str]) -> Exporter {
+    pub fn start_with_conf(conf: &str, user: &str, extra: &[&str]) -> Exporter {
         let mut child = Command::new(BIN)
             .args([
                 "--ceph.config",
                 conf,
+                "--ceph.user",
+                user,
                 "--web.listen-address",
                 "127.0.0.1:0",
                 "--sample.interval",
