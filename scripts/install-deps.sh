@@ -17,7 +17,7 @@ PACKAGES=(
     librados-dev librbd-dev libradospp-dev
     python3-rados python3-rbd
     prometheus prometheus-alertmanager
-    g++ pkg-config make curl jq iproute2 procps ca-certificates
+    g++ pkg-config make curl jq iproute2 procps ca-certificates openssl
 )
 
 say() { echo "install-deps: $*"; }

@@ -11,3 +11,4 @@ pub mod model;
 pub mod report;
 pub mod sampler;
 pub mod server;
+pub mod webconfig;

@@ -2,10 +2,11 @@
 //! touches the cluster.
 
 use crate::sampler::{Published, now_unix};
+use crate::webconfig::WebConfig;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -23,8 +24,11 @@ pub struct ServerConfig {
     pub telemetry_path: String,
     /// Most connections served at once; more wait in the accept queue.
     pub max_connections: usize,
-    /// Time a client gets to send its request headers.
+    /// Time a client gets to send its request headers (and to finish the
+    /// TLS handshake).
     pub header_read_timeout: Duration,
+    /// TLS and basic auth from `--web.config.file`.
+    pub web: WebConfig,
 }
 
 impl Default for ServerConfig {
@@ -35,6 +39,7 @@ impl Default for ServerConfig {
             // Well under Prometheus' default 10 s scrape timeout, so clients
             // that hog every slot cannot lock scrapers out for long.
             header_read_timeout: Duration::from_secs(5),
+            web: WebConfig::default(),
         }
     }
 }
@@ -68,21 +73,23 @@ pub async fn run(
             _ = &mut shutdown => break,
         };
         let published = published.clone();
-        let service_config = config.clone();
-        let service = service_fn(move |req| {
-            let snapshot = published.borrow().clone();
-            let config = service_config.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(&req, &snapshot, &config)) }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.header_read_timeout)
-            .max_buf_size(64 * 1024)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let config = config.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match config.web.tls.clone() {
+                None => serve(TokioIo::new(stream), published, config, watcher).await,
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                    match tokio::time::timeout(config.header_read_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls_stream)) => {
+                            serve(TokioIo::new(tls_stream), published, config, watcher).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             }
             drop(permit);
         });
@@ -96,6 +103,31 @@ pub async fn run(
     }
 }
 
+/// Serves one connection (plain or TLS) until it closes.
+async fn serve<IO>(
+    io: TokioIo<IO>,
+    published: watch::Receiver<Arc<Published>>,
+    config: Arc<ServerConfig>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service_config = config.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
+        let snapshot = published.borrow().clone();
+        let config = service_config.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(&req, &snapshot, &config).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(64 * 1024)
+        .serve_connection(io, service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
 fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
@@ -104,12 +136,35 @@ fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Resp
     r
 }
 
-/// Routes one request.
-pub fn handle(
+/// Checks credentials, then routes one request.
+pub async fn handle(
     req: &Request<Incoming>,
     published: &Published,
     config: &ServerConfig,
 ) -> Response<Full<Bytes>> {
+    let auth = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if !config.web.known_good(auth.as_deref()) {
+        let web = config.web.clone();
+        let ok = tokio::task::spawn_blocking(move || web.authorized(auth.as_deref()))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            let mut r = response(
+                StatusCode::UNAUTHORIZED,
+                "text/plain; charset=utf-8",
+                Bytes::from_static(b"unauthorized\n"),
+            );
+            r.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"ceph-rbd-exporter\""),
+            );
+            return r;
+        }
+    }
     route(req.method(), req.uri().path(), published, config)
 }
 

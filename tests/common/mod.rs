@@ -132,8 +132,10 @@ pub fn snapshot<'a>(image: &'a Value, name: &str) -> &'a Value {
 
 /// A running exporter, killed on drop.
 pub struct Exporter {
-    child: Child,
-    addr: String,
+    /// The exporter process.
+    pub child: Child,
+    /// Its HTTP address.
+    pub addr: String,
 }
 
 impl Exporter {

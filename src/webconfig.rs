@@ -1,0 +1,410 @@
+//! `--web.config.file`: TLS, mutual TLS and basic auth, in the format of the
+//! Prometheus exporter-toolkit, so the same file works for every exporter on
+//! a host:
+//!
+//! ```yaml
+//! tls_server_config:
+//!   cert_file: server.crt
+//!   key_file: server.key
+//!   client_auth_type: RequireAndVerifyClientCert
+//!   client_ca_file: ca.crt
+//!   min_version: TLS12
+//! basic_auth_users:
+//!   prometheus: $2y$10$...   # bcrypt
+//! ```
+//!
+//! Relative paths are relative to the file's directory. Secrets are never
+//! logged.
+
+use crate::error::Error;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    tls_server_config: Option<TlsFile>,
+    #[serde(default)]
+    basic_auth_users: BTreeMap<String, String>,
+    // Accepted for compatibility; HTTP/2 is not served.
+    #[allow(dead_code)]
+    http_server_config: Option<serde_yaml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    client_auth_type: Option<String>,
+    client_ca_file: Option<String>,
+    min_version: Option<String>,
+    max_version: Option<String>,
+    // Accepted for compatibility with exporter-toolkit files; rustls picks
+    // safe suites and curves itself.
+    #[allow(dead_code)]
+    cipher_suites: Option<serde_yaml::Value>,
+    #[allow(dead_code)]
+    curve_preferences: Option<serde_yaml::Value>,
+    #[allow(dead_code)]
+    prefer_server_cipher_suites: Option<bool>,
+}
+
+/// A loaded web configuration.
+#[derive(Clone, Default)]
+pub struct WebConfig {
+    /// TLS settings, when HTTPS is on.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Basic-auth users and their bcrypt hashes; empty means no auth.
+    users: Arc<BTreeMap<String, String>>,
+    /// `Authorization` values already checked, so bcrypt (slow on purpose)
+    /// runs once per credential, not once per scrape.
+    verified: Arc<Mutex<HashSet<String>>>,
+}
+
+impl std::fmt::Debug for WebConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebConfig")
+            .field("tls", &self.tls.is_some())
+            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn bad(path: &Path, what: impl std::fmt::Display) -> Error {
+    Error::Config(format!("--web.config.file {}: {what}", path.display()))
+}
+
+impl WebConfig {
+    /// Reads and checks the file: certificates parse, the key matches, the
+    /// hashes are bcrypt.
+    pub fn load(path: &Path) -> Result<WebConfig, Error> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| bad(path, format!("cannot read: {e}")))?;
+        let file: File = if text.trim().is_empty() {
+            File::default()
+        } else {
+            serde_yaml::from_str(&text).map_err(|e| bad(path, e))?
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        for (user, hash) in &file.basic_auth_users {
+            if hash.parse::<bcrypt::HashParts>().is_err() {
+                return Err(bad(
+                    path,
+                    format!("the password of user {user:?} is not a bcrypt hash"),
+                ));
+            }
+        }
+        let tls = match file.tls_server_config {
+            None => None,
+            Some(t) => Some(Arc::new(tls_config(path, base, t)?)),
+        };
+        Ok(WebConfig {
+            tls,
+            users: Arc::new(file.basic_auth_users),
+            verified: Arc::default(),
+        })
+    }
+
+    /// True when requests must carry basic-auth credentials.
+    pub fn requires_auth(&self) -> bool {
+        !self.users.is_empty()
+    }
+
+    /// The fast path: no auth configured, or credentials verified before.
+    pub fn known_good(&self, header: Option<&str>) -> bool {
+        self.users.is_empty()
+            || header.is_some_and(|v| {
+                self.verified
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(v)
+            })
+    }
+
+    /// Checks an `Authorization` header value (bcrypt: slow on purpose, so
+    /// call it off the async threads).
+    pub fn authorized(&self, header: Option<&str>) -> bool {
+        if self.known_good(header) {
+            return true;
+        }
+        let Some(value) = header else { return false };
+        let Some((user, password)) = decode_basic(value) else {
+            return false;
+        };
+        let ok = self
+            .users
+            .get(&user)
+            .is_some_and(|hash| bcrypt::verify(&password, hash).unwrap_or(false));
+        if ok {
+            let mut cache = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            // Bounded: a handful of scrapers use a handful of credentials.
+            if cache.len() > 64 {
+                cache.clear();
+            }
+            cache.insert(value.to_string());
+        }
+        ok
+    }
+}
+
+/// `Basic dXNlcjpwYXNz` to ("user", "pass").
+fn decode_basic(value: &str) -> Option<(String, String)> {
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let bytes = base64_decode(encoded.trim())?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    fn val(c: u8) -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some(u32::from(c - b'A')),
+            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let s = s.trim_end_matches('=').as_bytes();
+    if s.len() % 4 == 1 || s.len() > 8192 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for chunk in s.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= val(c)? << (18 - 6 * i);
+        }
+        let bytes = acc.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Some(out)
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn tls_config(path: &Path, base: &Path, t: TlsFile) -> Result<rustls::ServerConfig, Error> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_file = t
+        .cert_file
+        .ok_or_else(|| bad(path, "tls_server_config needs cert_file"))?;
+    let key_file = t
+        .key_file
+        .ok_or_else(|| bad(path, "tls_server_config needs key_file"))?;
+    let read_certs = |file: &str| -> Result<Vec<CertificateDer<'static>>, Error> {
+        let full = resolve(base, file);
+        let pem = std::fs::read(&full)
+            .map_err(|e| bad(path, format!("cannot read {}: {e}", full.display())))?;
+        let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(path, format!("{}: {e}", full.display())))?;
+        if certs.is_empty() {
+            return Err(bad(
+                path,
+                format!("{} holds no PEM certificate", full.display()),
+            ));
+        }
+        Ok(certs)
+    };
+    let certs = read_certs(&cert_file)?;
+    let key_path = resolve(base, &key_file);
+    let key_pem = std::fs::read(&key_path)
+        .map_err(|e| bad(path, format!("cannot read {}: {e}", key_path.display())))?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| bad(path, format!("{}: {e}", key_path.display())))?
+        .ok_or_else(|| {
+            bad(
+                path,
+                format!("{} holds no PEM private key", key_path.display()),
+            )
+        })?;
+
+    let versions = tls_versions(path, t.min_version.as_deref(), t.max_version.as_deref())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
+        .map_err(|e| bad(path, e))?;
+
+    let auth_type = t.client_auth_type.as_deref().unwrap_or("NoClientCert");
+    let builder = match auth_type {
+        "NoClientCert" | "RequestClientCert" | "RequireAnyClientCert"
+            if t.client_ca_file.is_none() =>
+        {
+            if auth_type == "RequireAnyClientCert" {
+                return Err(bad(path, "RequireAnyClientCert needs client_ca_file here"));
+            }
+            builder.with_no_client_auth()
+        }
+        "RequireAndVerifyClientCert"
+        | "VerifyClientCertIfGiven"
+        | "RequireAnyClientCert"
+        | "RequestClientCert"
+        | "NoClientCert" => {
+            let ca_file = t.client_ca_file.as_deref().ok_or_else(|| {
+                bad(
+                    path,
+                    format!("client_auth_type {auth_type} needs client_ca_file"),
+                )
+            })?;
+            let mut roots = rustls::RootCertStore::empty();
+            for c in read_certs(ca_file)? {
+                roots
+                    .add(c)
+                    .map_err(|e| bad(path, format!("client_ca_file: {e}")))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            );
+            let verifier = match auth_type {
+                "RequireAndVerifyClientCert" | "RequireAnyClientCert" => verifier,
+                _ => verifier.allow_unauthenticated(),
+            }
+            .build()
+            .map_err(|e| bad(path, e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        other => {
+            return Err(bad(
+                path,
+                format!(
+                    "unknown client_auth_type {other:?} (use NoClientCert, RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven or RequireAndVerifyClientCert)"
+                ),
+            ));
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| bad(path, format!("certificate and key do not fit: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn tls_versions(
+    path: &Path,
+    min: Option<&str>,
+    max: Option<&str>,
+) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, Error> {
+    let rank = |v: &str| -> Result<u8, Error> {
+        match v {
+            "TLS10" | "TLS11" => Err(bad(
+                path,
+                format!("{v} is not supported; use TLS12 or TLS13"),
+            )),
+            "TLS12" => Ok(2),
+            "TLS13" => Ok(3),
+            other => Err(bad(
+                path,
+                format!("unknown TLS version {other:?} (use TLS12 or TLS13)"),
+            )),
+        }
+    };
+    let lo = min.map(rank).transpose()?.unwrap_or(2);
+    let hi = max.map(rank).transpose()?.unwrap_or(3);
+    if lo > hi {
+        return Err(bad(path, "min_version is above max_version"));
+    }
+    let mut out = Vec::new();
+    if lo <= 2 && hi >= 2 {
+        out.push(&rustls::version::TLS12);
+    }
+    if hi >= 3 {
+        out.push(&rustls::version::TLS13);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("webconfig-unit-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn base64_round_trips_basic_credentials() {
+        assert_eq!(
+            decode_basic("Basic YWxpY2U6c2VjcmV0"),
+            Some(("alice".into(), "secret".into()))
+        );
+        assert_eq!(
+            decode_basic("Basic YTpiOmM="),
+            Some(("a".into(), "b:c".into()))
+        );
+        assert_eq!(decode_basic("Bearer x"), None);
+        assert_eq!(decode_basic("Basic !!!!"), None);
+        assert_eq!(decode_basic("Basic QQ"), None); // "A" with no colon
+    }
+
+    #[test]
+    fn basic_auth_checks_bcrypt_and_caches_successes() {
+        let d = tmp("auth");
+        let hash = bcrypt::hash("secret", 4).unwrap();
+        let p = write(
+            &d,
+            "web.yml",
+            &format!("basic_auth_users:\n  alice: {hash}\n"),
+        );
+        let c = WebConfig::load(&p).unwrap();
+        assert!(c.requires_auth());
+        assert!(c.authorized(Some("Basic YWxpY2U6c2VjcmV0")));
+        assert!(c.authorized(Some("Basic YWxpY2U6c2VjcmV0")));
+        assert!(!c.authorized(Some("Basic YWxpY2U6d3Jvbmc="))); // alice:wrong
+        assert!(!c.authorized(None));
+        assert!(
+            !format!("{c:?}").contains(&hash),
+            "hashes must not be printed"
+        );
+    }
+
+    #[test]
+    fn bad_files_are_named_and_explained() {
+        let d = tmp("bad");
+        let err = |text: &str| {
+            WebConfig::load(&write(&d, "web.yml", text))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("basic_auth_users:\n  bob: plaintext\n").contains("not a bcrypt hash"));
+        assert!(
+            err("tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n")
+                .contains("nope.crt")
+        );
+        assert!(err("tls_server_config:\n  key_file: x\n").contains("cert_file"));
+        assert!(err("surprise: 1\n").contains("unknown field"));
+        assert!(err(": : :\n").contains("web.yml"));
+        let missing = WebConfig::load(&d.join("absent.yml"))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("absent.yml") && missing.contains("cannot read"));
+        assert!(
+            !WebConfig::load(&write(&d, "empty.yml", ""))
+                .unwrap()
+                .requires_auth()
+        );
+    }
+}
