@@ -639,6 +639,13 @@ fn bad_configuration_gives_one_line_and_exit_2() {
     assert!(err.contains("/nonexistent/ceph.conf"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 
+    // Unreadable as a config file (a directory; as root, modes do not stop reads).
+    let dir = scratch_dir("conf-is-a-dir");
+    let (code, err) = run_exporter(&["--ceph.config", dir.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(dir.to_str().unwrap()), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
     let no_keyring = conf_variant("nokeyring", "/nonexistent/keyring", None);
     let (code, err) = run_exporter(&["--ceph.config", &no_keyring]);
     assert_eq!(code, 2, "{err}");
