@@ -160,25 +160,12 @@ fn churn_and_pool_create_delete_during_samples() {
     // Let the exporter take a few samples after the churn too.
     std::thread::sleep(Duration::from_secs(3));
     let (_, body) = exporter.get("GET", "/metrics");
-    let errors: Vec<&str> = body
-        .lines()
-        .filter(|l| l.starts_with("ceph_rbd_exporter_sample_errors_total") && l.contains(&pool))
-        .collect();
+    let errors = pool_errors(&body, &pool);
     assert!(errors.is_empty(), "churn caused sample errors: {errors:?}");
     assert!(up(&body, 1));
 
     // A pool deleted while running disappears from the next samples.
-    ceph_cli(
-        "ceph",
-        &[
-            "osd",
-            "pool",
-            "rm",
-            &pool,
-            &pool,
-            "--yes-i-really-really-mean-it",
-        ],
-    );
+    remove_pool(&pool);
     let gone = exporter.wait_metrics(Duration::from_secs(30), |b| {
         !b.contains(&format!("pool=\"{pool}\""))
     });

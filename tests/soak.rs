@@ -102,17 +102,7 @@ fn soak_rss_and_fds_stay_flat() {
     let _ = churn.kill();
     let _ = churn.wait();
     let (_, body) = exporter.get("GET", "/metrics");
-    ceph_cli(
-        "ceph",
-        &[
-            "osd",
-            "pool",
-            "rm",
-            &pool,
-            &pool,
-            "--yes-i-really-really-mean-it",
-        ],
-    );
+    remove_pool(&pool);
 
     eprintln!("soak: {seconds} s, {scrapes} scrapes, sampling every 2 s with churn");
     eprintln!("{:>8} {:>10} {:>6}", "t (s)", "RSS (KiB)", "fds");
@@ -133,9 +123,6 @@ fn soak_rss_and_fds_stay_flat() {
     let (lo, hi) = (fds.iter().min().unwrap(), fds.iter().max().unwrap());
     assert!(hi - lo <= 8, "open fds wandered between {lo} and {hi}");
     assert!(body.lines().any(|l| l == "ceph_rbd_exporter_up 1"));
-    let errors: Vec<&str> = body
-        .lines()
-        .filter(|l| l.starts_with("ceph_rbd_exporter_sample_errors_total") && l.contains(&pool))
-        .collect();
+    let errors = pool_errors(&body, &pool);
     assert!(errors.is_empty(), "churn caused sample errors: {errors:?}");
 }

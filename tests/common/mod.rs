@@ -370,3 +370,50 @@ pub fn metric_value(body: &str, series: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
 }
+
+/// Runs `promtool check metrics` on an exposition body.
+pub fn promtool_check_metrics(body: &str) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is installed by scripts/install-deps.sh");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `sample_errors_total` lines that name a pool.
+pub fn pool_errors<'a>(body: &'a str, pool: &str) -> Vec<&'a str> {
+    let label = format!("pool=\"{pool}\"");
+    body.lines()
+        .filter(|l| l.starts_with("ceph_rbd_exporter_sample_errors_total") && l.contains(&label))
+        .collect()
+}
+
+/// Removes a pool the test made.
+pub fn remove_pool(pool: &str) {
+    ceph_cli(
+        "ceph",
+        &[
+            "osd",
+            "pool",
+            "rm",
+            pool,
+            pool,
+            "--yes-i-really-really-mean-it",
+        ],
+    );
+}
