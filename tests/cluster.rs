@@ -932,3 +932,31 @@ fn sampling_writes_nothing_to_the_cluster() {
     }
     panic!("the OSD counted writes in every window while sampling: {windows:?}");
 }
+
+#[test]
+fn sigterm_shuts_down_cleanly() {
+    let mut exporter = Exporter::start(&[]);
+    exporter.wait_metrics(Duration::from_secs(30), |b| {
+        b.lines().any(|l| l == "ceph_rbd_exporter_up 1")
+    });
+    let pid = exporter.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = exporter.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status after SIGTERM: {status}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
