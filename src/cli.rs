@@ -41,6 +41,12 @@ pub struct Cli {
     #[arg(long = "pools", env = "CEPH_RBD_EXPORTER_POOLS", value_delimiter = ',', value_parser = parse_pool_name, global = true)]
     pub pools: Option<Vec<String>>,
 
+    /// Most RADOS operations per second, mon commands and omap pages
+    /// included, spread evenly over the sample; default: no limit (only
+    /// `--ceph.max-inflight` bounds the load).
+    #[arg(long = "sample.max-ops-per-second", env = "CEPH_RBD_EXPORTER_SAMPLE_MAX_OPS_PER_SECOND", value_parser = parse_rate, global = true)]
+    pub sample_max_ops_per_second: Option<f64>,
+
     /// How often to sample the cluster, e.g. `60s`, `5m`.
     #[arg(long = "sample.interval", env = "CEPH_RBD_EXPORTER_SAMPLE_INTERVAL", default_value = "60s", value_parser = parse_interval, global = true)]
     pub sample_interval: Duration,
@@ -72,6 +78,15 @@ pub struct Cli {
         global = true
     )]
     pub web_listen_address: SocketAddr,
+
+    /// TLS, mutual TLS and basic auth, in the Prometheus exporter-toolkit
+    /// web configuration format (tls_server_config, basic_auth_users).
+    #[arg(
+        long = "web.config.file",
+        env = "CEPH_RBD_EXPORTER_WEB_CONFIG_FILE",
+        global = true
+    )]
+    pub web_config_file: Option<std::path::PathBuf>,
 
     /// Path that serves the metrics.
     #[arg(long = "web.telemetry-path", env = "CEPH_RBD_EXPORTER_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_path, global = true)]
@@ -128,6 +143,18 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A positive number of operations per second (fractions allowed, e.g. `0.5`).
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let r: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of operations per second"))?;
+    if !r.is_finite() || r <= 0.0 || r > 1_000_000.0 {
+        return Err(format!("{s:?} must be more than 0 and at most 1000000"));
+    }
+    Ok(r)
+}
+
 fn parse_pool_name(s: &str) -> Result<String, String> {
     let s = s.trim();
     if s.is_empty() {
@@ -172,6 +199,22 @@ mod tests {
         assert!(err.to_string().contains("--web.listen-address"), "{err}");
         let err = Cli::try_parse_from(["x", "--ceph.max-inflight", "0"]).unwrap_err();
         assert!(err.to_string().contains("--ceph.max-inflight"), "{err}");
+        for bad in ["0", "-5", "fast", "inf", "NaN"] {
+            let flag = format!("--sample.max-ops-per-second={bad}");
+            let err = Cli::try_parse_from(["x", flag.as_str()]).unwrap_err();
+            assert!(
+                err.to_string().contains("--sample.max-ops-per-second"),
+                "{bad}: {err}"
+            );
+        }
+        let ok = Cli::try_parse_from(["x", "--sample.max-ops-per-second", "0.5"]).unwrap();
+        assert_eq!(ok.sample_max_ops_per_second, Some(0.5));
+        assert_eq!(
+            Cli::try_parse_from(["x"])
+                .unwrap()
+                .sample_max_ops_per_second,
+            None
+        );
         let ok = Cli::try_parse_from(["x", "--pools", "volumes,images"]).unwrap();
         assert_eq!(
             ok.pools,

@@ -67,7 +67,6 @@ pub fn select_pools(all: &[PoolInfo], wanted: Option<&[String]>) -> (Vec<PoolInf
 #[derive(Clone)]
 struct Limit {
     permits: Arc<Semaphore>,
-    size: u32,
 }
 
 /// Takes one complete sample. Fails only when the pool list cannot be read;
@@ -79,10 +78,9 @@ pub async fn sample_once<C: Conn>(
     let started_at = now_unix();
     let all = conn.pools().await?;
     let (selected, unknown) = select_pools(&all, config.pools.as_deref());
-    let size = config.max_inflight.clamp(1, Semaphore::MAX_PERMITS) as u32;
+    let size = config.max_inflight.clamp(1, Semaphore::MAX_PERMITS);
     let limit = Limit {
-        permits: Arc::new(Semaphore::new(size as usize)),
-        size,
+        permits: Arc::new(Semaphore::new(size)),
     };
     let mut tasks = JoinSet::new();
     for pool in selected {
@@ -191,16 +189,33 @@ async fn sample_namespace<C: Conn>(
     limit: &Limit,
     skipped: &mut Vec<SampleError>,
 ) -> Result<NamespaceSample, Error> {
-    // The four per-namespace objects, read concurrently.
-    let (directory, trash, v1_children, tasks) = {
-        let _permits = limit.permits.acquire_many(4.min(limit.size)).await;
-        tokio::try_join!(
-            conn.directory(&loc),
-            conn.trash(&loc),
-            conn.v1_children(&loc),
-            conn.tasks(&loc)
-        )?
+    // The four per-namespace objects, read concurrently, each read holding
+    // its own permit (with --ceph.max-inflight below 4 they take turns).
+    let permit = || async {
+        limit
+            .permits
+            .acquire()
+            .await
+            .expect("semaphore never closes")
     };
+    let (directory, trash, v1_children, tasks) = tokio::try_join!(
+        async {
+            let _p = permit().await;
+            conn.directory(&loc).await
+        },
+        async {
+            let _p = permit().await;
+            conn.trash(&loc).await
+        },
+        async {
+            let _p = permit().await;
+            conn.v1_children(&loc).await
+        },
+        async {
+            let _p = permit().await;
+            conn.tasks(&loc).await
+        },
+    )?;
     let mut ns = NamespaceSample {
         namespace: loc.namespace.clone(),
         trash: trash.into_iter().map(|t| (t.id.clone(), t)).collect(),
@@ -219,8 +234,13 @@ async fn sample_namespace<C: Conn>(
     }
 
     // One task per image, at most `limit` in flight. The first hard error
-    // (a timeout, say) stops the namespace at once instead of letting every
-    // remaining image time out in turn.
+    // (a timeout, say) stops the namespace: no further image is started
+    // instead of letting every remaining image time out in turn. Reads
+    // already sent are waited for, not abandoned: an abandoned read would
+    // give its permit back while still in flight, and the next namespace
+    // could then exceed --ceph.max-inflight against a struggling cluster.
+    // Each is bounded by the op timeout, and they were sent before the
+    // error came back, so this adds at most one op timeout.
     let mut reads = JoinSet::new();
     let mut first_error: Option<Error> = None;
     let mut absorb =
@@ -259,9 +279,6 @@ async fn sample_namespace<C: Conn>(
             drop(permit);
             (id, result)
         });
-    }
-    if first_error.is_some() {
-        reads.abort_all();
     }
     while let Some(joined) = reads.join_next().await {
         absorb(joined, &mut first_error);

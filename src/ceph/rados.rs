@@ -13,8 +13,8 @@ use ceph::rados::{self as sys, rados_ioctx_t, rados_t};
 use std::collections::HashMap;
 use std::ffi::{CString, c_void};
 use std::os::raw::{c_char, c_int};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -34,6 +34,10 @@ pub struct ConnectOptions {
     pub user: String,
     /// Bound on every mon and OSD op, and on the initial connect.
     pub op_timeout: Duration,
+    /// Most RADOS operations sent per second, across every pool and task
+    /// (`--sample.max-ops-per-second`); `None` sends as fast as the in-flight
+    /// bound allows.
+    pub max_ops_per_second: Option<f64>,
 }
 
 /// A connected librados handle.
@@ -46,6 +50,74 @@ pub struct RadosConn {
     /// Pool names by id, for error messages.
     pool_names: Mutex<HashMap<PoolId, String>>,
     ops_sent: AtomicU64,
+    mon_commands_sent: AtomicU64,
+    /// Operations between submission and completion, shared with the
+    /// completion callbacks.
+    inflight: Arc<InFlight>,
+    /// Spaces operations out when `max_ops_per_second` is set.
+    pacer: Option<Pacer>,
+}
+
+/// Counts RADOS operations from submission until librados completes them
+/// (reply, error or `rados_osd_op_timeout`), whether or not anyone still
+/// waits for the result, and remembers the most at once.
+#[derive(Debug, Default)]
+struct InFlight {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl InFlight {
+    fn start(&self) {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(n, Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Ends one in-flight operation when dropped (mon commands: also on panic).
+struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// A pacer shared by every pool and task of a connection: operations leave
+/// at least `interval` apart, in the order they asked. No credit builds up
+/// while idle, so a sample never starts with a burst.
+#[derive(Debug)]
+struct Pacer {
+    interval: Duration,
+    next: Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    /// `None` for a rate that is not a positive finite number.
+    fn new(ops_per_second: f64) -> Option<Pacer> {
+        if !(ops_per_second.is_finite() && ops_per_second > 0.0) {
+            return None;
+        }
+        Some(Pacer {
+            interval: Duration::from_secs_f64(1.0 / ops_per_second),
+            next: Mutex::new(tokio::time::Instant::now()),
+        })
+    }
+
+    /// Waits for this operation's slot.
+    async fn wait(&self) {
+        let slot = {
+            let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = (*next).max(tokio::time::Instant::now());
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
 }
 
 /// Owns a `rados_t`; shuts it down exactly once. (The `ceph` crate's own
@@ -173,20 +245,61 @@ impl RadosConn {
             ioctxs: Mutex::new(HashMap::new()),
             pool_names: Mutex::new(HashMap::new()),
             ops_sent: AtomicU64::new(0),
+            mon_commands_sent: AtomicU64::new(0),
+            inflight: Arc::new(InFlight::default()),
+            pacer: opts.max_ops_per_second.and_then(Pacer::new),
         })
+    }
+
+    /// Most RADOS operations (compound reads and mon commands) that were in
+    /// flight at once since the connection was made or the last
+    /// [`reset_inflight_peak`](Self::reset_inflight_peak). An operation is in
+    /// flight from its submission until librados completes it, even when
+    /// nobody waits for its result any more.
+    pub fn inflight_peak(&self) -> usize {
+        self.inflight.peak.load(Ordering::SeqCst)
+    }
+
+    /// RADOS operations in flight right now.
+    pub fn inflight(&self) -> usize {
+        self.inflight.now.load(Ordering::SeqCst)
+    }
+
+    /// Starts a new peak from the operations in flight now.
+    pub fn reset_inflight_peak(&self) {
+        self.inflight
+            .peak
+            .store(self.inflight.now.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    /// Mon commands sent so far; they are included in
+    /// [`Conn::ops_sent`], so `ops_sent() - mon_commands_sent()` is what the
+    /// OSDs receive.
+    pub fn mon_commands_sent(&self) -> u64 {
+        self.mon_commands_sent.load(Ordering::Relaxed)
     }
 
     /// Runs a mon command on a blocking thread and returns its output.
     pub async fn mon_command(&self, json: String) -> Result<Vec<u8>, Error> {
+        if let Some(pacer) = &self.pacer {
+            pacer.wait().await;
+        }
         self.ops_sent.fetch_add(1, Ordering::Relaxed);
+        self.mon_commands_sent.fetch_add(1, Ordering::Relaxed);
         let handle = self.handle.clone();
-        tokio::task::spawn_blocking(move || mon_command_blocking(&handle, &json))
-            .await
-            .map_err(|e| Error::MonCommand {
-                command: "?".into(),
-                code: -libc_errno::EINVAL,
-                message: e.to_string(),
-            })?
+        let inflight = self.inflight.clone();
+        inflight.start();
+        let guard = InFlightGuard(inflight);
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            mon_command_blocking(&handle, &json)
+        })
+        .await
+        .map_err(|e| Error::MonCommand {
+            command: "?".into(),
+            code: -libc_errno::EINVAL,
+            message: e.to_string(),
+        })?
     }
 
     fn ioctx(&self, loc: &Location) -> Result<Ioctx, Error> {
@@ -234,8 +347,11 @@ impl RadosConn {
         what: &'static str,
     ) -> Result<Option<Done>, Error> {
         let io = self.ioctx(loc)?;
+        if let Some(pacer) = &self.pacer {
+            pacer.wait().await;
+        }
         self.ops_sent.fetch_add(1, Ordering::Relaxed);
-        match batch.submit(io, oid).await {
+        match batch.submit(io, oid, &self.inflight).await {
             Ok(done) => match done.rc() {
                 0.. => Ok(Some(done)),
                 rc if rc == -libc_errno::ENOENT => Ok(None),
@@ -762,11 +878,17 @@ impl Batch {
 
     /// Submits and waits. Completion (or timeout, through
     /// `rados_osd_op_timeout`) is signalled by librados; if this future is
-    /// dropped first, the callback frees the batch.
-    async fn submit(mut self, io: Ioctx, oid: &str) -> Result<Done, i32> {
+    /// dropped first, the callback frees the batch. The operation counts in
+    /// `inflight` until the callback runs.
+    async fn submit(mut self, io: Ioctx, oid: &str, inflight: &Arc<InFlight>) -> Result<Done, i32> {
         let (tx, rx) = oneshot::channel::<BatchPtr>();
-        let arg = Box::into_raw(Box::new(tx)) as *mut c_void;
+        let pending = Pending {
+            tx,
+            inflight: inflight.clone(),
+        };
+        let arg = Box::into_raw(Box::new(pending)) as *mut c_void;
         let ptr = self.0;
+        inflight.start();
         // SAFETY: ptr is a live batch, io a live ioctx, oid valid for the call.
         let rc = unsafe {
             ffi::rbdx_batch_submit(
@@ -780,7 +902,8 @@ impl Batch {
         };
         if rc < 0 {
             // Not submitted: the callback will never run, so reclaim its box.
-            drop(unsafe { Box::from_raw(arg as *mut oneshot::Sender<BatchPtr>) });
+            let pending = unsafe { Box::from_raw(arg as *mut Pending) };
+            pending.inflight.end();
             return Err(rc);
         }
         // From here the callback owns the batch.
@@ -796,9 +919,17 @@ struct BatchPtr(*mut ffi::RbdxBatch);
 // SAFETY: ownership of the batch moves with the pointer.
 unsafe impl Send for BatchPtr {}
 
+/// What the completion callback needs: where to hand the batch back, and the
+/// in-flight count to decrement.
+struct Pending {
+    tx: oneshot::Sender<BatchPtr>,
+    inflight: Arc<InFlight>,
+}
+
 extern "C" fn on_complete(arg: *mut c_void, batch: *mut ffi::RbdxBatch, _rc: c_int) {
     // SAFETY: arg is the box made in submit, used exactly once.
-    let tx = unsafe { Box::from_raw(arg as *mut oneshot::Sender<BatchPtr>) };
+    let Pending { tx, inflight } = *unsafe { Box::from_raw(arg as *mut Pending) };
+    inflight.end();
     if let Err(BatchPtr(p)) = tx.send(BatchPtr(batch)) {
         // Nobody waits any more: free it here.
         unsafe { ffi::rbdx_batch_free(p) }
@@ -907,6 +1038,53 @@ mod tests {
         assert_eq!(pools[1].applications, vec!["rbd".to_string()]);
         assert!(parse_pool_list(b"{}").is_err());
         assert!(parse_pool_list(b"[{\"pool_name\":\"x\"}]").is_err());
+    }
+
+    #[tokio::test]
+    async fn pacer_spaces_operations_across_tasks() {
+        assert!(Pacer::new(0.0).is_none());
+        assert!(Pacer::new(-1.0).is_none());
+        assert!(Pacer::new(f64::NAN).is_none());
+        assert!(Pacer::new(f64::INFINITY).is_none());
+        let pacer = Arc::new(Pacer::new(200.0).unwrap());
+        let t0 = std::time::Instant::now();
+        let tasks: Vec<_> = (0..21)
+            .map(|_| {
+                let p = pacer.clone();
+                tokio::spawn(async move { p.wait().await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // 21 operations at 200/s: the first leaves at once, the last 100 ms later.
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(99), "{took:?}");
+        assert!(took < Duration::from_millis(400), "{took:?}");
+        // Idle time earns no burst: the next one waits for its own slot only.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let t1 = std::time::Instant::now();
+        pacer.wait().await;
+        pacer.wait().await;
+        let took = t1.elapsed();
+        assert!(took >= Duration::from_millis(4), "{took:?}");
+    }
+
+    #[test]
+    fn inflight_counts_current_and_peak() {
+        let f = Arc::new(InFlight::default());
+        f.start();
+        f.start();
+        f.end();
+        f.start();
+        f.start();
+        assert_eq!(f.now.load(Ordering::SeqCst), 3);
+        assert_eq!(f.peak.load(Ordering::SeqCst), 3);
+        drop(InFlightGuard(f.clone()));
+        f.end();
+        f.end();
+        assert_eq!(f.now.load(Ordering::SeqCst), 0);
+        assert_eq!(f.peak.load(Ordering::SeqCst), 3);
     }
 
     #[test]
