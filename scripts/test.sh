@@ -10,6 +10,11 @@ port=${CEPH_TEST_MON_PORT:-40790}
 echo "== unit tests"
 cargo test --release --locked --lib --bins
 
+echo "== alert rules: promtool check rules, promtool test rules, amtool check-config"
+promtool check rules alerts/ceph-rbd-exporter.rules.yml
+promtool test rules alerts/ceph-rbd-exporter.test.yml
+amtool check-config alerts/alertmanager.example.yml
+
 cleanup() {
     /usr/bin/python3 scripts/seed.py --conf "$dir/ceph.conf" --state-dir "$dir/state" stop-holders >/dev/null 2>&1 || true
     bash scripts/cluster.sh stop "$dir" >/dev/null 2>&1 || true
