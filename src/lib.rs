@@ -3,6 +3,7 @@
 //! `analysis` (analyse) -> `metrics` (render) -> `server` (serve).
 
 pub mod analysis;
+pub mod attribution;
 pub mod ceph;
 pub mod cli;
 pub mod error;
@@ -11,4 +12,5 @@ pub mod model;
 pub mod report;
 pub mod sampler;
 pub mod server;
+pub mod sources;
 pub mod webconfig;
