@@ -68,6 +68,16 @@ pub enum OrphanReason {
     ImageDeleted,
     /// The image is in the trash, yet it is open.
     ImageTrashed,
+    /// An attachment source says the image is attached nowhere, yet it is
+    /// open.
+    Detached,
+    /// The image is attached to other hosts than the watcher's.
+    UnexpectedHost,
+    /// A Nova disk (`<instance-uuid>_disk*`) whose instance no longer exists.
+    DeletedInstance,
+    /// The watcher's address is outside every client network of the
+    /// inventory.
+    UnknownClient,
 }
 
 impl OrphanReason {
@@ -76,6 +86,10 @@ impl OrphanReason {
         match self {
             OrphanReason::ImageDeleted => "image_deleted",
             OrphanReason::ImageTrashed => "image_trashed",
+            OrphanReason::Detached => "detached",
+            OrphanReason::UnexpectedHost => "unexpected_host",
+            OrphanReason::DeletedInstance => "deleted_instance",
+            OrphanReason::UnknownClient => "unknown_client",
         }
     }
 }
@@ -91,13 +105,53 @@ pub struct WatcherContext<'a> {
     pub image: &'a Image,
     /// The watcher.
     pub watcher: &'a Watcher,
+    /// The host the watcher's address belongs to, if known.
+    pub host: Option<&'a Host>,
 }
 
-/// One source of orphan verdicts. The first classifier with a verdict wins,
-/// so each watcher has at most one reason.
+/// A host a client address was attributed to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Host {
+    /// Host name (inventory name, Kubernetes node name, or reverse DNS).
+    pub name: String,
+    /// Role from the inventory (`compute`, `rbd-mirror`, ...), or
+    /// `k8s-node` for a Kubernetes node.
+    pub role: Option<String>,
+    /// Where the attribution came from: `inventory`, a source name, or
+    /// `reverse_dns`.
+    pub via: &'static str,
+}
+
+/// Attributes client addresses to hosts.
+pub trait HostLookup: Send + Sync {
+    /// The host behind an IP (as [`Watcher::ip`] gives it), if known.
+    fn host(&self, ip: &str) -> Option<Host>;
+}
+
+/// Knows no hosts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHosts;
+
+impl HostLookup for NoHosts {
+    fn host(&self, _ip: &str) -> Option<Host> {
+        None
+    }
+}
+
+/// A classifier's verdict on one watcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// An orphan, for this reason.
+    Orphan(OrphanReason),
+    /// Legitimate whatever later classifiers would say (e.g. rbd-mirror).
+    Legitimate,
+}
+
+/// One source of orphan verdicts. Classifiers are asked in order and the
+/// first verdict wins, so each watcher has at most one reason.
 pub trait OrphanClassifier: Send + Sync {
-    /// A reason to call this watcher an orphan, if this source has one.
-    fn classify(&self, ctx: &WatcherContext<'_>) -> Option<OrphanReason>;
+    /// This source's verdict, if it has one.
+    fn classify(&self, ctx: &WatcherContext<'_>) -> Option<Verdict>;
 }
 
 /// Verdicts from the image itself: deleted or trashed images should have no
@@ -106,11 +160,11 @@ pub trait OrphanClassifier: Send + Sync {
 pub struct ImageStateClassifier;
 
 impl OrphanClassifier for ImageStateClassifier {
-    fn classify(&self, ctx: &WatcherContext<'_>) -> Option<OrphanReason> {
+    fn classify(&self, ctx: &WatcherContext<'_>) -> Option<Verdict> {
         if ctx.image.in_trash {
-            Some(OrphanReason::ImageTrashed)
+            Some(Verdict::Orphan(OrphanReason::ImageTrashed))
         } else if is_deleted_name(&ctx.image.name) {
-            Some(OrphanReason::ImageDeleted)
+            Some(Verdict::Orphan(OrphanReason::ImageDeleted))
         } else {
             None
         }
@@ -143,6 +197,8 @@ pub struct ImageFindings {
     pub stale_locks: Vec<Lock>,
     /// Watchers believed to be orphans, with why.
     pub orphaned_watchers: Vec<(Watcher, OrphanReason)>,
+    /// The host of each watcher, in the order of `Image::watchers`.
+    pub watcher_hosts: Vec<Option<Host>>,
 }
 
 impl ImageFindings {
@@ -204,14 +260,16 @@ impl Analysis {
 
 /// Analyses a sample with the built-in classifier only.
 pub fn analyse(sample: &Sample, settings: &Settings) -> Analysis {
-    analyse_with(sample, settings, &[&ImageStateClassifier])
+    analyse_with(sample, settings, &[&ImageStateClassifier], &NoHosts)
 }
 
-/// Analyses a sample, asking `classifiers` in order about every watcher.
+/// Analyses a sample: `hosts` attributes every watcher's address, then
+/// `classifiers` are asked in order about it.
 pub fn analyse_with(
     sample: &Sample,
     settings: &Settings,
     classifiers: &[&dyn OrphanClassifier],
+    hosts: &dyn HostLookup,
 ) -> Analysis {
     let mut analysis = Analysis {
         snapshot_children: count_snapshot_children(sample),
@@ -240,20 +298,24 @@ pub fn analyse_with(
                 reasons.insert(FlattenReason::FlattenQueued);
             }
             let stale_locks = stale_locks(image);
+            let watcher_hosts: Vec<Option<Host>> =
+                image.watchers.iter().map(|w| hosts.host(w.ip())).collect();
             let orphaned_watchers: Vec<(Watcher, OrphanReason)> = image
                 .watchers
                 .iter()
-                .filter_map(|w| {
+                .zip(&watcher_hosts)
+                .filter_map(|(w, host)| {
                     let ctx = WatcherContext {
                         pool: &pool.name,
                         namespace: &ns.namespace,
                         image,
                         watcher: w,
+                        host: host.as_ref(),
                     };
-                    classifiers
-                        .iter()
-                        .find_map(|c| c.classify(&ctx))
-                        .map(|r| (w.clone(), r))
+                    match classifiers.iter().find_map(|c| c.classify(&ctx)) {
+                        Some(Verdict::Orphan(r)) => Some((w.clone(), r)),
+                        Some(Verdict::Legitimate) | None => None,
+                    }
                 })
                 .collect();
 
@@ -279,6 +341,7 @@ pub fn analyse_with(
                     flatten_reasons: reasons,
                     stale_locks,
                     orphaned_watchers,
+                    watcher_hosts,
                 },
             );
         }
@@ -822,8 +885,14 @@ mod tests {
     fn classifiers_are_pluggable_and_first_wins() {
         struct EveryoneIsSuspect;
         impl OrphanClassifier for EveryoneIsSuspect {
-            fn classify(&self, _: &WatcherContext<'_>) -> Option<OrphanReason> {
-                Some(OrphanReason::ImageTrashed)
+            fn classify(&self, _: &WatcherContext<'_>) -> Option<Verdict> {
+                Some(Verdict::Orphan(OrphanReason::ImageTrashed))
+            }
+        }
+        struct Exempt;
+        impl OrphanClassifier for Exempt {
+            fn classify(&self, _: &WatcherContext<'_>) -> Option<Verdict> {
+                Some(Verdict::Legitimate)
             }
         }
         let mut img = image("z", "volume-zombie.deleted");
@@ -833,6 +902,7 @@ mod tests {
             &s,
             &Settings::default(),
             &[&ImageStateClassifier, &EveryoneIsSuspect],
+            &NoHosts,
         );
         assert_eq!(
             a.images[&key(1, "z")].orphaned_watchers[0].1,
@@ -842,11 +912,21 @@ mod tests {
             &s,
             &Settings::default(),
             &[&EveryoneIsSuspect, &ImageStateClassifier],
+            &NoHosts,
         );
         assert_eq!(
             b.images[&key(1, "z")].orphaned_watchers[0].1,
             OrphanReason::ImageTrashed
         );
+        // A legitimate verdict stops later classifiers.
+        let c = analyse_with(
+            &s,
+            &Settings::default(),
+            &[&Exempt, &ImageStateClassifier],
+            &NoHosts,
+        );
+        assert!(c.images[&key(1, "z")].orphaned_watchers.is_empty());
+        assert_eq!(c.images[&key(1, "z")].watcher_hosts, vec![None]);
     }
 
     #[test]

@@ -165,7 +165,7 @@ async fn dump(mut sampler: Sampler, opts: &ConnectOptions) -> anyhow::Result<()>
         .analysis
         .clone()
         .unwrap_or_else(|| Arc::new(analysis::analyse(&sample, &sampler.settings)));
-    let images = report::images(&sample, &analysis);
+    let images = report::images(&sample, &analysis, &ceph_rbd_exporter::analysis::NoHosts);
     println!("{}", serde_json::to_string_pretty(&images)?);
     Ok(())
 }

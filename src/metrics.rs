@@ -21,6 +21,23 @@ pub struct ExporterStatus {
     /// Per (pool name, error kind): failed samples. The pool is `""` for
     /// failures that are not about one pool (connecting, listing pools).
     pub sample_errors_total: BTreeMap<(String, String), u64>,
+    /// Per attachment source name: its health.
+    pub sources: BTreeMap<String, SourceHealth>,
+}
+
+/// Health of one attachment source (OpenStack, Kubernetes, file).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceHealth {
+    /// Did the last fetch succeed.
+    pub up: bool,
+    /// Unix time of the last successful fetch (0 before the first).
+    pub last_success_timestamp_seconds: f64,
+    /// Failed fetches by error kind.
+    pub errors_total: BTreeMap<String, u64>,
+    /// Why the last fetch failed, if it did.
+    pub last_error: Option<String>,
+    /// Images the last good answer named.
+    pub images: u64,
 }
 
 /// What to render besides the findings.
@@ -51,7 +68,7 @@ type SummaryField = fn(&crate::analysis::NamespaceSummary) -> i64;
 
 const IMAGE: &[&str] = &["pool", "namespace", "image"];
 const IMAGE_REASON: &[&str] = &["pool", "namespace", "image", "reason"];
-const WATCHER: &[&str] = &["pool", "namespace", "image", "client", "address"];
+const WATCHER: &[&str] = &["pool", "namespace", "image", "client", "address", "host"];
 const SNAPSHOT: &[&str] = &["pool", "namespace", "image", "snapshot"];
 const POOL_NS: &[&str] = &["pool", "namespace"];
 
@@ -113,7 +130,7 @@ fn sample_collectors(
     );
     let watcher_info = int_gauge(
         "ceph_rbd_watcher_info",
-        "One series per client watching an image.",
+        "One series per client watching an image; host is empty when the address could not be attributed.",
         WATCHER,
     );
     let watcher_first_seen = gauge(
@@ -266,8 +283,20 @@ fn sample_collectors(
                     .with_label_values(&[pool_name, nsn, name, reason.label()])
                     .inc();
             }
-            for w in &image.watchers {
-                let l = [pool_name, nsn, name, w.client.as_str(), w.address.as_str()];
+            for (i, w) in image.watchers.iter().enumerate() {
+                let host = findings
+                    .watcher_hosts
+                    .get(i)
+                    .and_then(|h| h.as_ref())
+                    .map_or("", |h| h.name.as_str());
+                let l = [
+                    pool_name,
+                    nsn,
+                    name,
+                    w.client.as_str(),
+                    w.address.as_str(),
+                    host,
+                ];
                 watcher_info.with_label_values(&l).set(1);
                 let wk = WatcherKey {
                     image: key.clone(),
@@ -370,13 +399,68 @@ fn exporter_collectors(
     interval
         .with_label_values(&[] as &[&str])
         .set(options.sample_interval_seconds);
-    vec![
+    let mut out: Vec<Box<dyn Collector>> = vec![
         Box::new(up),
         Box::new(interval),
         Box::new(duration),
         Box::new(last_success),
         Box::new(errors),
         Box::new(build),
+    ];
+    if !status.sources.is_empty() {
+        out.extend(source_collectors(&status.sources));
+    }
+    out
+}
+
+/// Health of the attachment sources; only rendered when some are configured.
+fn source_collectors(sources: &BTreeMap<String, SourceHealth>) -> Vec<Box<dyn Collector>> {
+    let new = |name: &str, help: &str, labels: &[&str]| {
+        GaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition")
+    };
+    let up = new(
+        "ceph_rbd_exporter_source_up",
+        "Whether the attachment source's last fetch succeeded (1) or not (0); while 0, no watcher is called an orphan on its account.",
+        &["source"],
+    );
+    let last_success = new(
+        "ceph_rbd_exporter_source_last_success_timestamp_seconds",
+        "Unix time of the attachment source's last successful fetch (0 before the first).",
+        &["source"],
+    );
+    let images = new(
+        "ceph_rbd_exporter_source_images",
+        "Images the attachment source's last good answer named.",
+        &["source"],
+    );
+    let errors = IntCounterVec::new(
+        Opts::new(
+            "ceph_rbd_exporter_source_errors_total",
+            "Failed fetches of the attachment source, by kind (config, unreachable, auth, bad_response).",
+        ),
+        &["source", "kind"],
+    )
+    .expect("valid metric definition");
+    for (name, h) in sources {
+        up.with_label_values(&[name])
+            .set(if h.up { 1.0 } else { 0.0 });
+        last_success
+            .with_label_values(&[name])
+            .set(h.last_success_timestamp_seconds);
+        images.with_label_values(&[name]).set(h.images as f64);
+        // Make every kind visible at 0 so rate() works from the first error.
+        for kind in ["config", "unreachable", "auth", "bad_response"] {
+            errors.with_label_values(&[name, kind]);
+        }
+        for (kind, n) in &h.errors_total {
+            errors.with_label_values(&[name, kind]).inc_by(*n);
+        }
+    }
+    vec![
+        Box::new(up),
+        Box::new(last_success),
+        Box::new(images),
+        Box::new(errors),
     ]
 }
 
@@ -384,7 +468,7 @@ fn exporter_collectors(
 mod tests {
     use super::*;
     use crate::analysis::fixtures::*;
-    use crate::analysis::{FirstSeen, Settings, analyse};
+    use crate::analysis::{FirstSeen, Settings};
     use crate::model::*;
 
     fn golden_sample() -> Sample {
@@ -450,12 +534,52 @@ mod tests {
             ]
             .into(),
             sample_errors_total: [(("volumes".to_string(), "timeout".to_string()), 2)].into(),
+            sources: [
+                (
+                    "openstack".to_string(),
+                    SourceHealth {
+                        up: true,
+                        last_success_timestamp_seconds: 1_700_000_000.0,
+                        images: 42,
+                        ..Default::default()
+                    },
+                ),
+                (
+                    "kubernetes".to_string(),
+                    SourceHealth {
+                        up: false,
+                        errors_total: [("unreachable".to_string(), 3)].into(),
+                        last_error: Some(
+                            "kubernetes: https://k8s:6443/api/v1/nodes: timed out".into(),
+                        ),
+                        ..Default::default()
+                    },
+                ),
+            ]
+            .into(),
+        }
+    }
+
+    /// Attributes 10.0.0.5 to compute-1, as an inventory would.
+    struct OneHost;
+    impl crate::analysis::HostLookup for OneHost {
+        fn host(&self, ip: &str) -> Option<crate::analysis::Host> {
+            (ip == "10.0.0.5").then(|| crate::analysis::Host {
+                name: "compute-1".into(),
+                role: Some("compute".into()),
+                via: "inventory",
+            })
         }
     }
 
     fn render_golden(all_images: bool) -> String {
         let s = golden_sample();
-        let a = analyse(&s, &Settings::default());
+        let a = crate::analysis::analyse_with(
+            &s,
+            &Settings::default(),
+            &[&crate::analysis::ImageStateClassifier],
+            &OneHost,
+        );
         let fs = FirstSeen::default().update(&s, 1_699_999_000.0);
         render(
             Some(&s),

@@ -1,7 +1,7 @@
 //! A flat, name-resolved view of a sample and its analysis, for
 //! `ceph-rbd-exporter dump` and for comparing with the `rbd` CLI.
 
-use crate::analysis::{Analysis, CloneDepth, FlattenReason, OrphanReason};
+use crate::analysis::{Analysis, CloneDepth, FlattenReason, HostLookup, OrphanReason};
 use crate::model::{ImageKey, LockKind, Sample, SnapshotNamespace};
 use serde::Serialize;
 
@@ -74,6 +74,10 @@ pub struct WatcherReport {
     pub address: String,
     /// Watch cookie.
     pub cookie: u64,
+    /// The host the address belongs to, if known.
+    pub host: Option<String>,
+    /// The host's role from the inventory, if known.
+    pub role: Option<String>,
     /// Why it is an orphan, if it is.
     pub orphan_reason: Option<OrphanReason>,
 }
@@ -89,6 +93,8 @@ pub struct LockReport {
     pub cookie: String,
     /// Locker address.
     pub address: String,
+    /// The host the locker's address belongs to, if known.
+    pub host: Option<String>,
     /// Shared lock.
     pub shared: bool,
     /// Lock tag.
@@ -114,8 +120,9 @@ pub struct SnapshotReport {
     pub v2_children: Vec<String>,
 }
 
-/// Builds the report of every image in the sample.
-pub fn images(sample: &Sample, analysis: &Analysis) -> Vec<ImageReport> {
+/// Builds the report of every image in the sample; `hosts` names the
+/// lockers' hosts (watchers' hosts come from the analysis).
+pub fn images(sample: &Sample, analysis: &Analysis, hosts: &dyn HostLookup) -> Vec<ImageReport> {
     let mut out = Vec::new();
     for (pool, ns) in sample.namespaces() {
         for image in ns.images.values() {
@@ -146,15 +153,21 @@ pub fn images(sample: &Sample, analysis: &Analysis) -> Vec<ImageReport> {
             let watchers = image
                 .watchers
                 .iter()
-                .map(|w| WatcherReport {
-                    client: w.client.clone(),
-                    address: w.address.clone(),
-                    cookie: w.cookie,
-                    orphan_reason: findings
-                        .orphaned_watchers
-                        .iter()
-                        .find(|(o, _)| o == w)
-                        .map(|(_, r)| *r),
+                .enumerate()
+                .map(|(i, w)| {
+                    let host = findings.watcher_hosts.get(i).and_then(|h| h.as_ref());
+                    WatcherReport {
+                        client: w.client.clone(),
+                        address: w.address.clone(),
+                        cookie: w.cookie,
+                        host: host.map(|h| h.name.clone()),
+                        role: host.and_then(|h| h.role.clone()),
+                        orphan_reason: findings
+                            .orphaned_watchers
+                            .iter()
+                            .find(|(o, _)| o == w)
+                            .map(|(_, r)| *r),
+                    }
                 })
                 .collect();
             let locks = image
@@ -165,6 +178,9 @@ pub fn images(sample: &Sample, analysis: &Analysis) -> Vec<ImageReport> {
                     locker: l.locker.clone(),
                     cookie: l.cookie.clone(),
                     address: l.address.clone(),
+                    host: hosts
+                        .host(crate::model::address_ip(&l.address))
+                        .map(|h| h.name),
                     shared: l.shared,
                     tag: l.tag.clone(),
                     stale: findings.stale_locks.contains(l),
