@@ -96,6 +96,76 @@ pub struct Cli {
     #[arg(long = "log.level", env = "CEPH_RBD_EXPORTER_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"], global = true)]
     pub log_level: String,
 
+    /// YAML file mapping client IPs and CIDRs to host names and roles, and
+    /// listing the networks clients may come from (see README).
+    #[arg(
+        long = "watchers.inventory",
+        env = "CEPH_RBD_EXPORTER_WATCHERS_INVENTORY",
+        global = true
+    )]
+    pub watchers_inventory: Option<std::path::PathBuf>,
+
+    /// Name watcher addresses the inventory does not know by reverse DNS
+    /// (cached; adds at most 2 s to a sample).
+    #[arg(
+        long = "watchers.reverse-dns",
+        env = "CEPH_RBD_EXPORTER_WATCHERS_REVERSE_DNS",
+        global = true
+    )]
+    pub watchers_reverse_dns: bool,
+
+    /// Take expected attachments from this OpenStack cloud (an entry of
+    /// clouds.yaml): Cinder volumes, Nova servers and Glance images.
+    #[arg(
+        long = "openstack.cloud",
+        env = "CEPH_RBD_EXPORTER_OPENSTACK_CLOUD",
+        global = true
+    )]
+    pub openstack_cloud: Option<String>,
+
+    /// clouds.yaml to read instead of the places openstacksdk looks.
+    #[arg(
+        long = "openstack.clouds-file",
+        env = "CEPH_RBD_EXPORTER_OPENSTACK_CLOUDS_FILE",
+        requires = "openstack_cloud",
+        global = true
+    )]
+    pub openstack_clouds_file: Option<std::path::PathBuf>,
+
+    /// Take expected attachments from the Kubernetes cluster of this
+    /// kubeconfig: PersistentVolumes, VolumeAttachments and Nodes.
+    #[arg(
+        long = "kubernetes.kubeconfig",
+        env = "CEPH_RBD_EXPORTER_KUBERNETES_KUBECONFIG",
+        conflicts_with = "kubernetes_in_cluster",
+        global = true
+    )]
+    pub kubernetes_kubeconfig: Option<std::path::PathBuf>,
+
+    /// Like --kubernetes.kubeconfig, with the pod's service account.
+    #[arg(
+        long = "kubernetes.in-cluster",
+        env = "CEPH_RBD_EXPORTER_KUBERNETES_IN_CLUSTER",
+        global = true
+    )]
+    pub kubernetes_in_cluster: bool,
+
+    /// Take expected attachments from this YAML file (see README).
+    #[arg(
+        long = "attachments.file",
+        env = "CEPH_RBD_EXPORTER_ATTACHMENTS_FILE",
+        global = true
+    )]
+    pub attachments_file: Option<std::path::PathBuf>,
+
+    /// How often to ask the attachment sources, e.g. `60s`.
+    #[arg(long = "attachments.refresh-interval", env = "CEPH_RBD_EXPORTER_ATTACHMENTS_REFRESH_INTERVAL", default_value = "60s", value_parser = parse_interval, global = true)]
+    pub attachments_refresh_interval: Duration,
+
+    /// Timeout of each request to an attachment source, e.g. `20s`.
+    #[arg(long = "attachments.timeout", env = "CEPH_RBD_EXPORTER_ATTACHMENTS_TIMEOUT", default_value = "20s", value_parser = parse_duration, global = true)]
+    pub attachments_timeout: Duration,
+
     /// What to do; the default is to serve metrics.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -106,6 +176,70 @@ pub struct Cli {
 pub enum Command {
     /// Take one sample and print every image with what was learned, as JSON.
     Dump,
+    /// Why can't I delete this image, and who holds it? Takes one sample and
+    /// prints the image's watchers (with host and verdict), locks, parent
+    /// chain, snapshots and children, and the commands that would fix it.
+    /// Never runs them.
+    Explain(ExplainArgs),
+}
+
+/// Arguments of `explain`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExplainArgs {
+    /// The image, as POOL/IMAGE or POOL/NAMESPACE/IMAGE.
+    #[arg(value_parser = parse_image_spec, required_unless_present = "orphans", conflicts_with = "orphans")]
+    pub image: Option<ImageSpec>,
+    /// Instead of one image: every orphaned watcher and stale lock in the
+    /// sampled pools.
+    #[arg(long)]
+    pub orphans: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+}
+
+/// An image named on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSpec {
+    /// Pool name.
+    pub pool: String,
+    /// RBD namespace ("" for the default one).
+    pub namespace: String,
+    /// Image name.
+    pub image: String,
+}
+
+/// Output format of `explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// For people.
+    Text,
+    /// For scripts.
+    Json,
+}
+
+/// Parses `POOL/IMAGE` or `POOL/NAMESPACE/IMAGE` (what `rbd` calls an
+/// image spec, without a snapshot).
+pub fn parse_image_spec(s: &str) -> Result<ImageSpec, String> {
+    let parts: Vec<&str> = s.split('/').collect();
+    let (pool, namespace, image) = match parts.as_slice() {
+        [pool, image] => (*pool, "", *image),
+        [pool, namespace, image] => (*pool, *namespace, *image),
+        _ => {
+            return Err(format!("{s:?} is not POOL/IMAGE or POOL/NAMESPACE/IMAGE"));
+        }
+    };
+    if pool.is_empty() || image.is_empty() {
+        return Err(format!("{s:?}: pool and image must not be empty"));
+    }
+    if image.contains('@') {
+        return Err(format!("{s:?}: name the image, not a snapshot"));
+    }
+    Ok(ImageSpec {
+        pool: pool.to_string(),
+        namespace: namespace.to_string(),
+        image: image.to_string(),
+    })
 }
 
 /// Parses `500ms`, `10s`, `5m`, `1h` or a bare number of seconds.
@@ -215,6 +349,49 @@ mod tests {
                 .sample_max_ops_per_second,
             None
         );
+        for bad in ["volumes", "a/b/c/d", "/img", "pool/", "pool/img@snap"] {
+            let err = Cli::try_parse_from(["x", "explain", bad]).unwrap_err();
+            assert!(
+                err.to_string().contains("IMAGE")
+                    || err.to_string().contains("empty")
+                    || err.to_string().contains("snapshot"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(Cli::try_parse_from(["x", "explain"]).is_err());
+        assert!(Cli::try_parse_from(["x", "explain", "--orphans", "p/i"]).is_err());
+        let ok = Cli::try_parse_from([
+            "x",
+            "explain",
+            "volumes/tenant-a/csi-vol-1",
+            "--output",
+            "json",
+        ])
+        .unwrap();
+        match ok.command {
+            Some(Command::Explain(a)) => {
+                assert_eq!(
+                    a.image.unwrap(),
+                    ImageSpec {
+                        pool: "volumes".into(),
+                        namespace: "tenant-a".into(),
+                        image: "csi-vol-1".into()
+                    }
+                );
+                assert_eq!(a.output, OutputFormat::Json);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from([
+                "x",
+                "--kubernetes.in-cluster",
+                "--kubernetes.kubeconfig",
+                "k"
+            ])
+            .is_err()
+        );
+        assert!(Cli::try_parse_from(["x", "--openstack.clouds-file", "c.yaml"]).is_err());
         let ok = Cli::try_parse_from(["x", "--pools", "volumes,images"]).unwrap();
         assert_eq!(
             ok.pools,

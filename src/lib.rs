@@ -7,6 +7,7 @@ pub mod attribution;
 pub mod ceph;
 pub mod cli;
 pub mod error;
+pub mod explain;
 pub mod metrics;
 pub mod model;
 pub mod report;
