@@ -1,1 +1,930 @@
-//! (in progress)
+//! The `--watchers.inventory` file: which host (and role) an address
+//! belongs to, and which networks RBD clients may come from.
+//!
+//! ```yaml
+//! client_networks: [10.0.0.0/16, "fd00::/64"]   # optional
+//! infrastructure_roles: [rbd-mirror, backup]     # optional, this is the default
+//! hosts:
+//!   - name: compute-1
+//!     role: compute
+//!     addresses: [10.0.1.11, 10.0.2.0/28]
+//! ```
+//!
+//! Lookups are longest-prefix matches over every host's addresses: one hash
+//! probe per distinct prefix length in the file, whatever the number of
+//! hosts.
+
+use serde::Deserialize;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+use std::str::FromStr;
+
+/// Roles whose watchers are never orphans when the file does not say.
+pub const DEFAULT_INFRASTRUCTURE_ROLES: [&str; 2] = ["rbd-mirror", "backup"];
+
+/// An IPv4 or IPv6 network: an address and a prefix length, host bits zero.
+/// Parses `a.b.c.d`, `a.b.c.d/n`, `x::y` and `x::/n`; a bare address is a
+/// /32 (IPv4) or /128 (IPv6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+/// Why a string is not an [`IpNet`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IpNetError {
+    /// Neither an address nor `address/prefix`.
+    #[error("{0:?} is not an IP address or CIDR")]
+    Syntax(String),
+    /// The prefix length is not a number or too long for the family.
+    #[error("{0:?}: prefix length must be 0-{1}")]
+    Prefix(String, u8),
+    /// Bits below the prefix are set, e.g. `10.0.1.11/24`.
+    #[error(
+        "{text:?} has host bits set (the network is {network}; for one address, leave out the prefix)"
+    )]
+    HostBits {
+        /// What was written.
+        text: String,
+        /// The network it would be with the host bits cleared.
+        network: IpNet,
+    },
+}
+
+impl IpNet {
+    /// The network of `addr` with `prefix` bits; host bits must be zero.
+    pub fn new(addr: IpAddr, prefix: u8) -> Result<IpNet, IpNetError> {
+        let max = max_prefix(addr);
+        if prefix > max {
+            return Err(IpNetError::Prefix(format!("{addr}/{prefix}"), max));
+        }
+        let net = IpNet::truncating(addr, prefix);
+        if net.addr != addr {
+            return Err(IpNetError::HostBits {
+                text: format!("{addr}/{prefix}"),
+                network: net,
+            });
+        }
+        Ok(net)
+    }
+
+    /// The network of `addr` with `prefix` bits, clearing host bits.
+    /// `prefix` is clamped to the family's length.
+    pub fn truncating(addr: IpAddr, prefix: u8) -> IpNet {
+        let prefix = prefix.min(max_prefix(addr));
+        let addr = match addr {
+            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(mask_v4(u32::from(a), prefix))),
+            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(mask_v6(u128::from(a), prefix))),
+        };
+        IpNet { addr, prefix }
+    }
+
+    /// A single address (/32 or /128).
+    pub fn host(addr: IpAddr) -> IpNet {
+        IpNet {
+            addr,
+            prefix: max_prefix(addr),
+        }
+    }
+
+    /// The network address (host bits zero).
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length.
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix
+    }
+
+    /// True if `ip` is inside this network. IPv4-mapped IPv6 addresses
+    /// (`::ffff:10.0.0.1`) count as their IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                mask_v4(u32::from(ip), self.prefix) == u32::from(net)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                mask_v6(u128::from(ip), self.prefix) == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = IpNetError;
+
+    fn from_str(s: &str) -> Result<IpNet, IpNetError> {
+        let text = s.trim();
+        let syntax = || IpNetError::Syntax(s.to_string());
+        match text.split_once('/') {
+            None => text
+                .parse::<IpAddr>()
+                .map(IpNet::host)
+                .map_err(|_| syntax()),
+            Some((a, p)) => {
+                let addr: IpAddr = a.parse().map_err(|_| syntax())?;
+                let max = max_prefix(addr);
+                if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.len() > 3 {
+                    return Err(IpNetError::Prefix(s.to_string(), max));
+                }
+                let prefix: u8 = p
+                    .parse()
+                    .map_err(|_| IpNetError::Prefix(s.to_string(), max))?;
+                if prefix > max {
+                    return Err(IpNetError::Prefix(s.to_string(), max));
+                }
+                let net = IpNet::truncating(addr, prefix);
+                if net.addr != addr {
+                    return Err(IpNetError::HostBits {
+                        text: s.to_string(),
+                        network: net,
+                    });
+                }
+                Ok(net)
+            }
+        }
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+fn max_prefix(addr: IpAddr) -> u8 {
+    match addr {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+fn mask_v4(bits: u32, prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        bits & (u32::MAX << (32 - u32::from(prefix)))
+    }
+}
+
+fn mask_v6(bits: u128, prefix: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        bits & (u128::MAX << (128 - u32::from(prefix)))
+    }
+}
+
+/// A longest-prefix-match table: per prefix length present, a hash map from
+/// the masked address to a value. A lookup probes each present length, longest
+/// first, so it costs at most 33 (IPv4) or 129 (IPv6) probes and usually a
+/// handful, independent of the number of entries.
+#[derive(Debug, Clone, Default)]
+struct PrefixTable<T> {
+    v4: Vec<(u8, HashMap<u32, T>)>,
+    v6: Vec<(u8, HashMap<u128, T>)>,
+}
+
+impl<T> PrefixTable<T> {
+    /// Inserts `net`; returns the value already there, if any, unchanged.
+    fn insert(&mut self, net: IpNet, value: T) -> Option<&T> {
+        fn slot<K: std::hash::Hash + Eq, T>(
+            levels: &mut Vec<(u8, HashMap<K, T>)>,
+            prefix: u8,
+        ) -> &mut HashMap<K, T> {
+            // Longest prefix first.
+            let i = match levels.binary_search_by(|(p, _)| prefix.cmp(p)) {
+                Ok(i) => i,
+                Err(i) => {
+                    levels.insert(i, (prefix, HashMap::new()));
+                    i
+                }
+            };
+            &mut levels[i].1
+        }
+        match net.addr {
+            IpAddr::V4(a) => {
+                let map = slot(&mut self.v4, net.prefix);
+                match map.entry(u32::from(a)) {
+                    std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(value);
+                        None
+                    }
+                }
+            }
+            IpAddr::V6(a) => {
+                let map = slot(&mut self.v6, net.prefix);
+                match map.entry(u128::from(a)) {
+                    std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(value);
+                        None
+                    }
+                }
+            }
+        }
+        .map(|v| &*v)
+    }
+
+    fn lookup(&self, ip: IpAddr) -> Option<&T> {
+        match ip.to_canonical() {
+            IpAddr::V4(a) => {
+                let bits = u32::from(a);
+                self.v4.iter().find_map(|(p, m)| m.get(&mask_v4(bits, *p)))
+            }
+            IpAddr::V6(a) => {
+                let bits = u128::from(a);
+                self.v6.iter().find_map(|(p, m)| m.get(&mask_v6(bits, *p)))
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+}
+
+/// One host of the inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryHost {
+    /// Host name, as attachment sources name hosts (Nova compute host,
+    /// Kubernetes node name).
+    pub name: String,
+    /// Free-text role: `compute`, `k8s-node`, `rbd-mirror`, `backup`, ...
+    pub role: Option<String>,
+    /// Its addresses and networks.
+    pub addresses: Vec<IpNet>,
+}
+
+/// The parsed inventory, indexed for lookups. Build it with
+/// [`Inventory::load`], [`Inventory::parse`] or [`Inventory::new`] (the
+/// public fields are a read-only view: the index is built from them once).
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    /// Hosts, in file order.
+    pub hosts: Vec<InventoryHost>,
+    /// Networks RBD clients may come from; empty means "not configured".
+    pub client_networks: Vec<IpNet>,
+    /// Roles whose watchers are never orphans, lower-cased.
+    pub infrastructure_roles: BTreeSet<String>,
+    by_address: PrefixTable<usize>,
+    by_name: HashMap<String, usize>,
+    clients: PrefixTable<()>,
+}
+
+impl Default for Inventory {
+    /// No hosts, no client networks, the default infrastructure roles.
+    fn default() -> Inventory {
+        Inventory {
+            hosts: Vec::new(),
+            client_networks: Vec::new(),
+            infrastructure_roles: DEFAULT_INFRASTRUCTURE_ROLES
+                .iter()
+                .map(|r| r.to_string())
+                .collect(),
+            by_address: PrefixTable::default(),
+            by_name: HashMap::new(),
+            clients: PrefixTable::default(),
+        }
+    }
+}
+
+/// Why the inventory cannot be used. Every message names the file (or
+/// origin) and, for bad content, the host and field.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// The file cannot be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not YAML, or not the expected shape (unknown field, wrong type).
+    #[error("{origin}: {message}")]
+    Syntax {
+        /// File name or other origin.
+        origin: String,
+        /// The YAML parser's message, with its path and line.
+        message: String,
+    },
+    /// A value is wrong: bad address, duplicate or empty name, ...
+    #[error("{origin}: {field}: {message}")]
+    Invalid {
+        /// File name or other origin.
+        origin: String,
+        /// Where: `hosts[2] (compute-3): addresses[0]`, `client_networks[1]`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A YAML scalar taken as text, so `name: 1234` or an unquoted number in an
+/// address list gives a message about the value, not about its YAML type.
+#[derive(Debug, Clone)]
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Text, E> {
+                Ok(Text(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInventory {
+    #[serde(default)]
+    client_networks: Option<Vec<Text>>,
+    #[serde(default)]
+    infrastructure_roles: Option<Vec<Text>>,
+    #[serde(default)]
+    hosts: Option<Vec<RawHost>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    name: Option<Text>,
+    #[serde(default)]
+    role: Option<Text>,
+    #[serde(default)]
+    addresses: Option<Vec<Text>>,
+}
+
+impl Inventory {
+    /// Reads and parses the inventory file.
+    pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
+        let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Inventory::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses inventory YAML; `origin` (usually the file name) starts every
+    /// error message. An empty document is an empty inventory.
+    pub fn parse(text: &str, origin: &str) -> Result<Inventory, InventoryError> {
+        let syntax = |message: String| InventoryError::Syntax {
+            origin: origin.to_string(),
+            message,
+        };
+        let invalid = |field: String, message: String| InventoryError::Invalid {
+            origin: origin.to_string(),
+            field,
+            message,
+        };
+        // An empty or comment-only file is a YAML null: nothing configured.
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| syntax(e.to_string()))?;
+        if value.is_null() {
+            return Ok(Inventory::default());
+        }
+        if !value.is_mapping() {
+            return Err(syntax(
+                "expected a mapping with hosts, client_networks, infrastructure_roles".into(),
+            ));
+        }
+        let raw: RawInventory = serde_yaml::from_str(text).map_err(|e| syntax(e.to_string()))?;
+
+        let mut hosts = Vec::new();
+        for (i, h) in raw.hosts.unwrap_or_default().into_iter().enumerate() {
+            let name = h.name.map(|t| t.0).unwrap_or_default();
+            let name = name.trim().to_string();
+            if name.is_empty() {
+                return Err(invalid(
+                    format!("hosts[{i}]"),
+                    "name is missing or empty".into(),
+                ));
+            }
+            let at = format!("hosts[{i}] ({name})");
+            let role = match h.role {
+                None => None,
+                Some(Text(r)) if r.trim().is_empty() => {
+                    return Err(invalid(
+                        format!("{at}: role"),
+                        "is empty (leave the field out for no role)".into(),
+                    ));
+                }
+                Some(Text(r)) => Some(r.trim().to_string()),
+            };
+            let mut addresses = Vec::new();
+            for (j, a) in h.addresses.unwrap_or_default().into_iter().enumerate() {
+                let net: IpNet = a.0.parse().map_err(|e: IpNetError| {
+                    invalid(format!("{at}: addresses[{j}]"), e.to_string())
+                })?;
+                if !addresses.contains(&net) {
+                    addresses.push(net);
+                }
+            }
+            hosts.push(InventoryHost {
+                name,
+                role,
+                addresses,
+            });
+        }
+
+        let mut client_networks = Vec::new();
+        for (j, a) in raw
+            .client_networks
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let net: IpNet = a
+                .0
+                .parse()
+                .map_err(|e: IpNetError| invalid(format!("client_networks[{j}]"), e.to_string()))?;
+            client_networks.push(net);
+        }
+
+        let infrastructure_roles = match raw.infrastructure_roles {
+            None => Inventory::default().infrastructure_roles,
+            Some(roles) => {
+                let mut set = BTreeSet::new();
+                for (j, Text(r)) in roles.into_iter().enumerate() {
+                    let r = r.trim();
+                    if r.is_empty() {
+                        return Err(invalid(
+                            format!("infrastructure_roles[{j}]"),
+                            "is empty".into(),
+                        ));
+                    }
+                    set.insert(r.to_lowercase());
+                }
+                set
+            }
+        };
+
+        Inventory::new(hosts, client_networks, infrastructure_roles).map_err(|e| match e {
+            InventoryError::Invalid { field, message, .. } => invalid(field, message),
+            other => other,
+        })
+    }
+
+    /// Builds an inventory from parts (e.g. merged from several places) and
+    /// checks it: names non-empty and unique (case-insensitively), no
+    /// network listed by two hosts. Roles are compared case-insensitively.
+    pub fn new(
+        hosts: Vec<InventoryHost>,
+        client_networks: Vec<IpNet>,
+        infrastructure_roles: BTreeSet<String>,
+    ) -> Result<Inventory, InventoryError> {
+        let invalid = |field: String, message: String| InventoryError::Invalid {
+            origin: "inventory".to_string(),
+            field,
+            message,
+        };
+        let mut by_name: HashMap<String, usize> = HashMap::with_capacity(hosts.len());
+        let mut by_address = PrefixTable::default();
+        for (i, h) in hosts.iter().enumerate() {
+            if h.name.trim().is_empty() {
+                return Err(invalid(format!("hosts[{i}]"), "name is empty".into()));
+            }
+            let at = format!("hosts[{i}] ({})", h.name);
+            if let Some(&first) = by_name.get(&h.name.to_lowercase()) {
+                return Err(invalid(
+                    format!("{at}: name"),
+                    format!("duplicate host name, also hosts[{first}]"),
+                ));
+            }
+            by_name.insert(h.name.to_lowercase(), i);
+            for (j, net) in h.addresses.iter().enumerate() {
+                if let Some(&other) = by_address.insert(*net, i)
+                    && other != i
+                {
+                    return Err(invalid(
+                        format!("{at}: addresses[{j}]"),
+                        format!(
+                            "{net} is already listed by hosts[{other}] ({})",
+                            hosts[other].name
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut clients = PrefixTable::default();
+        for net in &client_networks {
+            clients.insert(*net, ());
+        }
+        Ok(Inventory {
+            hosts,
+            client_networks,
+            infrastructure_roles: infrastructure_roles
+                .into_iter()
+                .map(|r| r.to_lowercase())
+                .collect(),
+            by_address,
+            by_name,
+            clients,
+        })
+    }
+
+    /// The host whose address or network holds `ip` most specifically
+    /// (longest prefix), if any.
+    pub fn lookup(&self, ip: IpAddr) -> Option<&InventoryHost> {
+        self.by_address.lookup(ip).map(|&i| &self.hosts[i])
+    }
+
+    /// The host named `name` (case-insensitive).
+    pub fn host(&self, name: &str) -> Option<&InventoryHost> {
+        self.by_name
+            .get(&name.to_lowercase())
+            .map(|&i| &self.hosts[i])
+    }
+
+    /// Whether `ip` is inside one of the client networks; `None` when no
+    /// client networks are configured (then nobody is an unknown client).
+    pub fn allows_client(&self, ip: IpAddr) -> Option<bool> {
+        if self.clients.is_empty() {
+            return None;
+        }
+        Some(self.clients.lookup(ip).is_some())
+    }
+
+    /// True if watchers of hosts with this role are never orphans
+    /// (case-insensitive).
+    pub fn is_infrastructure_role(&self, role: &str) -> bool {
+        let role = role.trim();
+        self.infrastructure_roles
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(role) || *r == role.to_lowercase())
+    }
+
+    /// True if there are no hosts and no client networks.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.client_networks.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    const EXAMPLE: &str = r#"
+# Networks RBD clients may come from.
+client_networks: [10.0.0.0/16, "fd00::/64"]
+infrastructure_roles: [rbd-mirror, backup]
+hosts:
+  - name: compute-1
+    role: compute            # free text
+    addresses: [10.0.1.11, 10.0.2.0/28]
+  - name: mirror-1
+    role: rbd-mirror
+    addresses: [10.0.9.5]
+  - name: v6-host
+    addresses: ["fd00::11", fd00::12]
+"#;
+
+    #[test]
+    fn ipnet_parses_and_prints() {
+        assert_eq!(net("10.0.1.11").to_string(), "10.0.1.11/32");
+        assert_eq!(net("10.0.1.11").prefix_len(), 32);
+        assert_eq!(net(" 10.0.0.0/8 ").to_string(), "10.0.0.0/8");
+        assert_eq!(net("0.0.0.0/0").prefix_len(), 0);
+        assert_eq!(net("fd00::/64").to_string(), "fd00::/64");
+        assert_eq!(net("::1").prefix_len(), 128);
+        assert_eq!(net("::/0").prefix_len(), 0);
+        for bad in [
+            "10.0.0.300",
+            "10.0.0",
+            "10.0.0.0/33",
+            "10.0.0.0/",
+            "10.0.0.0/-1",
+            "10.0.0.0/+8",
+            "10.0.0.0/8/8",
+            "fd00::/129",
+            "",
+            "host.example",
+            "10.0.0.1/0024",
+        ] {
+            assert!(bad.parse::<IpNet>().is_err(), "{bad:?} parsed");
+        }
+        let e = "10.0.1.11/24".parse::<IpNet>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"10.0.1.11/24\" has host bits set (the network is 10.0.1.0/24; for one address, leave out the prefix)"
+        );
+        assert_eq!(
+            "10.0.0.300".parse::<IpNet>().unwrap_err().to_string(),
+            "\"10.0.0.300\" is not an IP address or CIDR"
+        );
+        assert!(IpNet::new(ip("10.0.0.1"), 24).is_err());
+        assert_eq!(IpNet::new(ip("10.0.0.0"), 24).unwrap(), net("10.0.0.0/24"));
+        assert_eq!(IpNet::truncating(ip("10.0.0.1"), 24), net("10.0.0.0/24"));
+        assert_eq!(IpNet::truncating(ip("10.0.0.1"), 99), net("10.0.0.1"));
+    }
+
+    #[test]
+    fn ipnet_contains() {
+        assert!(net("10.0.0.0/16").contains(ip("10.0.255.1")));
+        assert!(!net("10.0.0.0/16").contains(ip("10.1.0.1")));
+        assert!(net("0.0.0.0/0").contains(ip("192.0.2.1")));
+        assert!(!net("0.0.0.0/0").contains(ip("::1")));
+        assert!(net("10.0.1.11").contains(ip("10.0.1.11")));
+        assert!(!net("10.0.1.11").contains(ip("10.0.1.12")));
+        assert!(net("fd00::/64").contains(ip("fd00::abcd")));
+        assert!(!net("fd00::/64").contains(ip("fd00:0:0:1::1")));
+        assert!(net("::/0").contains(ip("2001:db8::1")));
+        // IPv4-mapped IPv6 is the IPv4 address.
+        assert!(net("10.0.0.0/16").contains(ip("::ffff:10.0.3.4")));
+    }
+
+    #[test]
+    fn parses_the_documented_example() {
+        let inv = Inventory::parse(EXAMPLE, "inventory.yaml").unwrap();
+        assert_eq!(inv.hosts.len(), 3);
+        assert_eq!(inv.hosts[0].name, "compute-1");
+        assert_eq!(inv.hosts[0].role.as_deref(), Some("compute"));
+        assert_eq!(
+            inv.hosts[0].addresses,
+            vec![net("10.0.1.11"), net("10.0.2.0/28")]
+        );
+        assert_eq!(inv.hosts[2].role, None);
+        assert_eq!(
+            inv.client_networks,
+            vec![net("10.0.0.0/16"), net("fd00::/64")]
+        );
+        assert_eq!(inv.lookup(ip("10.0.1.11")).unwrap().name, "compute-1");
+        assert_eq!(inv.lookup(ip("10.0.2.15")).unwrap().name, "compute-1");
+        assert!(inv.lookup(ip("10.0.2.16")).is_none());
+        assert_eq!(inv.lookup(ip("10.0.9.5")).unwrap().name, "mirror-1");
+        assert_eq!(inv.lookup(ip("fd00::12")).unwrap().name, "v6-host");
+        assert_eq!(inv.lookup(ip("::ffff:10.0.9.5")).unwrap().name, "mirror-1");
+        assert_eq!(inv.host("MIRROR-1").unwrap().name, "mirror-1");
+        assert!(inv.host("nope").is_none());
+        assert_eq!(inv.allows_client(ip("10.0.200.1")), Some(true));
+        assert_eq!(inv.allows_client(ip("10.1.0.1")), Some(false));
+        assert_eq!(inv.allows_client(ip("fd00::99")), Some(true));
+        assert_eq!(inv.allows_client(ip("fd01::99")), Some(false));
+        assert!(inv.is_infrastructure_role("rbd-mirror"));
+        assert!(inv.is_infrastructure_role("RBD-Mirror"));
+        assert!(inv.is_infrastructure_role("backup"));
+        assert!(!inv.is_infrastructure_role("compute"));
+    }
+
+    #[test]
+    fn defaults() {
+        let inv = Inventory::default();
+        assert!(inv.is_empty());
+        assert!(inv.is_infrastructure_role("rbd-mirror"));
+        assert!(inv.is_infrastructure_role("Backup"));
+        assert_eq!(inv.allows_client(ip("1.2.3.4")), None);
+        assert!(inv.lookup(ip("1.2.3.4")).is_none());
+
+        for empty in ["", "# nothing here\n", "---\n"] {
+            let inv = Inventory::parse(empty, "x.yaml").unwrap();
+            assert!(inv.is_empty(), "{empty:?}");
+            assert!(inv.is_infrastructure_role("rbd-mirror"));
+        }
+        // Absent client networks, or an empty list: nobody is unknown.
+        let inv = Inventory::parse("hosts: []\nclient_networks: []\n", "x.yaml").unwrap();
+        assert_eq!(inv.allows_client(ip("1.2.3.4")), None);
+        // An explicit empty role list: nothing is infrastructure.
+        let inv = Inventory::parse("infrastructure_roles: []\n", "x.yaml").unwrap();
+        assert!(!inv.is_infrastructure_role("rbd-mirror"));
+        // Custom roles replace the default.
+        let inv = Inventory::parse("infrastructure_roles: [Ceph-Backup]\n", "x.yaml").unwrap();
+        assert!(inv.is_infrastructure_role("ceph-backup"));
+        assert!(!inv.is_infrastructure_role("rbd-mirror"));
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let inv = Inventory::parse(
+            r#"
+hosts:
+  - {name: rack, addresses: [10.0.0.0/16]}
+  - {name: subnet, addresses: [10.0.5.0/24]}
+  - {name: one, role: backup, addresses: [10.0.5.7]}
+  - {name: everything, addresses: ["0.0.0.0/0"]}
+"#,
+            "x.yaml",
+        )
+        .unwrap();
+        assert_eq!(inv.lookup(ip("10.0.5.7")).unwrap().name, "one");
+        assert_eq!(inv.lookup(ip("10.0.5.8")).unwrap().name, "subnet");
+        assert_eq!(inv.lookup(ip("10.0.6.8")).unwrap().name, "rack");
+        assert_eq!(inv.lookup(ip("192.0.2.1")).unwrap().name, "everything");
+        assert!(inv.lookup(ip("fd00::1")).is_none());
+    }
+
+    fn err(text: &str) -> String {
+        Inventory::parse(text, "inventory.yaml")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn errors_name_origin_host_and_field() {
+        assert_eq!(
+            err(r#"
+hosts:
+  - {name: compute-1, addresses: [10.0.0.1]}
+  - {name: compute-2, addresses: [10.0.0.2]}
+  - {name: compute-3, addresses: [10.0.0.300]}
+"#),
+            r#"inventory.yaml: hosts[2] (compute-3): addresses[0]: "10.0.0.300" is not an IP address or CIDR"#
+        );
+        assert_eq!(
+            err("hosts:\n  - {name: a, addresses: [10.0.0.1, 7]}\n"),
+            r#"inventory.yaml: hosts[0] (a): addresses[1]: "7" is not an IP address or CIDR"#
+        );
+        assert_eq!(
+            err("hosts:\n  - {name: a, addresses: [10.0.0.1/24]}\n"),
+            r#"inventory.yaml: hosts[0] (a): addresses[0]: "10.0.0.1/24" has host bits set (the network is 10.0.0.0/24; for one address, leave out the prefix)"#
+        );
+        assert_eq!(
+            err("client_networks: [10.0.0.0/16, 10.0.0.0/33]\n"),
+            r#"inventory.yaml: client_networks[1]: "10.0.0.0/33": prefix length must be 0-32"#
+        );
+        assert_eq!(
+            err("hosts:\n  - {name: a}\n  - {name: b}\n  - {name: A}\n"),
+            "inventory.yaml: hosts[2] (A): name: duplicate host name, also hosts[0]"
+        );
+        assert_eq!(
+            err("hosts:\n  - {name: a}\n  - {name: '  ', addresses: [10.0.0.1]}\n"),
+            "inventory.yaml: hosts[1]: name is missing or empty"
+        );
+        assert_eq!(
+            err("hosts:\n  - {addresses: [10.0.0.1]}\n"),
+            "inventory.yaml: hosts[0]: name is missing or empty"
+        );
+        assert_eq!(
+            err("hosts:\n  - {name: a, role: ''}\n"),
+            "inventory.yaml: hosts[0] (a): role: is empty (leave the field out for no role)"
+        );
+        assert_eq!(
+            err("infrastructure_roles: [backup, '']\n"),
+            "inventory.yaml: infrastructure_roles[1]: is empty"
+        );
+        assert_eq!(
+            err(
+                "hosts:\n  - {name: a, addresses: [10.0.0.0/24]}\n  - {name: b, addresses: [10.0.1.1, 10.0.0.0/24]}\n"
+            ),
+            "inventory.yaml: hosts[1] (b): addresses[1]: 10.0.0.0/24 is already listed by hosts[0] (a)"
+        );
+        // Unknown fields, at the top and in a host, name the field and line.
+        let e = err("hosts: []\nclient_network: [10.0.0.0/8]\n");
+        assert!(
+            e.starts_with("inventory.yaml: ") && e.contains("unknown field `client_network`"),
+            "{e}"
+        );
+        let e = err("hosts:\n  - name: a\n    adresses: [10.0.0.1]\n");
+        assert!(
+            e.starts_with("inventory.yaml: ")
+                && e.contains("unknown field `adresses`")
+                && e.contains("line 3"),
+            "{e}"
+        );
+        let e = err("hosts: {name: a}\n");
+        assert!(e.starts_with("inventory.yaml: "), "{e}");
+        let e = err("- 10.0.0.1\n");
+        assert!(e.starts_with("inventory.yaml: expected a mapping"), "{e}");
+        let e = err("hosts: [\n");
+        assert!(e.starts_with("inventory.yaml: "), "{e}");
+    }
+
+    #[test]
+    fn same_address_twice_in_one_host_is_fine() {
+        let inv = Inventory::parse(
+            "hosts:\n  - {name: a, addresses: [10.0.0.1, 10.0.0.1]}\n",
+            "x",
+        )
+        .unwrap();
+        assert_eq!(inv.hosts[0].addresses, vec![net("10.0.0.1")]);
+    }
+
+    #[test]
+    fn load_names_the_path() {
+        let dir = std::env::temp_dir().join(format!("inventory-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.yaml");
+        let e = Inventory::load(&missing).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}: ", missing.display())), "{e}");
+        let bad = dir.join("bad.yaml");
+        std::fs::write(&bad, "hosts:\n  - {name: x, addresses: [nope]}\n").unwrap();
+        let e = Inventory::load(&bad).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: hosts[0] (x): addresses[0]: \"nope\" is not an IP address or CIDR",
+                bad.display()
+            )
+        );
+        let good = dir.join("good.yaml");
+        std::fs::write(&good, EXAMPLE).unwrap();
+        assert_eq!(Inventory::load(&good).unwrap().hosts.len(), 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn new_checks_what_parse_checks() {
+        let h = |name: &str, a: &str| InventoryHost {
+            name: name.into(),
+            role: None,
+            addresses: vec![net(a)],
+        };
+        assert!(
+            Inventory::new(
+                vec![h("a", "10.0.0.1"), h("b", "10.0.0.1")],
+                vec![],
+                BTreeSet::new()
+            )
+            .is_err()
+        );
+        assert!(Inventory::new(vec![h("", "10.0.0.1")], vec![], BTreeSet::new()).is_err());
+        let inv = Inventory::new(
+            vec![h("a", "10.0.0.1")],
+            vec![net("10.0.0.0/8")],
+            ["Backup".to_string()].into(),
+        )
+        .unwrap();
+        assert!(inv.is_infrastructure_role("BACKUP"));
+        assert_eq!(inv.lookup(ip("10.0.0.1")).unwrap().name, "a");
+    }
+
+    /// Ten thousand hosts with a mix of single addresses and small networks,
+    /// and fifty thousand lookups: the index answers each with a few hash
+    /// probes (one per distinct prefix length), never a scan of the hosts.
+    #[test]
+    fn ten_thousand_hosts() {
+        let mut yaml = String::from("client_networks: [10.0.0.0/8]\nhosts:\n");
+        for i in 0..10_000u32 {
+            let a = Ipv4Addr::from(0x0a00_0000 + i * 16);
+            if i % 2 == 0 {
+                yaml.push_str(&format!(
+                    "  - {{name: h{i}, role: compute, addresses: [{a}]}}\n"
+                ));
+            } else {
+                yaml.push_str(&format!("  - {{name: h{i}, addresses: [{a}/28]}}\n"));
+            }
+        }
+        let inv = Inventory::parse(&yaml, "big.yaml").unwrap();
+        assert_eq!(inv.hosts.len(), 10_000);
+        // Two prefix lengths, so two probes at most per lookup.
+        assert_eq!(inv.by_address.v4.len(), 2);
+        let mut found = 0;
+        for k in 0..50_000u32 {
+            let i = k % 10_000;
+            let base = 0x0a00_0000 + i * 16;
+            let probe = IpAddr::V4(Ipv4Addr::from(base + (k % 3)));
+            let hit = inv.lookup(probe);
+            if i % 2 == 0 {
+                // A /32: only the address itself.
+                if k % 3 == 0 {
+                    assert_eq!(hit.unwrap().name, format!("h{i}"));
+                    found += 1;
+                } else {
+                    assert!(hit.is_none());
+                }
+            } else {
+                assert_eq!(hit.unwrap().name, format!("h{i}"));
+                found += 1;
+            }
+            assert_eq!(inv.allows_client(probe), Some(true));
+        }
+        assert!(found > 30_000);
+    }
+}
