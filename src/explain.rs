@@ -4,7 +4,7 @@
 //! them.
 
 use crate::analysis::{Analysis, CloneDepth, FlattenReason, Host, OrphanReason};
-use crate::attribution::{Attribution, SourceOpinion, nova_instance_of};
+use crate::attribution::{Attribution, SourceOpinion, is_uuid, nova_instance_of};
 use crate::model::{Image, ImageKey, LockKind, Sample, SnapshotNamespace};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -364,20 +364,6 @@ pub fn explain_image(
             )],
         });
     }
-    if !findings.flatten_reasons.is_empty() {
-        fixes.push(Fix {
-            why: format!(
-                "flatten this clone ({})",
-                findings
-                    .flatten_reasons
-                    .iter()
-                    .map(|r| r.label())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            commands: vec![format!("rbd flatten {qspec}")],
-        });
-    }
     let mut removal = Vec::new();
     if image.snapshots.iter().any(|s| !s.is_trashed()) {
         removal.push(format!("rbd snap purge {qspec}"));
@@ -397,6 +383,20 @@ pub fn explain_image(
             .into(),
         commands: removal,
     });
+    if !findings.flatten_reasons.is_empty() {
+        fixes.push(Fix {
+            why: format!(
+                "or, to keep it instead: flatten it ({})",
+                findings
+                    .flatten_reasons
+                    .iter()
+                    .map(|r| r.label())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            commands: vec![format!("rbd flatten {qspec}")],
+        });
+    }
 
     Some(ImageExplanation {
         pool,
@@ -448,8 +448,12 @@ fn watcher_fix(
     if let Some(uuid) = nova_instance_of(&image.name) {
         commands.push(format!("virsh dominfo {uuid}"));
         commands.push(format!("openstack server show {uuid}"));
-    } else if let Some(uuid) = image.name.strip_prefix("volume-") {
-        let uuid = uuid.strip_suffix(".deleted").unwrap_or(uuid);
+    } else if let Some(uuid) = image
+        .name
+        .strip_prefix("volume-")
+        .map(|u| u.strip_suffix(".deleted").unwrap_or(u))
+        .filter(|u| is_uuid(u))
+    {
         commands.push(format!(
             "ps -eo pid,args | grep -F -- {}",
             shell_quote(uuid)
@@ -596,7 +600,10 @@ pub fn orphans(sample: &Sample, analysis: &Analysis, attribution: &Attribution) 
             let Some(findings) = analysis.images.get(&key) else {
                 continue;
             };
-            let spec = image_spec(&p.name, &ns.namespace, &image.name);
+            let mut spec = image_spec(&p.name, &ns.namespace, &image.name);
+            if image.in_trash {
+                spec.push_str(&format!(" (in trash, id {})", image.id));
+            }
             if !findings.orphaned_watchers.is_empty() {
                 let owners = attribution.opinions(&p.name, &ns.namespace, &image.name);
                 for (i, w) in image.watchers.iter().enumerate() {
@@ -632,7 +639,7 @@ pub fn orphans(sample: &Sample, analysis: &Analysis, attribution: &Attribution) 
                     why: format!("{} no longer watches the image; remove its lock", l.locker),
                     commands: vec![format!(
                         "rbd lock rm {} {} {}",
-                        shell_quote(&spec),
+                        shell_quote(&image_spec(&p.name, &ns.namespace, &image.name)),
                         shell_quote(&l.cookie),
                         shell_quote(&l.locker)
                     )],

@@ -3,9 +3,12 @@
 
 use anyhow::Context;
 use ceph_rbd_exporter::analysis::{self, Settings};
+use ceph_rbd_exporter::attribution::inventory::Inventory;
+use ceph_rbd_exporter::attribution::{Attribution, Attributor, NameResolver};
 use ceph_rbd_exporter::ceph::{ConnectOptions, RadosConn};
-use ceph_rbd_exporter::cli::{Cli, Command};
+use ceph_rbd_exporter::cli::{Cli, Command, ExplainArgs, OutputFormat};
 use ceph_rbd_exporter::error::Error;
+use ceph_rbd_exporter::explain;
 use ceph_rbd_exporter::metrics::RenderOptions;
 use ceph_rbd_exporter::sampler::{SampleConfig, Sampler};
 use ceph_rbd_exporter::webconfig::WebConfig;
@@ -98,8 +101,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
     );
 
-    if let Some(Command::Dump) = cli.command {
-        return dump(sampler, &opts).await;
+    let attributor = build_attributor(&cli)?;
+    let sampler = match &attributor {
+        Some(a) => sampler.with_attributor(a.clone()),
+        None => sampler,
+    };
+    match &cli.command {
+        Some(Command::Dump) => return dump(sampler, &opts, attributor).await,
+        Some(Command::Explain(args)) => {
+            return explain(sampler, &opts, attributor, args).await;
+        }
+        None => {}
     }
 
     let web = match &cli.web_config_file {
@@ -135,6 +147,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let (publish, published) = tokio::sync::watch::channel(Arc::new(sampler.initial()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    if let Some(a) = &attributor {
+        tokio::spawn(
+            a.clone()
+                .refresh_loop(cli.attachments_refresh_interval, stopped.clone()),
+        );
+    }
     let sampling = tokio::spawn(sampler.run(
         cli.sample_interval,
         initial,
@@ -154,8 +172,53 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn dump(mut sampler: Sampler, opts: &ConnectOptions) -> anyhow::Result<()> {
+/// The inventory, reverse DNS and attachment sources the flags ask for;
+/// `None` when they ask for none. Bad files are configuration errors.
+fn build_attributor(cli: &Cli) -> Result<Option<Arc<Attributor>>, Error> {
+    let sources = sources::from_cli(cli)?;
+    if cli.watchers_inventory.is_none() && !cli.watchers_reverse_dns && sources.is_empty() {
+        return Ok(None);
+    }
+    let inventory = match &cli.watchers_inventory {
+        Some(path) => Inventory::load(path)
+            .map_err(|e| Error::Config(format!("--watchers.inventory: {e}")))?,
+        None => Inventory::default(),
+    };
+    let rdns = cli.watchers_reverse_dns.then(reverse_dns);
+    Ok(Some(Arc::new(Attributor::new(
+        inventory,
+        sources,
+        rdns,
+        REVERSE_DNS_BUDGET,
+    ))))
+}
+
+/// Most time reverse DNS may add to one sample; lookups still running then
+/// finish in the background for the next sample.
+const REVERSE_DNS_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Takes one sample, with the sources fetched once first, and returns it
+/// with its analysis and the attribution behind it.
+async fn sample_for_report(
+    sampler: &mut Sampler,
+    opts: &ConnectOptions,
+    attributor: Option<&Arc<Attributor>>,
+) -> anyhow::Result<(
+    Arc<ceph_rbd_exporter::model::Sample>,
+    Arc<analysis::Analysis>,
+    Arc<Attribution>,
+)> {
     let conn = connect(opts.clone()).await?;
+    if let Some(a) = attributor {
+        a.refresh(ceph_rbd_exporter::sampler::now_unix()).await;
+        for (name, health) in a.health() {
+            if let Some(e) = &health.last_error {
+                eprintln!(
+                    "ceph-rbd-exporter: warning: source {name} failed, no verdicts from it: {e}"
+                );
+            }
+        }
+    }
     let published = sampler.step(&conn).await;
     if let Some(e) = &published.last_error {
         anyhow::bail!("sample failed: {e}");
@@ -165,8 +228,65 @@ async fn dump(mut sampler: Sampler, opts: &ConnectOptions) -> anyhow::Result<()>
         .analysis
         .clone()
         .unwrap_or_else(|| Arc::new(analysis::analyse(&sample, &sampler.settings)));
-    let images = report::images(&sample, &analysis, &ceph_rbd_exporter::analysis::NoHosts);
+    Ok((sample, analysis, sampler.attribution()))
+}
+
+async fn dump(
+    mut sampler: Sampler,
+    opts: &ConnectOptions,
+    attributor: Option<Arc<Attributor>>,
+) -> anyhow::Result<()> {
+    let (sample, analysis, attribution) =
+        sample_for_report(&mut sampler, opts, attributor.as_ref()).await?;
+    let images = report::images(&sample, &analysis, attribution.as_ref());
     println!("{}", serde_json::to_string_pretty(&images)?);
+    Ok(())
+}
+
+async fn explain(
+    mut sampler: Sampler,
+    opts: &ConnectOptions,
+    attributor: Option<Arc<Attributor>>,
+    args: &ExplainArgs,
+) -> anyhow::Result<()> {
+    let (sample, analysis, attribution) =
+        sample_for_report(&mut sampler, opts, attributor.as_ref()).await?;
+    let json = args.output == OutputFormat::Json;
+    let Some(spec) = &args.image else {
+        let listing = explain::orphans(&sample, &analysis, &attribution);
+        if json {
+            println!("{}", serde_json::to_string_pretty(&listing)?);
+        } else {
+            print!("{}", explain::render_orphans(&listing));
+        }
+        return Ok(());
+    };
+    if !sample.pools.values().any(|p| p.name == spec.pool) {
+        anyhow::bail!(
+            "pool {:?} was not sampled: it does not exist, has no rbd application, or is not in --pools",
+            spec.pool
+        );
+    }
+    let Some((key, _)) = explain::find_image(&sample, &spec.pool, &spec.namespace, &spec.image)
+    else {
+        anyhow::bail!(
+            "no image {:?} in pool {:?}{} (nor in its trash)",
+            spec.image,
+            spec.pool,
+            if spec.namespace.is_empty() {
+                String::new()
+            } else {
+                format!(" namespace {:?}", spec.namespace)
+            }
+        );
+    };
+    let e = explain::explain_image(&sample, &analysis, &attribution, &key)
+        .context("image vanished from the analysis")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+    } else {
+        print!("{}", explain::render_image(&e));
+    }
     Ok(())
 }
 
@@ -190,4 +310,21 @@ async fn shutdown_signal() {
         _ = term => {}
     }
     tracing::info!("shutting down");
+}
+
+/// Which attachment sources the flags ask for.
+mod sources {
+    use ceph_rbd_exporter::cli::Cli;
+    use ceph_rbd_exporter::error::Error;
+    use ceph_rbd_exporter::sources::AttachmentSource;
+
+    /// Builds them; a bad setting is a configuration error.
+    pub fn from_cli(_cli: &Cli) -> Result<Vec<Box<dyn AttachmentSource>>, Error> {
+        Ok(Vec::new())
+    }
+}
+
+/// Reverse DNS for watcher addresses.
+fn reverse_dns() -> NameResolver {
+    Box::new(|_ips, _budget| Box::pin(async { Default::default() }))
 }

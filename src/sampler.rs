@@ -2,6 +2,7 @@
 //! bounded concurrency, and the periodic loop that publishes the result.
 
 use crate::analysis::{self, Analysis, FirstSeen, Settings};
+use crate::attribution::{Attribution, Attributor};
 use crate::ceph::{Conn, ImageHeader, PoolInfo};
 use crate::error::Error;
 use crate::metrics::{self, ExporterStatus, RenderOptions};
@@ -365,6 +366,10 @@ pub struct Sampler {
     /// First-seen time of every watcher in `last`.
     first_seen_times: std::collections::HashMap<analysis::WatcherKey, f64>,
     last: Option<Arc<Sample>>,
+    /// Hosts, inventory and attachment sources; `None` without any.
+    attributor: Option<Arc<Attributor>>,
+    /// What the last analysis used.
+    attribution: Arc<Attribution>,
 }
 
 impl Sampler {
@@ -378,7 +383,20 @@ impl Sampler {
             first_seen: FirstSeen::default(),
             first_seen_times: Default::default(),
             last: None,
+            attributor: None,
+            attribution: Arc::new(Attribution::default()),
         }
+    }
+
+    /// Attributes watchers to hosts and judges them with `attributor`.
+    pub fn with_attributor(mut self, attributor: Arc<Attributor>) -> Self {
+        self.attributor = Some(attributor);
+        self
+    }
+
+    /// The attribution the last analysis used.
+    pub fn attribution(&self) -> Arc<Attribution> {
+        self.attribution.clone()
     }
 
     /// What to publish before the first sample.
@@ -414,6 +432,9 @@ impl Sampler {
                         .or_default() += 1;
                 }
                 let error = self.absorb(sample);
+                if let (Some(attributor), Some(last)) = (&self.attributor, &self.last) {
+                    self.attribution = Arc::new(attributor.attribution(last).await);
+                }
                 self.publish(error)
             }
         }
@@ -478,22 +499,26 @@ impl Sampler {
 
     fn publish(&self, last_error: Option<String>) -> Published {
         let now = now_unix();
+        let mut status = self.status.clone();
+        if let Some(attributor) = &self.attributor {
+            status.sources = attributor.health();
+        }
         let analysis = self
             .last
             .as_ref()
-            .map(|s| Arc::new(analysis::analyse(s, &self.settings)));
+            .map(|s| Arc::new(self.attribution.analyse(s, &self.settings)));
         let body = metrics::render(
             self.last.as_deref(),
             analysis.as_deref(),
             &self.first_seen_times,
-            &self.status,
+            &status,
             &self.render,
         );
         Published {
             metrics: bytes::Bytes::from(body),
             sample: self.last.clone(),
             analysis,
-            status: self.status.clone(),
+            status,
             last_attempt: now,
             last_error,
         }

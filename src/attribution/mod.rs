@@ -206,7 +206,8 @@ pub fn nova_instance_of(image: &str) -> Option<&str> {
     Some(uuid)
 }
 
-fn is_uuid(s: &str) -> bool {
+/// True for a canonical UUID (`8-4-4-4-12` hex digits).
+pub fn is_uuid(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 36
         && b.iter().enumerate().all(|(i, c)| match i {
