@@ -428,3 +428,405 @@ where
     .await;
     out.into_iter().flatten().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::fixtures::*;
+    use crate::model::{ImageKey, Sample};
+    use crate::sources::BoxFuture;
+
+    const INVENTORY: &str = "
+client_networks: [10.0.0.0/16]
+hosts:
+  - {name: compute-1, role: compute, addresses: [10.0.1.11]}
+  - {name: compute-2.example.org, role: compute, addresses: [10.0.1.12]}
+  - {name: mirror-1, role: rbd-mirror, addresses: [10.0.9.5]}
+";
+
+    fn expect(hosts: Option<&[&str]>, multi: bool) -> Expectation {
+        Expectation {
+            hosts: hosts.map(|h| h.iter().map(|s| s.to_string()).collect()),
+            multi_attach: multi,
+            owner: "test".into(),
+        }
+    }
+
+    fn any_pool(image: &str) -> ImageRef {
+        ImageRef {
+            pool: None,
+            namespace: None,
+            image: image.into(),
+        }
+    }
+
+    const DELETED_VM: &str = "11111111-2222-3333-4444-555555555555";
+    const LIVE_VM: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+
+    fn openstack() -> AttachmentReport {
+        let mut r = AttachmentReport::default();
+        r.images
+            .insert(any_pool("volume-detached"), expect(Some(&[]), false));
+        r.images
+            .insert(any_pool("volume-on-1"), expect(Some(&["compute-1"]), false));
+        r.images.insert(
+            any_pool("volume-multi"),
+            expect(Some(&["compute-1", "compute-2"]), true),
+        );
+        r.images
+            .insert(any_pool("glance-image"), expect(None, false));
+        r.images.insert(
+            any_pool(&format!("{LIVE_VM}_disk")),
+            expect(Some(&["COMPUTE-2"]), false),
+        );
+        r.instances = Some([LIVE_VM.to_string()].into());
+        r
+    }
+
+    fn kubernetes() -> AttachmentReport {
+        let mut r = AttachmentReport::default();
+        r.images.insert(
+            ImageRef {
+                pool: Some("k8s".into()),
+                namespace: Some("tenant-a".into()),
+                image: "csi-vol-1".into(),
+            },
+            expect(Some(&["node-a"]), false),
+        );
+        r.host_addresses
+            .insert("10.0.2.21".parse().unwrap(), "node-a".into());
+        r.host_addresses
+            .insert("10.0.2.22".parse().unwrap(), "node-b".into());
+        r
+    }
+
+    fn attribution(sources: &[(&'static str, AttachmentReport)]) -> Attribution {
+        Attribution {
+            inventory: Arc::new(Inventory::parse(INVENTORY, "test").unwrap()),
+            sources: sources
+                .iter()
+                .map(|(n, r)| (*n, Arc::new(r.clone())))
+                .collect(),
+            dns: [("10.0.3.3".parse().unwrap(), "db-1.example.org".to_string())].into(),
+        }
+    }
+
+    /// One image per (pool, namespace, name, watcher IPs).
+    fn sample_of(images: &[(&str, &str, &str, &[&str])]) -> Sample {
+        let mut pools: BTreeMap<&str, BTreeMap<&str, Vec<crate::model::Image>>> = BTreeMap::new();
+        for (i, (pool, ns, name, ips)) in images.iter().enumerate() {
+            let mut img = image(&format!("id{i}"), name);
+            for (j, ip) in ips.iter().enumerate() {
+                img.watchers
+                    .push(watcher(100 + j as u64, ip, (i * 10 + j) as u64));
+            }
+            pools
+                .entry(pool)
+                .or_default()
+                .entry(ns)
+                .or_default()
+                .push(img);
+        }
+        sample(
+            pools
+                .into_iter()
+                .enumerate()
+                .map(|(i, (pool, nss))| {
+                    (
+                        i as i64 + 1,
+                        pool,
+                        nss.into_iter()
+                            .map(|(ns, imgs)| namespace(ns, imgs))
+                            .collect(),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// The verdict on every watcher, as `image ip -> reason label`.
+    fn verdicts(a: &Attribution, s: &Sample) -> BTreeMap<String, String> {
+        let analysis = a.analyse(s, &Settings::default());
+        let mut out = BTreeMap::new();
+        for (pool, ns) in s.namespaces() {
+            for img in ns.images.values() {
+                let key = ImageKey {
+                    pool_id: pool.pool_id,
+                    namespace: ns.namespace.clone(),
+                    image_id: img.id.clone(),
+                };
+                let f = &analysis.images[&key];
+                for w in &img.watchers {
+                    let reason = f
+                        .orphaned_watchers
+                        .iter()
+                        .find(|(o, _)| o == w)
+                        .map_or("-", |(_, r)| r.label());
+                    out.insert(format!("{} {}", img.name, w.ip()), reason.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn orphan_reasons_from_sources_and_inventory() {
+        let s = sample_of(&[
+            ("volumes", "", "volume-detached", &["10.0.1.11"]),
+            ("volumes", "", "volume-on-1", &["10.0.1.11", "10.0.1.12"]),
+            ("volumes", "", "volume-multi", &["10.0.1.11", "10.0.1.12"]),
+            ("images", "", "glance-image", &["10.0.1.12"]),
+            ("vms", "", &format!("{DELETED_VM}_disk"), &["10.0.1.11"]),
+            (
+                "vms",
+                "",
+                &format!("{DELETED_VM}_disk.config"),
+                &["10.0.1.11"],
+            ),
+            ("vms", "", &format!("{LIVE_VM}_disk"), &["10.0.1.12"]),
+            ("vms", "", &format!("{LIVE_VM}_disk.config"), &["10.0.1.11"]),
+            (
+                "volumes",
+                "",
+                "unknown-to-sources",
+                &["10.0.1.11", "192.168.7.7"],
+            ),
+            ("volumes", "", "volume-detached-mirrored", &["10.0.9.5"]),
+            ("k8s", "tenant-a", "csi-vol-1", &["10.0.2.21", "10.0.2.22"]),
+            ("k8s", "", "csi-vol-1", &["10.0.2.22"]),
+            (
+                "volumes",
+                "",
+                "volume-gone.deleted",
+                &["10.0.9.5", "10.0.1.11"],
+            ),
+        ]);
+        let mut os = openstack();
+        os.images.insert(
+            any_pool("volume-detached-mirrored"),
+            expect(Some(&[]), false),
+        );
+        let a = attribution(&[("openstack", os), ("kubernetes", kubernetes())]);
+        let v = verdicts(&a, &s);
+        let want: BTreeMap<String, String> = [
+            ("volume-detached 10.0.1.11", "detached"),
+            ("volume-on-1 10.0.1.11", "-"),
+            ("volume-on-1 10.0.1.12", "unexpected_host"),
+            ("volume-multi 10.0.1.11", "-"),
+            // compute-2.example.org in the inventory is compute-2 to Cinder.
+            ("volume-multi 10.0.1.12", "-"),
+            ("glance-image 10.0.1.12", "-"),
+            (&*format!("{DELETED_VM}_disk 10.0.1.11"), "deleted_instance"),
+            (
+                &*format!("{DELETED_VM}_disk.config 10.0.1.11"),
+                "deleted_instance",
+            ),
+            (&*format!("{LIVE_VM}_disk 10.0.1.12"), "-"),
+            // _disk.config follows its instance's host.
+            (
+                &*format!("{LIVE_VM}_disk.config 10.0.1.11"),
+                "unexpected_host",
+            ),
+            ("unknown-to-sources 10.0.1.11", "-"),
+            ("unknown-to-sources 192.168.7.7", "unknown_client"),
+            ("volume-detached-mirrored 10.0.9.5", "-"),
+            // Kubernetes names pool and namespace: node-b is wrong in
+            // tenant-a; the same name in the default namespace is unknown.
+            ("csi-vol-1 10.0.2.21", "-"),
+            ("csi-vol-1 10.0.2.22", "unexpected_host"),
+            ("volume-gone.deleted 10.0.9.5", "-"),
+            ("volume-gone.deleted 10.0.1.11", "image_deleted"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        // The default-namespace csi-vol-1 shares its key with tenant-a's in
+        // this map; check it separately.
+        let mut v = v;
+        let mut want = want;
+        v.remove("csi-vol-1 10.0.2.22");
+        want.remove("csi-vol-1 10.0.2.22");
+        assert_eq!(v, want);
+
+        let analysis = a.analyse(&s, &Settings::default());
+        let reasons: Vec<(String, &str)> = s
+            .namespaces()
+            .flat_map(|(p, ns)| {
+                let analysis = &analysis;
+                ns.images
+                    .values()
+                    .filter(|i| i.name == "csi-vol-1")
+                    .map(move |i| {
+                        let key = ImageKey {
+                            pool_id: p.pool_id,
+                            namespace: ns.namespace.clone(),
+                            image_id: i.id.clone(),
+                        };
+                        let r = analysis.images[&key]
+                            .orphaned_watchers
+                            .iter()
+                            .find(|(w, _)| w.ip() == "10.0.2.22")
+                            .map_or("-", |(_, r)| r.label());
+                        (ns.namespace.clone(), r)
+                    })
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (String::new(), "-"),
+                ("tenant-a".to_string(), "unexpected_host")
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unhealthy_source_gives_no_verdicts() {
+        let s = sample_of(&[
+            ("volumes", "", "volume-detached", &["10.0.1.11"]),
+            ("vms", "", &format!("{DELETED_VM}_disk"), &["10.0.1.11"]),
+        ]);
+        // Only the inventory: it knows the hosts but not the attachments.
+        let a = attribution(&[]);
+        assert!(verdicts(&a, &s).values().all(|r| r == "-"));
+    }
+
+    #[test]
+    fn hosts_come_from_inventory_then_sources_then_dns() {
+        let a = attribution(&[("kubernetes", kubernetes())]);
+        let h = a.host("10.0.1.11").unwrap();
+        assert_eq!(
+            (h.name.as_str(), h.role.as_deref(), h.via),
+            ("compute-1", Some("compute"), "inventory")
+        );
+        let h = a.host("10.0.2.21").unwrap();
+        assert_eq!((h.name.as_str(), h.via), ("node-a", "kubernetes"));
+        let h = a.host("10.0.3.3").unwrap();
+        assert_eq!(
+            (h.name.as_str(), h.via),
+            ("db-1.example.org", "reverse_dns")
+        );
+        assert!(a.host("10.0.3.4").is_none());
+        assert!(a.host("not-an-ip").is_none());
+        assert_eq!(
+            a.host_of_address("10.0.1.11:0/3412345").unwrap().name,
+            "compute-1"
+        );
+    }
+
+    #[test]
+    fn host_names_and_nova_disks() {
+        assert!(same_host("compute-1", "COMPUTE-1"));
+        assert!(same_host("compute-1", "compute-1.example.org"));
+        assert!(!same_host("compute-1.a.org", "compute-1.b.org"));
+        assert!(!same_host("compute-1", "compute-10"));
+        assert_eq!(nova_instance_of(&format!("{LIVE_VM}_disk")), Some(LIVE_VM));
+        assert_eq!(
+            nova_instance_of(&format!("{LIVE_VM}_disk.swap")),
+            Some(LIVE_VM)
+        );
+        assert_eq!(nova_instance_of(&format!("{LIVE_VM}_diskette")), None);
+        assert_eq!(nova_instance_of("not-a-uuid_disk"), None);
+        assert!(is_uuid(LIVE_VM));
+        assert!(!is_uuid("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeeg"));
+    }
+
+    struct Flaky {
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl AttachmentSource for Flaky {
+        fn name(&self) -> &'static str {
+            "file"
+        }
+        fn fetch(&self) -> BoxFuture<'_, Result<AttachmentReport, SourceError>> {
+            let fail = self.fail.load(std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move {
+                if fail {
+                    Err(SourceError::Unreachable {
+                        source_name: "file",
+                        url: "x".into(),
+                        message: "down".into(),
+                    })
+                } else {
+                    Ok(openstack())
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_source_drops_out_and_comes_back() {
+        let source = Arc::new(Flaky { fail: false.into() });
+        struct Shared(Arc<Flaky>);
+        impl AttachmentSource for Shared {
+            fn name(&self) -> &'static str {
+                self.0.name()
+            }
+            fn fetch(&self) -> BoxFuture<'_, Result<AttachmentReport, SourceError>> {
+                self.0.fetch()
+            }
+        }
+        let attributor = Attributor::new(
+            Inventory::parse(INVENTORY, "test").unwrap(),
+            vec![Box::new(Shared(source.clone()))],
+            None,
+            Duration::from_secs(1),
+        );
+        let s = sample_of(&[("volumes", "", "volume-detached", &["10.0.1.11"])]);
+        assert!(
+            !attributor.health()["file"].up,
+            "unhealthy before the first fetch"
+        );
+        attributor.refresh(100.0).await;
+        let a = attributor.attribution(&s).await;
+        assert_eq!(verdicts(&a, &s)["volume-detached 10.0.1.11"], "detached");
+        let h = &attributor.health()["file"];
+        assert!(h.up);
+        assert_eq!(h.last_success_timestamp_seconds, 100.0);
+
+        source.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        attributor.refresh(200.0).await;
+        let a = attributor.attribution(&s).await;
+        assert_eq!(verdicts(&a, &s)["volume-detached 10.0.1.11"], "-");
+        let h = &attributor.health()["file"];
+        assert!(!h.up);
+        assert_eq!(h.last_success_timestamp_seconds, 100.0);
+        assert_eq!(h.errors_total["unreachable"], 1);
+
+        source
+            .fail
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        attributor.refresh(300.0).await;
+        let a = attributor.attribution(&s).await;
+        assert_eq!(verdicts(&a, &s)["volume-detached 10.0.1.11"], "detached");
+    }
+
+    #[tokio::test]
+    async fn reverse_dns_names_addresses_the_inventory_does_not() {
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        let resolver: NameResolver = Box::new(move |ips, _budget| {
+            seen.lock().unwrap().extend(ips.clone());
+            Box::pin(async move {
+                ips.into_iter()
+                    .map(|ip| (ip, Some(format!("host-{ip}"))))
+                    .collect()
+            })
+        });
+        let attributor = Attributor::new(
+            Inventory::parse(INVENTORY, "test").unwrap(),
+            Vec::new(),
+            Some(resolver),
+            Duration::from_secs(1),
+        );
+        let s = sample_of(&[("volumes", "", "v", &["10.0.1.11", "10.0.4.4"])]);
+        let a = attributor.attribution(&s).await;
+        assert_eq!(
+            *asked.lock().unwrap(),
+            vec!["10.0.4.4".parse::<IpAddr>().unwrap()]
+        );
+        assert_eq!(a.host("10.0.4.4").unwrap().name, "host-10.0.4.4");
+        assert_eq!(a.host("10.0.1.11").unwrap().via, "inventory");
+    }
+}
