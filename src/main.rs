@@ -318,10 +318,20 @@ mod sources {
     use ceph_rbd_exporter::cli::Cli;
     use ceph_rbd_exporter::error::Error;
     use ceph_rbd_exporter::sources::AttachmentSource;
+    use ceph_rbd_exporter::sources::file::FileSource;
 
     /// Builds them; a bad setting is a configuration error.
-    pub fn from_cli(_cli: &Cli) -> Result<Vec<Box<dyn AttachmentSource>>, Error> {
-        Ok(Vec::new())
+    pub fn from_cli(cli: &Cli) -> Result<Vec<Box<dyn AttachmentSource>>, Error> {
+        let mut sources: Vec<Box<dyn AttachmentSource>> = Vec::new();
+        if let Some(path) = &cli.attachments_file {
+            // Its content is checked on every fetch (it may be rewritten
+            // while we run), but a file that is not there at all is a typo.
+            std::fs::File::open(path).map_err(|e| {
+                Error::Config(format!("--attachments.file {}: {e}", path.display()))
+            })?;
+            sources.push(Box::new(FileSource::new(path)));
+        }
+        Ok(sources)
     }
 }
 

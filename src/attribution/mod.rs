@@ -175,8 +175,9 @@ impl OrphanClassifier for Attribution {
                 return None;
             }
         }
+        // A host the inventory names is known, whatever network it is on.
         let ip: IpAddr = ctx.watcher.ip().parse().ok()?;
-        (self.inventory.allows_client(ip) == Some(false))
+        (self.inventory.lookup(ip).is_none() && self.inventory.allows_client(ip) == Some(false))
             .then_some(Verdict::Orphan(OrphanReason::UnknownClient))
     }
 }
