@@ -1,1 +1,750 @@
-//! (in progress)
+//! The `kubernetes` source: where Kubernetes says its RBD volumes belong.
+//!
+//! Every fetch lists, page by page (`limit=500`, `metadata.continue`):
+//!
+//! - PersistentVolumes: ceph-csi ones (`rbd.csi.ceph.com` or
+//!   `<prefix>.rbd.csi.ceph.com`) name pool, RADOS namespace and image;
+//!   in-tree `spec.rbd` ones name pool and image;
+//! - VolumeAttachments: which node each ceph-csi PV is attached to;
+//! - Nodes: their InternalIP addresses, so watchers can be attributed to
+//!   nodes without an inventory.
+//!
+//! Credentials come from a kubeconfig (current context) or from the pod's
+//! service account. Token files are read on every fetch, since projected
+//! service-account tokens are rotated. Any failure fails the whole fetch.
+
+use super::http::{ClientIdentity, HttpClient, TlsOptions, read_pem_file};
+use super::{AttachmentReport, AttachmentSource, BoxFuture, Expectation, ImageRef, SourceError};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const NAME: &str = "kubernetes";
+
+/// Items per list page, as kubectl uses.
+const PAGE: u32 = 500;
+
+/// Most pages followed in one listing (5 million items), so a server that
+/// keeps answering `continue` cannot keep a fetch busy forever.
+const MAX_PAGES: usize = 10_000;
+
+/// The service-account directory every pod has.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+fn config(message: impl Into<String>) -> SourceError {
+    SourceError::Config {
+        source_name: NAME,
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct KubeConfig {
+    #[serde(rename = "current-context")]
+    current_context: Option<String>,
+    contexts: Option<Vec<NamedContext>>,
+    clusters: Option<Vec<NamedCluster>>,
+    users: Option<Vec<NamedUser>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NamedContext {
+    name: String,
+    context: Context,
+}
+
+#[derive(Debug, Deserialize)]
+struct Context {
+    cluster: String,
+    user: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NamedCluster {
+    name: String,
+    cluster: Cluster,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct Cluster {
+    server: String,
+    certificate_authority: Option<String>,
+    certificate_authority_data: Option<String>,
+    #[serde(default)]
+    insecure_skip_tls_verify: bool,
+    tls_server_name: Option<String>,
+    proxy_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NamedUser {
+    name: String,
+    user: User,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct User {
+    token: Option<String>,
+    #[serde(rename = "tokenFile")]
+    token_file: Option<String>,
+    client_certificate: Option<String>,
+    client_certificate_data: Option<String>,
+    client_key: Option<String>,
+    client_key_data: Option<String>,
+    username: Option<String>,
+    exec: Option<serde_yaml::Value>,
+    auth_provider: Option<serde_yaml::Value>,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Holds a token and maybe a key: say only which fields are set.
+        f.debug_struct("User")
+            .field("token", &self.token.is_some())
+            .field("token_file", &self.token_file)
+            .field("client_certificate", &self.client_certificate)
+            .field("client_key", &self.client_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the bearer token comes from.
+#[derive(Clone)]
+enum Token {
+    None,
+    Static(String),
+    /// Read on every fetch: service-account tokens rotate.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Token::None => write!(f, "None"),
+            Token::Static(_) => write!(f, "Static(<redacted>)"),
+            Token::File(p) => write!(f, "File({})", p.display()),
+        }
+    }
+}
+
+/// PersistentVolumes, VolumeAttachments and Nodes from a Kubernetes API.
+#[derive(Debug)]
+pub struct KubernetesSource {
+    client: HttpClient,
+    /// API server URL without a trailing slash.
+    server: String,
+    token: Token,
+}
+
+/// `path` as written in a kubeconfig: relative to the kubeconfig's
+/// directory, as kubectl reads it.
+fn resolve(base: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Base64 `*-data` field, whitespace tolerated.
+fn decode_data(origin: &str, field: &str, data: &str) -> Result<Vec<u8>, SourceError> {
+    let clean: String = data.chars().filter(|c| !c.is_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(clean)
+        .map_err(|e| config(format!("{origin}: {field} is not base64: {e}")))
+}
+
+impl KubernetesSource {
+    /// The source for the current context of the kubeconfig at `path`.
+    /// Relative file names in it are relative to its directory. `timeout`
+    /// bounds each HTTP request.
+    pub fn from_kubeconfig(
+        path: &Path,
+        timeout: Duration,
+    ) -> Result<KubernetesSource, SourceError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| config(format!("kubeconfig {shown}: cannot read: {e}")))?;
+        let kc: KubeConfig =
+            serde_yaml::from_str(&text).map_err(|e| config(format!("kubeconfig {shown}: {e}")))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let current = kc
+            .current_context
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| config(format!("kubeconfig {shown}: current-context is not set")))?;
+        let context = kc
+            .contexts
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.name == current)
+            .ok_or_else(|| {
+                config(format!(
+                    "kubeconfig {shown}: current-context {current:?} is not in contexts"
+                ))
+            })?
+            .context;
+        let cluster = kc
+            .clusters
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.name == context.cluster)
+            .ok_or_else(|| {
+                config(format!(
+                    "kubeconfig {shown}: cluster {:?} (of context {current:?}) is not in clusters",
+                    context.cluster
+                ))
+            })?
+            .cluster;
+        let user = match &context.user {
+            None => None,
+            Some(name) if name.is_empty() => None,
+            Some(name) => Some(
+                kc.users
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find(|u| &u.name == name)
+                    .ok_or_else(|| {
+                        config(format!(
+                            "kubeconfig {shown}: user {name:?} (of context {current:?}) is not in users"
+                        ))
+                    })?
+                    .user,
+            ),
+        };
+        let origin = format!("kubeconfig {shown}");
+        if cluster.proxy_url.is_some() {
+            return Err(config(format!(
+                "{origin}: cluster {:?}: proxy-url is not supported",
+                context.cluster
+            )));
+        }
+        let mut tls = TlsOptions {
+            insecure: cluster.insecure_skip_tls_verify,
+            server_name: cluster.tls_server_name.clone(),
+            ..TlsOptions::default()
+        };
+        if let Some(data) = &cluster.certificate_authority_data {
+            tls.ca_pem = Some(decode_data(&origin, "certificate-authority-data", data)?);
+        } else if let Some(file) = &cluster.certificate_authority {
+            tls.ca_pem = Some(read_pem_file(
+                NAME,
+                &format!("{origin}: certificate-authority"),
+                &resolve(base, file),
+            )?);
+        }
+        let mut token = Token::None;
+        if let Some(user) = user {
+            let uorigin = format!("{origin}: user {:?}", context.user.as_deref().unwrap_or(""));
+            if user.exec.is_some() || user.auth_provider.is_some() {
+                return Err(config(format!(
+                    "{uorigin}: exec and auth-provider plugins are not supported; use a token, tokenFile or client certificate"
+                )));
+            }
+            if user.username.is_some() {
+                return Err(config(format!(
+                    "{uorigin}: basic auth (username/password) is not supported; use a token or client certificate"
+                )));
+            }
+            token = match (&user.token, &user.token_file) {
+                (Some(t), _) if !t.trim().is_empty() => Token::Static(t.trim().to_string()),
+                (_, Some(f)) if !f.is_empty() => Token::File(resolve(base, f)),
+                _ => Token::None,
+            };
+            let cert = match (&user.client_certificate_data, &user.client_certificate) {
+                (Some(d), _) => Some(decode_data(&uorigin, "client-certificate-data", d)?),
+                (None, Some(f)) => Some(read_pem_file(
+                    NAME,
+                    &format!("{uorigin}: client-certificate"),
+                    &resolve(base, f),
+                )?),
+                (None, None) => None,
+            };
+            let key = match (&user.client_key_data, &user.client_key) {
+                (Some(d), _) => Some(decode_data(&uorigin, "client-key-data", d)?),
+                (None, Some(f)) => Some(read_pem_file(
+                    NAME,
+                    &format!("{uorigin}: client-key"),
+                    &resolve(base, f),
+                )?),
+                (None, None) => None,
+            };
+            tls.client_identity = match (cert, key) {
+                (Some(cert_pem), Some(key_pem)) => Some(ClientIdentity { cert_pem, key_pem }),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(config(format!(
+                        "{uorigin}: client-certificate without client-key"
+                    )));
+                }
+                (None, Some(_)) => {
+                    return Err(config(format!(
+                        "{uorigin}: client-key without client-certificate"
+                    )));
+                }
+            };
+        }
+        if !cluster.server.starts_with("https://") && !cluster.server.starts_with("http://") {
+            return Err(config(format!(
+                "{origin}: cluster {:?}: server {:?} is not an http(s) URL",
+                context.cluster, cluster.server
+            )));
+        }
+        Ok(KubernetesSource {
+            client: HttpClient::new(NAME, &tls, timeout)?,
+            server: cluster.server.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    /// The source for the pod's own service account: the API server from
+    /// `KUBERNETES_SERVICE_HOST`/`KUBERNETES_SERVICE_PORT`, token and CA
+    /// from [`SERVICE_ACCOUNT_DIR`].
+    pub fn in_cluster(timeout: Duration) -> Result<KubernetesSource, SourceError> {
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    config(format!(
+                        "in-cluster: {name} is not set (not running in a pod? use a kubeconfig)"
+                    ))
+                })
+        };
+        let host = var("KUBERNETES_SERVICE_HOST")?;
+        let port = var("KUBERNETES_SERVICE_PORT")?;
+        KubernetesSource::in_cluster_at(&host, &port, Path::new(SERVICE_ACCOUNT_DIR), timeout)
+    }
+
+    /// As [`KubernetesSource::in_cluster`], with the API server's host and
+    /// port and the service-account directory (holding `token` and
+    /// `ca.crt`) given.
+    pub fn in_cluster_at(
+        host: &str,
+        port: &str,
+        service_account_dir: &Path,
+        timeout: Duration,
+    ) -> Result<KubernetesSource, SourceError> {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| config(format!("in-cluster: port {port:?} is not a port number")))?;
+        // An IPv6 service address needs brackets in a URL.
+        let server = if host.contains(':') && !host.starts_with('[') {
+            format!("https://[{host}]:{port}")
+        } else {
+            format!("https://{host}:{port}")
+        };
+        let token = service_account_dir.join("token");
+        if !token.is_file() {
+            return Err(config(format!(
+                "in-cluster: {} is missing (no service account token mounted?)",
+                token.display()
+            )));
+        }
+        let tls = TlsOptions {
+            ca_pem: Some(read_pem_file(
+                NAME,
+                "in-cluster: CA",
+                &service_account_dir.join("ca.crt"),
+            )?),
+            ..TlsOptions::default()
+        };
+        Ok(KubernetesSource {
+            client: HttpClient::new(NAME, &tls, timeout)?,
+            server,
+            token: Token::File(token),
+        })
+    }
+
+    /// The API server URL this source asks.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    async fn bearer(&self) -> Result<Option<String>, SourceError> {
+        match &self.token {
+            Token::None => Ok(None),
+            Token::Static(t) => Ok(Some(format!("Bearer {t}"))),
+            Token::File(path) => {
+                let text = tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|e| config(format!("token file {}: {e}", path.display())))?;
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(config(format!("token file {} is empty", path.display())));
+                }
+                Ok(Some(format!("Bearer {token}")))
+            }
+        }
+    }
+
+    /// Every item of a list, page by page; each with the URL of its page
+    /// for error messages.
+    async fn list(
+        &self,
+        bearer: Option<&str>,
+        path: &str,
+    ) -> Result<Vec<(String, Value)>, SourceError> {
+        let headers: Vec<(&str, &str)> = bearer.map(|b| ("Authorization", b)).into_iter().collect();
+        let mut items = Vec::new();
+        let mut url = format!("{}{path}?limit={PAGE}", self.server);
+        let mut seen = BTreeSet::new();
+        for _ in 0..MAX_PAGES {
+            let body = self.client.get_json(&url, &headers).await?.body;
+            let page = body.get("items").and_then(Value::as_array).ok_or_else(|| {
+                self.client
+                    .bad_response(&url, "missing field `items` (a list)")
+            })?;
+            items.extend(page.iter().map(|item| (url.clone(), item.clone())));
+            let next = match body.pointer("/metadata/continue") {
+                None | Some(Value::Null) => return Ok(items),
+                Some(Value::String(c)) if c.is_empty() => return Ok(items),
+                Some(Value::String(c)) => c.clone(),
+                Some(_) => {
+                    return Err(self
+                        .client
+                        .bad_response(&url, "field `metadata.continue` is not a string"));
+                }
+            };
+            if !seen.insert(next.clone()) {
+                return Err(self
+                    .client
+                    .bad_response(&url, "metadata.continue repeats an earlier page"));
+            }
+            url = format!(
+                "{}{path}?limit={PAGE}&continue={}",
+                self.server,
+                percent_encode(&next)
+            );
+        }
+        Err(self
+            .client
+            .bad_response(&url, format!("more than {MAX_PAGES} pages")))
+    }
+
+    async fn fetch_now(&self) -> Result<AttachmentReport, SourceError> {
+        let bearer = self.bearer().await?;
+        let bearer = bearer.as_deref();
+        let (pvs, attachments, nodes) = tokio::try_join!(
+            self.list(bearer, "/api/v1/persistentvolumes"),
+            self.list(bearer, "/apis/storage.k8s.io/v1/volumeattachments"),
+            self.list(bearer, "/api/v1/nodes"),
+        )?;
+
+        // PV name -> nodes it is attached to.
+        let mut attached: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (index, (url, va)) in attachments.iter().enumerate() {
+            let at = |m: String| {
+                self.client
+                    .bad_response(url, format!("items[{index}]: {m}"))
+            };
+            let Some(pv) = optional_str(va, "/spec/source/persistentVolumeName").map_err(at)?
+            else {
+                // Inline CSI volumes have no PV.
+                continue;
+            };
+            let node = required_str(va, "/spec/nodeName").map_err(at)?;
+            let is_attached = match va.pointer("/status/attached") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(at("field `status.attached` is not a boolean".into())),
+            };
+            if is_attached {
+                attached
+                    .entry(pv.to_string())
+                    .or_default()
+                    .insert(node.to_string());
+            }
+        }
+
+        let mut report = AttachmentReport::default();
+        for (index, (url, pv)) in pvs.iter().enumerate() {
+            let at = |m: String| {
+                self.client
+                    .bad_response(url, format!("items[{index}]: {m}"))
+            };
+            let Some((image, expectation)) = persistent_volume(pv, &attached).map_err(at)? else {
+                continue;
+            };
+            match report.images.get_mut(&image) {
+                // Two PVs for one image (static PVs): either's nodes are fine.
+                Some(existing) => {
+                    existing.hosts = match (existing.hosts.take(), expectation.hosts) {
+                        (Some(mut a), Some(b)) => {
+                            a.extend(b);
+                            Some(a)
+                        }
+                        _ => None,
+                    };
+                    existing.multi_attach |= expectation.multi_attach;
+                    existing.owner = format!("{}; {}", existing.owner, expectation.owner);
+                }
+                None => {
+                    report.images.insert(image, expectation);
+                }
+            }
+        }
+
+        for (index, (url, node)) in nodes.iter().enumerate() {
+            let at = |m: String| {
+                self.client
+                    .bad_response(url, format!("items[{index}]: {m}"))
+            };
+            let name = required_str(node, "/metadata/name").map_err(at)?;
+            let addresses = match node.pointer("/status/addresses") {
+                None | Some(Value::Null) => continue,
+                Some(Value::Array(a)) => a,
+                Some(_) => {
+                    return Err(at(format!("node {name}: `status.addresses` is not a list")));
+                }
+            };
+            for (i, address) in addresses.iter().enumerate() {
+                if address["type"].as_str() != Some("InternalIP") {
+                    continue;
+                }
+                let text = address["address"].as_str().ok_or_else(|| {
+                    at(format!(
+                        "node {name}: status.addresses[{i}].address is missing"
+                    ))
+                })?;
+                let ip: IpAddr = text.parse().map_err(|_| {
+                    at(format!(
+                        "node {name}: status.addresses[{i}].address {text:?} is not an IP address"
+                    ))
+                })?;
+                report.host_addresses.insert(ip, name.to_string());
+            }
+        }
+        Ok(report)
+    }
+}
+
+impl AttachmentSource for KubernetesSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn fetch(&self) -> BoxFuture<'_, Result<AttachmentReport, SourceError>> {
+        Box::pin(self.fetch_now())
+    }
+}
+
+/// Query-string encoding of a `continue` token (base64, so `+`, `/`, `=`).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `pointer` as a dotted field name for messages: `/spec/csi` -> `spec.csi`.
+fn field_name(pointer: &str) -> String {
+    pointer.trim_start_matches('/').replace('/', ".")
+}
+
+fn optional_str<'a>(item: &'a Value, pointer: &str) -> Result<Option<&'a str>, String> {
+    match item.pointer(pointer) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("field `{}` is not a string", field_name(pointer))),
+    }
+}
+
+fn required_str<'a>(item: &'a Value, pointer: &str) -> Result<&'a str, String> {
+    match optional_str(item, pointer)? {
+        Some(s) if !s.is_empty() => Ok(s),
+        _ => Err(format!("missing field `{}`", field_name(pointer))),
+    }
+}
+
+/// True for ceph-csi's RBD driver names (`rbd.csi.ceph.com`, or with the
+/// prefix some deployments give it).
+fn is_ceph_rbd_driver(driver: &str) -> bool {
+    driver == "rbd.csi.ceph.com" || driver.ends_with(".rbd.csi.ceph.com")
+}
+
+/// The image a PV names and what Kubernetes expects of it; `None` for PVs
+/// that are not RBD.
+fn persistent_volume(
+    pv: &Value,
+    attached: &BTreeMap<String, BTreeSet<String>>,
+) -> Result<Option<(ImageRef, Expectation)>, String> {
+    let name = required_str(pv, "/metadata/name")?;
+    let in_pv = |m: String| format!("pv {name}: {m}");
+    let (image, hosts) = if let Some(driver) =
+        optional_str(pv, "/spec/csi/driver").map_err(in_pv)?
+    {
+        if !is_ceph_rbd_driver(driver) {
+            return Ok(None);
+        }
+        let pool = required_str(pv, "/spec/csi/volumeAttributes/pool").map_err(in_pv)?;
+        let namespace = optional_str(pv, "/spec/csi/volumeAttributes/radosNamespace")
+            .map_err(in_pv)?
+            .unwrap_or("");
+        let static_volume = optional_str(pv, "/spec/csi/volumeAttributes/staticVolume")
+            .map_err(in_pv)?
+            == Some("true");
+        // A static ceph-csi PV names its image in volumeHandle.
+        let image = match optional_str(pv, "/spec/csi/volumeAttributes/imageName").map_err(in_pv)? {
+            Some(image) if !image.is_empty() => image,
+            _ if static_volume => required_str(pv, "/spec/csi/volumeHandle").map_err(in_pv)?,
+            _ => {
+                return Err(in_pv(
+                    "missing field `spec.csi.volumeAttributes.imageName`".to_string(),
+                ));
+            }
+        };
+        let hosts = attached.get(name).cloned().unwrap_or_default();
+        (
+            ImageRef {
+                pool: Some(pool.to_string()),
+                namespace: Some(namespace.to_string()),
+                image: image.to_string(),
+            },
+            // Attached nowhere when no VolumeAttachment says otherwise.
+            Some(hosts),
+        )
+    } else if pv.pointer("/spec/rbd").is_some_and(|v| !v.is_null()) {
+        let pool = optional_str(pv, "/spec/rbd/pool")
+            .map_err(in_pv)?
+            .filter(|p| !p.is_empty())
+            .unwrap_or("rbd");
+        let image = required_str(pv, "/spec/rbd/image").map_err(in_pv)?;
+        (
+            ImageRef {
+                pool: Some(pool.to_string()),
+                namespace: Some(String::new()),
+                image: image.to_string(),
+            },
+            // In-tree RBD has no VolumeAttachments: no opinion on nodes.
+            None,
+        )
+    } else {
+        return Ok(None);
+    };
+    let multi_attach = match pv.pointer("/spec/accessModes") {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(modes)) => modes
+            .iter()
+            .any(|m| matches!(m.as_str(), Some("ReadWriteMany" | "ReadOnlyMany"))),
+        Some(_) => return Err(in_pv("field `spec.accessModes` is not a list".to_string())),
+    };
+    let claim = match (
+        optional_str(pv, "/spec/claimRef/namespace").map_err(in_pv)?,
+        optional_str(pv, "/spec/claimRef/name").map_err(in_pv)?,
+    ) {
+        (Some(ns), Some(claim)) => format!("claim {ns}/{claim}"),
+        (None, Some(claim)) => format!("claim {claim}"),
+        _ => "no claim".to_string(),
+    };
+    Ok(Some((
+        image,
+        Expectation {
+            hosts,
+            multi_attach,
+            owner: format!("kubernetes pv {name} ({claim})"),
+        },
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn percent_encodes_continue_tokens() {
+        assert_eq!(percent_encode("eyJ2Ijo+/=="), "eyJ2Ijo%2B%2F%3D%3D");
+    }
+
+    #[test]
+    fn pv_kinds() {
+        let attached = BTreeMap::from([("a".to_string(), BTreeSet::from(["n1".to_string()]))]);
+        let csi = json!({"metadata": {"name": "a"}, "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "claimRef": {"namespace": "ns", "name": "data"},
+            "csi": {"driver": "openshift-storage.rbd.csi.ceph.com", "volumeHandle": "h",
+                    "volumeAttributes": {"pool": "k", "imageName": "csi-vol-1"}}}});
+        let (image, e) = persistent_volume(&csi, &attached)
+            .expect("ok")
+            .expect("rbd");
+        assert_eq!(
+            image,
+            ImageRef {
+                pool: Some("k".into()),
+                namespace: Some(String::new()),
+                image: "csi-vol-1".into()
+            }
+        );
+        assert_eq!(e.hosts, Some(BTreeSet::from(["n1".to_string()])));
+        assert_eq!(e.owner, "kubernetes pv a (claim ns/data)");
+        assert!(!e.multi_attach);
+
+        let static_pv = json!({"metadata": {"name": "s"}, "spec": {
+            "accessModes": ["ReadOnlyMany"],
+            "csi": {"driver": "rbd.csi.ceph.com", "volumeHandle": "legacy-image",
+                    "volumeAttributes": {"pool": "k", "staticVolume": "true"}}}});
+        let (image, e) = persistent_volume(&static_pv, &attached)
+            .expect("ok")
+            .expect("rbd");
+        assert_eq!(image.image, "legacy-image");
+        assert_eq!(e.hosts, Some(BTreeSet::new()));
+        assert!(e.multi_attach);
+        assert_eq!(e.owner, "kubernetes pv s (no claim)");
+
+        let in_tree = json!({"metadata": {"name": "t"}, "spec": {"rbd": {"image": "kubernetes-dynamic-pvc-1"}}});
+        let (image, e) = persistent_volume(&in_tree, &attached)
+            .expect("ok")
+            .expect("rbd");
+        assert_eq!(image.pool.as_deref(), Some("rbd"));
+        assert_eq!(image.namespace.as_deref(), Some(""));
+        assert_eq!(e.hosts, None);
+
+        let other =
+            json!({"metadata": {"name": "o"}, "spec": {"csi": {"driver": "cephfs.csi.ceph.com"}}});
+        assert!(persistent_volume(&other, &attached).expect("ok").is_none());
+        let nfs = json!({"metadata": {"name": "o"}, "spec": {"nfs": {}}});
+        assert!(persistent_volume(&nfs, &attached).expect("ok").is_none());
+
+        let broken = json!({"metadata": {"name": "b"}, "spec": {
+            "csi": {"driver": "rbd.csi.ceph.com", "volumeAttributes": {"pool": "k"}}}});
+        let m = persistent_volume(&broken, &attached).unwrap_err();
+        assert!(
+            m.contains("pv b: missing field `spec.csi.volumeAttributes.imageName`"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn in_cluster_needs_the_token_and_a_port() {
+        let e = KubernetesSource::in_cluster_at(
+            "h",
+            "x",
+            Path::new("/nonexistent"),
+            Duration::from_secs(1),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("port \"x\""), "{e}");
+        let e = KubernetesSource::in_cluster_at(
+            "h",
+            "443",
+            Path::new("/nonexistent"),
+            Duration::from_secs(1),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/nonexistent/token is missing"), "{e}");
+    }
+}
