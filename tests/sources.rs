@@ -1,0 +1,1490 @@
+//! Attachment sources against in-test API servers on 127.0.0.1: the
+//! exporter's real client talks HTTP and HTTPS (certificates made here with
+//! openssl) to hyper servers that answer with the OpenStack and Kubernetes
+//! responses in `tests/data/sources/` (shaped after the official API
+//! references; `{{BASE}}` in the Keystone catalog becomes the server's own
+//! address). No cluster, no network beyond loopback; a few seconds.
+
+use bytes::Bytes;
+use ceph_rbd_exporter::sources::file::FileSource;
+use ceph_rbd_exporter::sources::http::{HttpClient, TlsOptions};
+use ceph_rbd_exporter::sources::kubernetes::KubernetesSource;
+use ceph_rbd_exporter::sources::openstack::{OpenStackSource, find_clouds_yaml};
+use ceph_rbd_exporter::sources::{
+    AttachmentReport, AttachmentSource, Expectation, ImageRef, SourceError,
+};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{HeaderMap, Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+const TOKEN: &str = "gAAAAABnKeystoneTestToken-not-a-secret";
+const PROJECT: &str = "a6944d763bf64ee6a275f1263fae0352";
+
+// ---------------------------------------------------------------- helpers
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "rbd-exporter-sources-{}-{name}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/sources")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made
+/// once per test process (EC keys: instant).
+fn pki() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = scratch("pki");
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+        let mut args = vec!["req", "-x509"];
+        args.extend(ec);
+        args.extend([
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        openssl(&args, &dir);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext");
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
+        for name in ["server", "client"] {
+            let subj = format!("/CN={name}");
+            let (key, csr, crt, ext) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.crt"),
+                format!("{name}.ext"),
+            );
+            let mut args = vec!["req"];
+            args.extend(ec);
+            args.extend(["-nodes", "-subj", &subj, "-keyout", &key, "-out", &csr]);
+            openssl(&args, &dir);
+            openssl(
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &ext,
+                    "-out",
+                    &crt,
+                ],
+                &dir,
+            );
+        }
+        dir
+    })
+}
+
+fn server_tls(require_client_cert: bool) -> Arc<rustls::ServerConfig> {
+    let dir = pki();
+    let certs: Vec<_> = rustls_pemfile::certs(
+        &mut std::fs::read(dir.join("server.crt"))
+            .expect("crt")
+            .as_slice(),
+    )
+    .collect::<Result<_, _>>()
+    .expect("certs");
+    let key = rustls_pemfile::private_key(
+        &mut std::fs::read(dir.join("server.key"))
+            .expect("key")
+            .as_slice(),
+    )
+    .expect("key")
+    .expect("a key");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions");
+    let builder = if require_client_cert {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in
+            rustls_pemfile::certs(&mut std::fs::read(dir.join("ca.crt")).expect("ca").as_slice())
+        {
+            roots.add(ca.expect("ca")).expect("add ca");
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .expect("verifier");
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    Arc::new(builder.with_single_cert(certs, key).expect("server cert"))
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+struct Recorded {
+    method: String,
+    path: String,
+    query: String,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    client_cert: bool,
+}
+
+/// What the server answers.
+struct Reply {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+}
+
+fn reply(status: u16, body: impl Into<String>) -> Reply {
+    Reply {
+        status,
+        headers: vec![("content-type", "application/json".to_string())],
+        body: body.into(),
+    }
+}
+
+type Handler = Arc<dyn Fn(&Recorded, &str) -> Reply + Send + Sync>;
+
+/// A hyper server on 127.0.0.1:0 answering with `handler`; records every
+/// request. Stops when dropped.
+struct Server {
+    base: String,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Server {
+    async fn start(tls: Option<Arc<rustls::ServerConfig>>, handler: Handler) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://127.0.0.1:{port}");
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (rec, b) = (requests.clone(), base.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (handler, rec, base, tls) =
+                    (handler.clone(), rec.clone(), b.clone(), tls.clone());
+                tokio::spawn(async move {
+                    match tls {
+                        None => serve_conn(stream, false, handler, rec, base).await,
+                        Some(cfg) => {
+                            // A client that fails the handshake just goes.
+                            if let Ok(s) = tokio_rustls::TlsAcceptor::from(cfg).accept(stream).await
+                            {
+                                let cert = s.get_ref().1.peer_certificates().is_some();
+                                serve_conn(s, cert, handler, rec, base).await;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Server {
+            base,
+            requests,
+            task,
+        }
+    }
+
+    fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().expect("lock").clone()
+    }
+}
+
+async fn serve_conn<IO>(
+    io: IO,
+    client_cert: bool,
+    handler: Handler,
+    rec: Arc<Mutex<Vec<Recorded>>>,
+    base: String,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (handler, rec, base) = (handler.clone(), rec.clone(), base.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes().to_vec())
+                .unwrap_or_default();
+            let recorded = Recorded {
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_string(),
+                query: parts.uri.query().unwrap_or("").to_string(),
+                headers: parts.headers,
+                body,
+                client_cert,
+            };
+            let answer = handler(&recorded, &base);
+            rec.lock().expect("lock").push(recorded);
+            let mut response = Response::builder().status(answer.status);
+            for (k, v) in answer.headers {
+                response = response.header(k, v);
+            }
+            Ok::<_, Infallible>(
+                response
+                    .body(Full::new(Bytes::from(answer.body)))
+                    .expect("response"),
+            )
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+}
+
+fn header<'a>(r: &'a Recorded, name: &str) -> Option<&'a str> {
+    r.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn hosts(names: &[&str]) -> Option<BTreeSet<String>> {
+    Some(names.iter().map(|s| s.to_string()).collect())
+}
+
+fn any_pool(image: &str) -> ImageRef {
+    ImageRef {
+        pool: None,
+        namespace: None,
+        image: image.to_string(),
+    }
+}
+
+fn expectation<'a>(report: &'a AttachmentReport, image: &ImageRef) -> &'a Expectation {
+    report
+        .images
+        .get(image)
+        .unwrap_or_else(|| panic!("{image:?} not in {:#?}", report.images.keys()))
+}
+
+// -------------------------------------------------------------- OpenStack
+
+/// Keystone, Cinder, Nova and Glance as the fixtures say; GETs need the
+/// token; pages follow markers.
+fn openstack_api() -> Handler {
+    Arc::new(|r: &Recorded, base: &str| {
+        if r.method == "POST" && r.path == "/identity/v3/auth/tokens" {
+            let mut answer = reply(
+                201,
+                fixture("keystone-token.json").replace("{{BASE}}", base),
+            );
+            answer.headers.push(("x-subject-token", TOKEN.to_string()));
+            return answer;
+        }
+        if r.method != "GET" {
+            return reply(405, "{}");
+        }
+        if header(r, "x-auth-token") != Some(TOKEN) {
+            return reply(401, r#"{"error": {"code": 401, "title": "Unauthorized"}}"#);
+        }
+        let all_tenants = r.query.split('&').any(|p| p == "all_tenants=1");
+        let volumes = format!("/volume/v3/{PROJECT}/volumes/detail");
+        match r.path.as_str() {
+            p if p == volumes && all_tenants => {
+                if r.query
+                    .contains("marker=2b955850-f177-45f7-9f49-ecb2c256d161")
+                {
+                    reply(200, fixture("cinder-volumes-page2.json"))
+                } else {
+                    reply(200, fixture("cinder-volumes-page1.json"))
+                }
+            }
+            "/compute/v2.1/servers/detail" if all_tenants => {
+                if r.query
+                    .contains("marker=f5dc173b-6804-445a-a6d8-c705dad5b5eb")
+                {
+                    reply(200, fixture("nova-servers-page2.json"))
+                } else {
+                    reply(200, fixture("nova-servers-page1.json"))
+                }
+            }
+            "/image/v2/images" => reply(200, fixture("glance-images.json")),
+            _ => reply(404, r#"{"itemNotFound": {"code": 404}}"#),
+        }
+    })
+}
+
+/// `openstack_api` with some answers replaced.
+fn openstack_api_but(
+    replace: impl Fn(&Recorded, &str) -> Option<Reply> + Send + Sync + 'static,
+) -> Handler {
+    let inner = openstack_api();
+    Arc::new(move |r: &Recorded, base: &str| replace(r, base).unwrap_or_else(|| inner(r, base)))
+}
+
+const PASSWORD_AUTH: &str = "    auth:
+      auth_url: {{BASE}}/identity
+      username: rbd-exporter
+      password: s3cr3t-pw
+      project_name: admin
+      user_domain_name: Default
+      project_domain_id: default
+";
+
+/// A clouds.yaml with cloud `test` pointing at `base`.
+fn clouds_yaml(dir: &Path, base: &str, auth: &str, extra: &str) -> PathBuf {
+    let path = dir.join("clouds.yaml");
+    let text = format!(
+        "clouds:\n  test:\n    region_name: RegionOne\n{extra}{}",
+        auth.replace("{{BASE}}", base)
+    );
+    std::fs::write(&path, text).expect("clouds.yaml");
+    path
+}
+
+async fn openstack_fetch(
+    dir: &Path,
+    base: &str,
+    auth: &str,
+    extra: &str,
+    timeout: Duration,
+) -> Result<AttachmentReport, SourceError> {
+    let file = clouds_yaml(dir, base, auth, extra);
+    let source = OpenStackSource::from_clouds_yaml("test", Some(&file), timeout)?;
+    assert_eq!(source.name(), "openstack");
+    source.fetch().await
+}
+
+fn check_openstack_report(report: &AttachmentReport) {
+    let detached = expectation(
+        report,
+        &any_pool("volume-6edbc2f4-1507-44f8-ac0d-eed1d2608d38"),
+    );
+    assert_eq!(detached.hosts, hosts(&[]), "available, no attachments");
+    assert!(!detached.multi_attach);
+    assert_eq!(
+        detached.owner,
+        "cinder volume 6edbc2f4-1507-44f8-ac0d-eed1d2608d38 \"db-data\" (available)"
+    );
+
+    let in_use = expectation(
+        report,
+        &any_pool("volume-2b955850-f177-45f7-9f49-ecb2c256d161"),
+    );
+    assert_eq!(in_use.hosts, hosts(&["compute-1"]));
+    assert_eq!(
+        in_use.owner,
+        "cinder volume 2b955850-f177-45f7-9f49-ecb2c256d161 \"web-root\" (in-use, attached to server f5dc173b-6804-445a-a6d8-c705dad5b5eb on compute-1)"
+    );
+
+    // From the second Cinder page.
+    let shared = expectation(
+        report,
+        &any_pool("volume-e3d5a0bc-55c1-4d0e-9f2a-1b7f2c3d4e5f"),
+    );
+    assert_eq!(shared.hosts, hosts(&["compute-1", "compute-2"]));
+    assert!(shared.multi_attach);
+
+    let web1 = expectation(
+        report,
+        &any_pool("f5dc173b-6804-445a-a6d8-c705dad5b5eb_disk"),
+    );
+    assert_eq!(web1.hosts, hosts(&["compute-1"]));
+    assert_eq!(
+        web1.owner,
+        "nova server f5dc173b-6804-445a-a6d8-c705dad5b5eb \"web-1\" (ACTIVE) on compute-1"
+    );
+    // From the second Nova page.
+    let web2 = expectation(
+        report,
+        &any_pool("9168b536-cd40-4630-b43f-b259807c6e87_disk"),
+    );
+    assert_eq!(web2.hosts, hosts(&["compute-2"]));
+    let shelved = expectation(
+        report,
+        &any_pool("c7a2d4f1-3b8e-4f5a-9d6c-2e1f0a9b8c7d_disk"),
+    );
+    assert_eq!(shelved.hosts, hosts(&[]), "shelved offloaded: on no host");
+
+    assert_eq!(
+        report.instances,
+        hosts(&[
+            "f5dc173b-6804-445a-a6d8-c705dad5b5eb",
+            "9168b536-cd40-4630-b43f-b259807c6e87",
+            "c7a2d4f1-3b8e-4f5a-9d6c-2e1f0a9b8c7d",
+        ])
+    );
+
+    let glance = expectation(report, &any_pool("1bea47ed-f6a9-463b-b423-14b9cca9ad27"));
+    assert_eq!(glance.hosts, None, "Glance has no opinion on hosts");
+    assert_eq!(
+        glance.owner,
+        "glance image 1bea47ed-f6a9-463b-b423-14b9cca9ad27 \"cirros-0.3.2-x86_64-disk\" (active)"
+    );
+    assert!(
+        report
+            .images
+            .contains_key(&any_pool("781b3762-9469-4cec-b58d-3349e5de4e9c"))
+    );
+    assert_eq!(report.images.len(), 8, "{:#?}", report.images.keys());
+    assert!(report.host_addresses.is_empty());
+}
+
+#[tokio::test]
+async fn openstack_password_auth_lists_every_page_of_every_project() {
+    let server = Server::start(None, openstack_api()).await;
+    let dir = scratch("os-password");
+    let report = openstack_fetch(&dir, &server.base, PASSWORD_AUTH, "", TIMEOUT)
+        .await
+        .expect("fetch");
+    check_openstack_report(&report);
+
+    let requests = server.requests();
+    let post = &requests[0];
+    assert_eq!(
+        (post.method.as_str(), post.path.as_str()),
+        ("POST", "/identity/v3/auth/tokens")
+    );
+    assert_eq!(header(post, "content-type"), Some("application/json"));
+    let body: Value = serde_json::from_slice(&post.body).expect("JSON auth body");
+    assert_eq!(
+        body,
+        json!({"auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {"user": {
+                    "name": "rbd-exporter",
+                    "domain": {"name": "Default"},
+                    "password": "s3cr3t-pw"
+                }}
+            },
+            "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}
+        }})
+    );
+    let gets: Vec<&Recorded> = requests.iter().filter(|r| r.method == "GET").collect();
+    assert_eq!(
+        gets.len(),
+        5,
+        "2 Cinder pages, 2 Nova pages, 1 Glance page: {gets:#?}"
+    );
+    for get in &gets {
+        assert_eq!(header(get, "x-auth-token"), Some(TOKEN), "{get:?}");
+    }
+    // The next pages come from the catalog endpoint, with the link's marker,
+    // not from the internal host the link names.
+    let volume_pages: Vec<&str> = gets
+        .iter()
+        .filter(|r| r.path.ends_with("/volumes/detail"))
+        .map(|r| r.query.as_str())
+        .collect();
+    assert_eq!(volume_pages.len(), 2, "{volume_pages:?}");
+    assert!(
+        volume_pages.iter().any(|q| q.contains("marker=2b955850")),
+        "{volume_pages:?}"
+    );
+    assert!(
+        volume_pages.iter().all(|q| q.contains("all_tenants=1")),
+        "{volume_pages:?}"
+    );
+    let server_pages = gets
+        .iter()
+        .filter(|r| r.path.ends_with("/servers/detail"))
+        .count();
+    assert_eq!(server_pages, 2);
+}
+
+#[tokio::test]
+async fn openstack_application_credential_over_https_with_cacert() {
+    let server = Server::start(Some(server_tls(false)), openstack_api()).await;
+    let dir = scratch("os-appcred");
+    let auth = "    auth_type: v3applicationcredential
+    auth:
+      auth_url: {{BASE}}/identity/v3/
+      application_credential_id: 423f19a4ac1e4f48bbb4180756e6eb6c
+      application_credential_secret: rEaqvJka48mpv
+";
+    let cacert = format!("    cacert: {}\n", pki().join("ca.crt").display());
+    let report = openstack_fetch(&dir, &server.base, auth, &cacert, TIMEOUT)
+        .await
+        .expect("fetch over TLS with the CA");
+    check_openstack_report(&report);
+    let requests = server.requests();
+    let body: Value = serde_json::from_slice(&requests[0].body).expect("JSON");
+    assert_eq!(
+        body,
+        json!({"auth": {"identity": {
+            "methods": ["application_credential"],
+            "application_credential": {
+                "id": "423f19a4ac1e4f48bbb4180756e6eb6c",
+                "secret": "rEaqvJka48mpv"
+            }
+        }}})
+    );
+
+    // By name: the user is needed too.
+    let auth = "    auth_type: v3applicationcredential
+    auth:
+      auth_url: {{BASE}}/identity
+      application_credential_name: monitoring
+      username: rbd-exporter
+      user_domain_id: default
+      application_credential_secret: rEaqvJka48mpv
+";
+    openstack_fetch(&dir, &server.base, auth, &cacert, TIMEOUT)
+        .await
+        .expect("fetch by name");
+    let requests = server.requests();
+    let post = requests
+        .iter()
+        .rev()
+        .find(|r| r.method == "POST")
+        .expect("post");
+    let body: Value = serde_json::from_slice(&post.body).expect("JSON");
+    assert_eq!(
+        body["auth"]["identity"]["application_credential"],
+        json!({
+            "name": "monitoring",
+            "user": {"name": "rbd-exporter", "domain": {"id": "default"}},
+            "secret": "rEaqvJka48mpv"
+        })
+    );
+}
+
+#[tokio::test]
+async fn openstack_tls_unknown_ca_is_refused_and_verify_false_accepts() {
+    let server = Server::start(Some(server_tls(false)), openstack_api()).await;
+    let dir = scratch("os-tls");
+    let err = openstack_fetch(&dir, &server.base, PASSWORD_AUTH, "", TIMEOUT)
+        .await
+        .expect_err("the test CA is not a system root");
+    assert!(matches!(err, SourceError::Unreachable { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("certificate"), "{text}");
+    assert!(text.contains("/identity/v3/auth/tokens"), "{text}");
+    assert!(!text.contains("s3cr3t"), "{text}");
+
+    let report = openstack_fetch(
+        &dir,
+        &server.base,
+        PASSWORD_AUTH,
+        "    verify: false\n",
+        TIMEOUT,
+    )
+    .await
+    .expect("insecure accepts any certificate");
+    check_openstack_report(&report);
+}
+
+#[tokio::test]
+async fn openstack_errors_have_the_right_kind_and_say_where() {
+    let dir = scratch("os-errors");
+
+    // Keystone refuses the password.
+    let server = Server::start(
+        None,
+        openstack_api_but(|r, _| {
+            (r.method == "POST").then(|| reply(401, r#"{"error": {"code": 401}}"#))
+        }),
+    )
+    .await;
+    let err = openstack_fetch(&dir, &server.base, PASSWORD_AUTH, "", TIMEOUT)
+        .await
+        .expect_err("401");
+    match &err {
+        SourceError::Auth { status, url, .. } => {
+            assert_eq!(*status, 401);
+            assert!(url.ends_with("/identity/v3/auth/tokens"), "{url}");
+        }
+        other => panic!("expected Auth, got {other}"),
+    }
+    assert_eq!(err.metric_label(), "auth");
+    drop(server);
+
+    // Cinder forbids listing all projects.
+    let server = Server::start(
+        None,
+        openstack_api_but(|r, _| {
+            r.path
+                .ends_with("/volumes/detail")
+                .then(|| reply(403, "{}"))
+        }),
+    )
+    .await;
+    let err = openstack_fetch(&dir, &server.base, PASSWORD_AUTH, "", TIMEOUT)
+        .await
+        .expect_err("403");
+    assert!(
+        matches!(err, SourceError::Auth { status: 403, .. }),
+        "{err}"
+    );
+    drop(server);
+
+    // Garbage instead of JSON from Nova.
+    let server = Server::start(
+        None,
+        openstack_api_but(|r, _| {
+            r.path.ends_with("/servers/detail").then(|| Reply {
+                status: 200,
+                headers: vec![("content-type", "text/html".to_string())],
+                body: "<html><body>502 Bad Gateway</body></html>".to_string(),
+            })
+        }),
+    )
+    .await;
+    let err = openstack_fetch(&dir, &server.base, PASSWORD_AUTH, "", TIMEOUT)
+        .await
+        .expect_err("garbage");
+    assert!(matches!(err, SourceError::BadResponse { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("/compute/v2.1/servers/detail"), "{text}");
+    assert!(text.contains("not JSON"), "{text}");
+    drop(server);
+
+    // Keystone answers without a token header.
+    let server = Server::start(
+        None,
+        openstack_api_but(|r, base| {
+            (r.method == "POST").then(|| {
+                reply(
+                    201,
+                    fixture("keystone-token.json").replace("{{BASE}}", base),
+                )
+            })
+        }),
+    )
+    .await;
+    let err = openstack_fetch(&dir, &server.base, PASSWORD_AUTH, "", TIMEOUT)
+        .await
+        .expect_err("no token");
+    assert!(err.to_string().contains("X-Subject-Token"), "{err}");
+    drop(server);
+
+    // A non-admin token: Nova leaves out the host; the field is named.
+    let server = Server::start(
+        None,
+        openstack_api_but(|r, _| {
+            r.path.ends_with("/servers/detail").then(|| {
+                reply(
+                    200,
+                    fixture("nova-servers-page2.json").replace("\"OS-EXT-SRV-ATTR:host\"", "\"x\""),
+                )
+            })
+        }),
+    )
+    .await;
+    let err = openstack_fetch(&dir, &server.base, PASSWORD_AUTH, "", TIMEOUT)
+        .await
+        .expect_err("missing field");
+    let text = err.to_string();
+    assert!(matches!(err, SourceError::BadResponse { .. }), "{text}");
+    assert!(text.contains("servers[0]"), "{text}");
+    assert!(text.contains("OS-EXT-SRV-ATTR:host"), "{text}");
+    drop(server);
+
+    // A Cinder page without its list.
+    let server = Server::start(
+        None,
+        openstack_api_but(|r, _| {
+            r.path
+                .ends_with("/volumes/detail")
+                .then(|| reply(200, r#"{"volume": []}"#))
+        }),
+    )
+    .await;
+    let err = openstack_fetch(&dir, &server.base, PASSWORD_AUTH, "", TIMEOUT)
+        .await
+        .expect_err("no volumes");
+    assert!(err.to_string().contains("missing field `volumes`"), "{err}");
+    drop(server);
+
+    // Without region_name, two regions in the catalog are ambiguous.
+    let server = Server::start(None, openstack_api()).await;
+    let file = dir.join("no-region.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "clouds:\n  test:\n{}",
+            PASSWORD_AUTH.replace("{{BASE}}", &server.base)
+        ),
+    )
+    .expect("write");
+    let source = OpenStackSource::from_clouds_yaml("test", Some(&file), TIMEOUT).expect("source");
+    let err = source.fetch().await.expect_err("ambiguous");
+    assert!(err.to_string().contains("RegionOne, RegionTwo"), "{err}");
+    assert!(err.to_string().contains("set region_name"), "{err}");
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_unreachable_within_the_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    // Accept and hold connections, never answering.
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let dir = scratch("os-timeout");
+    let started = Instant::now();
+    let err = openstack_fetch(
+        &dir,
+        &format!("http://127.0.0.1:{port}"),
+        PASSWORD_AUTH,
+        "",
+        Duration::from_secs(1),
+    )
+    .await
+    .expect_err("no answer");
+    let elapsed = started.elapsed();
+    holder.abort();
+    assert!(matches!(err, SourceError::Unreachable { .. }), "{err}");
+    assert!(err.to_string().contains("timeout"), "{err}");
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+
+    // Same for Kubernetes, over TLS that never completes.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let kubeconfig = write_kubeconfig(
+        &dir,
+        &format!("https://127.0.0.1:{port}"),
+        "    insecure-skip-tls-verify: true\n",
+        "    token: abc\n",
+    );
+    let source =
+        KubernetesSource::from_kubeconfig(&kubeconfig, Duration::from_secs(1)).expect("source");
+    let started = Instant::now();
+    let err = source.fetch().await.expect_err("no answer");
+    holder.abort();
+    assert!(matches!(err, SourceError::Unreachable { .. }), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn http_client_caps_bodies_and_reports_statuses() {
+    let server = Server::start(
+        None,
+        Arc::new(|r: &Recorded, _: &str| match r.path.as_str() {
+            "/big" => reply(200, format!("[\"{}\"]", "x".repeat(4096))),
+            "/small" => reply(200, r#"{"ok": true}"#),
+            "/echo" => reply(200, String::from_utf8_lossy(&r.body).to_string()),
+            _ => reply(500, "internal error\nwith a trace"),
+        }),
+    )
+    .await;
+    let client = HttpClient::new("test", &TlsOptions::default(), TIMEOUT)
+        .expect("client")
+        .with_max_body(1024);
+    let err = client
+        .get_json(&format!("{}/big", server.base), &[])
+        .await
+        .expect_err("too big");
+    assert!(matches!(err, SourceError::BadResponse { .. }), "{err}");
+    assert!(err.to_string().contains("1024 byte cap"), "{err}");
+
+    let ok = client
+        .get_json(&format!("{}/small", server.base), &[("X-Custom", "1")])
+        .await
+        .expect("small");
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.body, json!({"ok": true}));
+    assert_eq!(
+        ok.headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+
+    let echoed = client
+        .post_json(&format!("{}/echo", server.base), &[], &json!({"a": [1, 2]}))
+        .await
+        .expect("post");
+    assert_eq!(echoed.body, json!({"a": [1, 2]}));
+
+    let err = client
+        .get_json(&format!("{}/fail", server.base), &[])
+        .await
+        .expect_err("500");
+    assert!(matches!(err, SourceError::BadResponse { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("HTTP 500: internal error with a trace"),
+        "{err}"
+    );
+    assert_eq!(
+        server.requests()[1]
+            .headers
+            .get("x-custom")
+            .map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+}
+
+#[test]
+fn clouds_yaml_is_found_where_openstacksdk_looks() {
+    let root = scratch("os-lookup");
+    let (cwd, xdg, home, explicit) = (
+        root.join("cwd"),
+        root.join("xdg"),
+        root.join("home"),
+        root.join("elsewhere/my-clouds.yaml"),
+    );
+    for d in [
+        &cwd,
+        &xdg.join("openstack"),
+        &home.join(".config/openstack"),
+        &root.join("elsewhere"),
+    ] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    let write = |p: &Path| std::fs::write(p, "clouds: {}\n").expect("write");
+    let vars = |pairs: Vec<(&'static str, PathBuf)>| {
+        move |k: &str| -> Option<OsString> {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.clone().into_os_string())
+        }
+    };
+    let all = vec![
+        ("OS_CLIENT_CONFIG_FILE", explicit.clone()),
+        ("XDG_CONFIG_HOME", xdg.clone()),
+        ("HOME", home.clone()),
+    ];
+    let system_has_one = ["/etc/xdg/openstack", "/etc/openstack"]
+        .iter()
+        .any(|d| Path::new(d).join("clouds.yaml").exists());
+
+    // Nothing anywhere: the error lists where it looked.
+    if !system_has_one {
+        let err = find_clouds_yaml(&vars(all.clone()), &cwd)
+            .expect_err("none")
+            .to_string();
+        assert!(err.contains(&explicit.display().to_string()), "{err}");
+        assert!(
+            err.contains(&cwd.join("clouds.yaml").display().to_string()),
+            "{err}"
+        );
+        assert!(err.contains("/etc/openstack/clouds.yaml"), "{err}");
+    }
+
+    let home_file = home.join(".config/openstack/clouds.yaml");
+    write(&home_file);
+    assert_eq!(
+        find_clouds_yaml(&vars(all.clone()), &cwd).expect("home"),
+        home_file
+    );
+
+    let xdg_file = xdg.join("openstack/clouds.yaml");
+    write(&xdg_file);
+    assert_eq!(
+        find_clouds_yaml(&vars(all.clone()), &cwd).expect("xdg"),
+        xdg_file
+    );
+    // Without XDG_CONFIG_HOME, ~/.config/openstack.
+    let no_xdg = vec![("HOME", home.clone())];
+    assert_eq!(
+        find_clouds_yaml(&vars(no_xdg), &cwd).expect("home"),
+        home_file
+    );
+
+    let cwd_file = cwd.join("clouds.yml");
+    write(&cwd_file);
+    assert_eq!(
+        find_clouds_yaml(&vars(all.clone()), &cwd).expect("cwd"),
+        cwd_file
+    );
+
+    write(&explicit);
+    assert_eq!(
+        find_clouds_yaml(&vars(all.clone()), &cwd).expect("env"),
+        explicit
+    );
+}
+
+#[test]
+fn bad_clouds_yaml_errors_name_the_problem() {
+    let dir = scratch("os-bad");
+    let check = |text: &str, cloud: &str, want: &[&str]| {
+        let file = dir.join("clouds.yaml");
+        std::fs::write(&file, text).expect("write");
+        let err = OpenStackSource::from_clouds_yaml(cloud, Some(&file), TIMEOUT)
+            .expect_err(text)
+            .to_string();
+        assert!(err.starts_with("openstack: configuration: "), "{err}");
+        for w in want {
+            assert!(err.contains(w), "{err:?} lacks {w:?}");
+        }
+        assert!(!err.contains("s3cr3t"), "{err}");
+    };
+    let file = dir.join("clouds.yaml").display().to_string();
+    check("clouds: [unclosed\n", "test", &[&file]);
+    check(
+        "clouds:\n  prod: {auth: {auth_url: 'http://k'}}\n  lab: {}\n",
+        "test",
+        &[&file, "no cloud \"test\"", "prod", "lab"],
+    );
+    check(
+        "clouds:\n  test:\n    auth: {auth_url: 'http://k', username: u, password: s3cr3t, user_domain_name: D}\n",
+        "test",
+        &["clouds.test.auth.project_name (or project_id) is missing"],
+    );
+    check(
+        "clouds:\n  test:\n    auth_type: token\n    auth: {auth_url: 'http://k'}\n",
+        "test",
+        &["clouds.test.auth_type \"token\" is not supported"],
+    );
+    check(
+        "clouds:\n  test:\n    interface: private\n    auth: {auth_url: 'http://k', user_id: u, password: s3cr3t, project_id: p}\n",
+        "test",
+        &["clouds.test.interface \"private\""],
+    );
+    let missing = dir.join("absent.yaml");
+    let err = OpenStackSource::from_clouds_yaml("test", Some(&missing), TIMEOUT)
+        .expect_err("absent")
+        .to_string();
+    assert!(err.contains(&missing.display().to_string()), "{err}");
+}
+
+// ------------------------------------------------------------- Kubernetes
+
+const CONTINUE: &str =
+    "eyJ2IjoibWV0YS5rOHMuaW8vdjEiLCJydiI6MjAwMDEsInN0YXJ0IjoicHZjLWluLXRyZWVcdTAwMDAifQ+/==";
+
+/// The Kubernetes API as the fixtures say. `token`: the bearer token to
+/// require, if any (shared so a test can rotate it).
+fn kubernetes_api(token: Arc<Mutex<Option<String>>>) -> Handler {
+    Arc::new(move |r: &Recorded, _: &str| {
+        if let Some(t) = token.lock().expect("lock").as_deref()
+            && header(r, "authorization") != Some(&format!("Bearer {t}"))
+        {
+            return reply(
+                401,
+                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#,
+            );
+        }
+        let encoded = CONTINUE
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D");
+        match (r.path.as_str(), r.query.as_str()) {
+            ("/api/v1/persistentvolumes", "limit=500") => {
+                reply(200, fixture("k8s-persistentvolumes-page1.json"))
+            }
+            ("/api/v1/persistentvolumes", q) if q == format!("limit=500&continue={encoded}") => {
+                reply(200, fixture("k8s-persistentvolumes-page2.json"))
+            }
+            ("/apis/storage.k8s.io/v1/volumeattachments", "limit=500") => {
+                reply(200, fixture("k8s-volumeattachments.json"))
+            }
+            ("/api/v1/nodes", "limit=500") => reply(200, fixture("k8s-nodes.json")),
+            _ => reply(
+                404,
+                r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#,
+            ),
+        }
+    })
+}
+
+fn write_kubeconfig(dir: &Path, server: &str, cluster_extra: &str, user: &str) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1
+kind: Config
+preferences: {{}}
+current-context: admin@test
+contexts:
+- name: other
+  context: {{cluster: nowhere, user: nobody}}
+- name: admin@test
+  context:
+    cluster: test
+    user: admin
+    namespace: default
+clusters:
+- name: test
+  cluster:
+    server: {server}
+{cluster_extra}users:
+- name: admin
+  user:
+{user}"
+        ),
+    )
+    .expect("kubeconfig");
+    path
+}
+
+fn csi(pool: &str, namespace: &str, image: &str) -> ImageRef {
+    ImageRef {
+        pool: Some(pool.to_string()),
+        namespace: Some(namespace.to_string()),
+        image: image.to_string(),
+    }
+}
+
+fn check_kubernetes_report(report: &AttachmentReport) {
+    let rwo = expectation(
+        report,
+        &csi(
+            "kubernetes",
+            "tenant-a",
+            "csi-vol-5f4e3d2c-1b0a-4f9e-8d7c-6b5a49382716",
+        ),
+    );
+    assert_eq!(
+        rwo.hosts,
+        hosts(&["node-1"]),
+        "attached by a VolumeAttachment"
+    );
+    assert!(!rwo.multi_attach);
+    assert_eq!(
+        rwo.owner,
+        "kubernetes pv pvc-0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d (claim shop/data-postgres-0)"
+    );
+
+    let in_tree = expectation(
+        report,
+        &csi(
+            "kube",
+            "",
+            "kubernetes-dynamic-pvc-8f2e6a1c-0b3d-11ef-9a5e-0242ac110002",
+        ),
+    );
+    assert_eq!(
+        in_tree.hosts, None,
+        "in-tree rbd: no VolumeAttachments, no opinion"
+    );
+    assert_eq!(
+        in_tree.owner,
+        "kubernetes pv pvc-in-tree (claim legacy/legacy-data)"
+    );
+
+    // From the second page.
+    let rwx = expectation(
+        report,
+        &csi(
+            "kubernetes",
+            "",
+            "csi-vol-7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d",
+        ),
+    );
+    assert_eq!(rwx.hosts, hosts(&["node-2", "node-3"]));
+    assert!(rwx.multi_attach, "ReadWriteMany");
+
+    let detaching = expectation(
+        report,
+        &csi(
+            "kubernetes",
+            "",
+            "csi-vol-9c0d1e2f-3a4b-4c5d-8e6f-7a8b9c0d1e2f",
+        ),
+    );
+    assert_eq!(
+        detaching.hosts,
+        hosts(&[]),
+        "attached: false counts for nothing"
+    );
+
+    let prefixed = expectation(
+        report,
+        &csi(
+            "ocs-storagecluster-cephblockpool",
+            "",
+            "csi-vol-0d1e2f3a-4b5c-4d6e-9f7a-8b9c0d1e2f3a",
+        ),
+    );
+    assert_eq!(prefixed.hosts, hosts(&[]));
+    assert_eq!(
+        report.images.len(),
+        5,
+        "the NFS PV is not RBD: {:#?}",
+        report.images
+    );
+
+    let addr = |s: &str| s.parse::<IpAddr>().expect("ip");
+    assert_eq!(
+        report.host_addresses.len(),
+        4,
+        "{:?}",
+        report.host_addresses
+    );
+    assert_eq!(report.host_addresses[&addr("10.0.1.11")], "node-1");
+    assert_eq!(report.host_addresses[&addr("10.0.1.12")], "node-2");
+    assert_eq!(report.host_addresses[&addr("fd00::12")], "node-2");
+    assert_eq!(report.host_addresses[&addr("10.0.1.13")], "node-3");
+    assert!(
+        !report.host_addresses.contains_key(&addr("203.0.113.11")),
+        "ExternalIP"
+    );
+    assert_eq!(report.instances, None);
+}
+
+fn b64(path: &Path) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).expect("read"))
+}
+
+#[tokio::test]
+async fn kubernetes_bearer_token_with_ca_data_lists_every_page() {
+    let token = Arc::new(Mutex::new(Some("kube-token-123".to_string())));
+    let server = Server::start(Some(server_tls(false)), kubernetes_api(token)).await;
+    let dir = scratch("k8s-token");
+    let kubeconfig = write_kubeconfig(
+        &dir,
+        &format!("{}/", server.base),
+        &format!(
+            "    certificate-authority-data: {}\n",
+            b64(&pki().join("ca.crt"))
+        ),
+        "    token: kube-token-123\n",
+    );
+    let source = KubernetesSource::from_kubeconfig(&kubeconfig, TIMEOUT).expect("source");
+    assert_eq!(source.name(), "kubernetes");
+    let report = source.fetch().await.expect("fetch");
+    check_kubernetes_report(&report);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 4, "2 PV pages, VolumeAttachments, Nodes");
+    let pv_pages = requests
+        .iter()
+        .filter(|r| r.path == "/api/v1/persistentvolumes")
+        .count();
+    assert_eq!(pv_pages, 2);
+    for r in &requests {
+        assert_eq!(header(r, "authorization"), Some("Bearer kube-token-123"));
+        assert!(!r.client_cert);
+    }
+
+    // A wrong token is an authentication failure.
+    let kubeconfig = write_kubeconfig(
+        &dir,
+        &server.base,
+        "    insecure-skip-tls-verify: true\n",
+        "    token: wrong\n",
+    );
+    let err = KubernetesSource::from_kubeconfig(&kubeconfig, TIMEOUT)
+        .expect("source")
+        .fetch()
+        .await
+        .expect_err("401");
+    assert!(
+        matches!(err, SourceError::Auth { status: 401, .. }),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("wrong"), "{err}");
+}
+
+#[tokio::test]
+async fn kubernetes_client_certificate_over_mutual_tls() {
+    let server = Server::start(
+        Some(server_tls(true)),
+        kubernetes_api(Arc::new(Mutex::new(None))),
+    )
+    .await;
+    let dir = scratch("k8s-mtls");
+    for f in ["ca.crt", "client.crt", "client.key"] {
+        std::fs::copy(pki().join(f), dir.join(f)).expect("copy");
+    }
+    // Relative file names are relative to the kubeconfig.
+    let kubeconfig = write_kubeconfig(
+        &dir,
+        &server.base,
+        "    certificate-authority: ca.crt\n",
+        "    client-certificate: client.crt\n    client-key: client.key\n",
+    );
+    let report = KubernetesSource::from_kubeconfig(&kubeconfig, TIMEOUT)
+        .expect("source")
+        .fetch()
+        .await
+        .expect("fetch with a client certificate");
+    check_kubernetes_report(&report);
+    assert!(server.requests().iter().all(|r| r.client_cert));
+
+    // The same inline.
+    let kubeconfig = write_kubeconfig(
+        &dir,
+        &server.base,
+        &format!(
+            "    certificate-authority-data: {}\n",
+            b64(&dir.join("ca.crt"))
+        ),
+        &format!(
+            "    client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(&dir.join("client.crt")),
+            b64(&dir.join("client.key"))
+        ),
+    );
+    KubernetesSource::from_kubeconfig(&kubeconfig, TIMEOUT)
+        .expect("source")
+        .fetch()
+        .await
+        .expect("fetch with inline certificate");
+
+    // Without one, the server refuses the handshake.
+    let kubeconfig = write_kubeconfig(
+        &dir,
+        &server.base,
+        "    certificate-authority: ca.crt\n",
+        "    token: abc\n",
+    );
+    let err = KubernetesSource::from_kubeconfig(&kubeconfig, TIMEOUT)
+        .expect("source")
+        .fetch()
+        .await
+        .expect_err("no client certificate");
+    assert!(matches!(err, SourceError::Unreachable { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn kubernetes_tls_unknown_ca_is_refused_and_insecure_accepts() {
+    let server = Server::start(
+        Some(server_tls(false)),
+        kubernetes_api(Arc::new(Mutex::new(None))),
+    )
+    .await;
+    let dir = scratch("k8s-tls");
+    let kubeconfig = write_kubeconfig(&dir, &server.base, "", "    token: abc\n");
+    let err = KubernetesSource::from_kubeconfig(&kubeconfig, TIMEOUT)
+        .expect("source")
+        .fetch()
+        .await
+        .expect_err("unknown CA");
+    assert!(matches!(err, SourceError::Unreachable { .. }), "{err}");
+    assert!(err.to_string().contains("certificate"), "{err}");
+
+    let kubeconfig = write_kubeconfig(
+        &dir,
+        &server.base,
+        "    insecure-skip-tls-verify: true\n",
+        "    token: abc\n",
+    );
+    let report = KubernetesSource::from_kubeconfig(&kubeconfig, TIMEOUT)
+        .expect("source")
+        .fetch()
+        .await
+        .expect("insecure");
+    check_kubernetes_report(&report);
+}
+
+#[tokio::test]
+async fn kubernetes_in_cluster_rereads_the_rotated_token() {
+    let token = Arc::new(Mutex::new(Some("first".to_string())));
+    let server = Server::start(Some(server_tls(false)), kubernetes_api(token.clone())).await;
+    let dir = scratch("k8s-in-cluster");
+    std::fs::copy(pki().join("ca.crt"), dir.join("ca.crt")).expect("ca");
+    std::fs::write(dir.join("token"), "first\n").expect("token");
+    let port = server.base.rsplit(':').next().expect("port");
+    let source = KubernetesSource::in_cluster_at("127.0.0.1", port, &dir, TIMEOUT).expect("source");
+    check_kubernetes_report(&source.fetch().await.expect("first fetch"));
+
+    std::fs::write(dir.join("token"), "second").expect("token");
+    *token.lock().expect("lock") = Some("second".to_string());
+    check_kubernetes_report(&source.fetch().await.expect("second fetch"));
+    let seen: BTreeSet<String> = server
+        .requests()
+        .iter()
+        .filter_map(|r| header(r, "authorization").map(str::to_string))
+        .collect();
+    assert_eq!(
+        seen,
+        BTreeSet::from(["Bearer first".to_string(), "Bearer second".to_string()])
+    );
+}
+
+#[tokio::test]
+async fn kubernetes_garbage_and_missing_fields_are_bad_responses() {
+    let dir = scratch("k8s-garbage");
+    let inner = kubernetes_api(Arc::new(Mutex::new(None)));
+    let server = Server::start(
+        None,
+        Arc::new(move |r: &Recorded, base: &str| match r.path.as_str() {
+            "/api/v1/nodes" => reply(200, "{\"items\": [{\"metadata\": {\"name\": \"n\"}, \"status\": {\"addresses\": [{\"type\": \"InternalIP\", \"address\": \"not-an-ip\"}]}}]}"),
+            _ => inner(r, base),
+        }),
+    )
+    .await;
+    let kubeconfig = write_kubeconfig(&dir, &server.base, "", "    token: abc\n");
+    let err = KubernetesSource::from_kubeconfig(&kubeconfig, TIMEOUT)
+        .expect("source")
+        .fetch()
+        .await
+        .expect_err("bad address");
+    assert!(matches!(err, SourceError::BadResponse { .. }), "{err}");
+    assert!(err.to_string().contains("/api/v1/nodes"), "{err}");
+    assert!(err.to_string().contains("\"not-an-ip\""), "{err}");
+    drop(server);
+
+    let server = Server::start(
+        None,
+        Arc::new(|_: &Recorded, _: &str| reply(200, "this is not JSON")),
+    )
+    .await;
+    let kubeconfig = write_kubeconfig(&dir, &server.base, "", "    token: abc\n");
+    let err = KubernetesSource::from_kubeconfig(&kubeconfig, TIMEOUT)
+        .expect("source")
+        .fetch()
+        .await
+        .expect_err("garbage");
+    assert!(matches!(err, SourceError::BadResponse { .. }), "{err}");
+    assert_eq!(err.metric_label(), "bad_response");
+}
+
+#[test]
+fn bad_kubeconfig_errors_name_the_problem() {
+    let dir = scratch("k8s-bad");
+    let check = |text: &str, want: &[&str]| {
+        let path = dir.join("kubeconfig");
+        std::fs::write(&path, text).expect("write");
+        let err = KubernetesSource::from_kubeconfig(&path, TIMEOUT)
+            .expect_err(text)
+            .to_string();
+        assert!(err.starts_with("kubernetes: configuration: "), "{err}");
+        for w in want {
+            assert!(err.contains(w), "{err:?} lacks {w:?}");
+        }
+        assert!(!err.contains("sekret"), "{err}");
+    };
+    let shown = dir.join("kubeconfig").display().to_string();
+    let cluster = "clusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:6443'}\n";
+    check("apiVersion: v1\nclusters: {}\n", &[&shown]);
+    check(
+        &format!("{cluster}contexts: []\n"),
+        &["current-context is not set"],
+    );
+    check(
+        &format!("current-context: x\n{cluster}contexts: []\n"),
+        &["current-context \"x\" is not in contexts"],
+    );
+    check(
+        "current-context: x\ncontexts:\n- {name: x, context: {cluster: gone, user: u}}\n",
+        &["cluster \"gone\""],
+    );
+    check(
+        &format!(
+            "current-context: x\n{cluster}contexts:\n- {{name: x, context: {{cluster: c, user: u}}}}\n"
+        ),
+        &["user \"u\""],
+    );
+    let ctx = "current-context: x\ncontexts:\n- {name: x, context: {cluster: c, user: u}}\n";
+    check(
+        &format!("{ctx}{cluster}users:\n- name: u\n  user:\n    exec: {{command: aws}}\n"),
+        &["exec and auth-provider plugins are not supported"],
+    );
+    check(
+        &format!(
+            "{ctx}{cluster}users:\n- name: u\n  user:\n    token: sekret\n    client-certificate-data: '!!notbase64'\n"
+        ),
+        &["client-certificate-data is not base64"],
+    );
+    check(
+        &format!(
+            "{ctx}{cluster}users:\n- name: u\n  user:\n    client-certificate: /nonexistent/c.crt\n"
+        ),
+        &["/nonexistent/c.crt"],
+    );
+    check(
+        &format!(
+            "{ctx}clusters:\n- name: c\n  cluster: {{server: 'https://h', certificate-authority: ca.pem}}\nusers:\n- name: u\n  user: {{token: sekret}}\n"
+        ),
+        &[
+            &dir.join("ca.pem").display().to_string(),
+            "certificate-authority",
+        ],
+    );
+    let err = KubernetesSource::from_kubeconfig(&dir.join("absent"), TIMEOUT)
+        .expect_err("absent")
+        .to_string();
+    assert!(err.contains("absent"), "{err}");
+}
+
+// ------------------------------------------------------------------ file
+
+#[tokio::test]
+async fn file_source_rereads_the_file_and_names_bad_entries() {
+    let dir = scratch("file");
+    let path = dir.join("expected.yaml");
+    std::fs::write(
+        &path,
+        "# expected attachments\nimages:\n  - image: volume-1234\n    pool: volumes\n    namespace: \"\"\n    hosts: [compute-1]\n    owner: CMDB asset 42\n",
+    )
+    .expect("write");
+    let source = FileSource::new(&path);
+    assert_eq!(source.name(), "file");
+    let report = source.fetch().await.expect("fetch");
+    let e = expectation(&report, &csi("volumes", "", "volume-1234"));
+    assert_eq!(e.hosts, hosts(&["compute-1"]));
+    assert_eq!(e.owner, "CMDB asset 42");
+
+    std::fs::write(&path, "images:\n  - image: volume-5678\n    hosts: []\n").expect("write");
+    let report = source.fetch().await.expect("fetch again");
+    assert_eq!(report.images.len(), 1);
+    assert_eq!(
+        expectation(&report, &any_pool("volume-5678")).hosts,
+        hosts(&[])
+    );
+
+    std::fs::write(
+        &path,
+        "images:\n  - image: a\n  - image: b\n    host: [x]\n",
+    )
+    .expect("write");
+    let err = source.fetch().await.expect_err("unknown field").to_string();
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(err.contains("images[1]") && err.contains("host"), "{err}");
+}
