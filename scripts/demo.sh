@@ -25,6 +25,48 @@ if [ ! -f "$dir/state/seed.json" ]; then
     /usr/bin/python3 scripts/seed.py --conf "$dir/ceph.conf" --state-dir "$dir/state" demo
 fi
 
+# ------------------------------------------------- who should hold what
+# A host inventory and an attachments file, as a site without OpenStack or
+# Kubernetes APIs would write them: every demo client runs on 127.0.0.1,
+# which the inventory calls compute-1. The attachments file says the Cinder
+# volume demo-cinder holds is `available` (attached nowhere) and the Nova
+# disk demo-nova holds lives on compute-2: seed cases 1 and 2, an orphaned
+# VM and a volume "locked by other nodes".
+/usr/bin/python3 - "$dir" <<'PY'
+import json, sys
+d = sys.argv[1]
+seed = json.load(open(d + "/state/seed.json"))
+holders = seed["holders"]
+with open(d + "/inventory.yaml", "w") as f:
+    f.write("# Written by scripts/demo.sh; format in the README.\n"
+            "client_networks: [127.0.0.0/8]\n"
+            "hosts:\n"
+            "  - {name: compute-1, role: compute, addresses: [127.0.0.1]}\n"
+            "  - {name: compute-2, role: compute, addresses: [127.0.0.2]}\n"
+            "  - {name: mirror-1, role: rbd-mirror, addresses: [127.0.0.3]}\n")
+lines = ["# Written by scripts/demo.sh; format in the README.", "images:"]
+if "demo-cinder" in holders:
+    lines.append("  - {image: %s, hosts: [], owner: 'cinder volume (available, no attachments)'}" % holders["demo-cinder"]["image"])
+if "demo-nova" in holders:
+    lines.append("  - {image: %s, pool: vms, hosts: [compute-2], owner: 'nova server on compute-2'}" % holders["demo-nova"]["image"])
+open(d + "/attachments.yaml", "w").write("\n".join(lines) + "\n")
+PY
+attribution=(--watchers.inventory "$dir/inventory.yaml" --attachments.file "$dir/attachments.yaml")
+
+# -------------------------------------------------- explain an undeletable image
+# The Glance image with the most clones: `rbd rm` fails on it, and explain
+# says why and what to run.
+glance=$("$bin" --ceph.config "$dir/ceph.conf" --log.level error --pools images dump |
+    /usr/bin/python3 -c 'import json,sys
+imgs = json.load(sys.stdin)
+best = max(imgs, key=lambda i: sum(s["children"] for s in i["snapshots"]))
+print(best["pool"] + "/" + best["image"])')
+echo
+echo "== why can't Glance delete $glance? (ceph-rbd-exporter explain $glance)"
+"$bin" --ceph.config "$dir/ceph.conf" --log.level error "${attribution[@]}" explain "$glance"
+echo "== every orphaned watcher and stale lock: $bin --ceph.config $dir/ceph.conf ${attribution[*]} explain --orphans"
+"$bin" --ceph.config "$dir/ceph.conf" --log.level error "${attribution[@]}" explain --orphans | head -40
+
 # ---------------------------------------------------------------- Prometheus
 prom_pid=""
 exporter_pid=""
@@ -107,6 +149,8 @@ The demo cluster is up in $dir.
   Try:            curl -s http://$listen/metrics | grep -E 'orphaned|stale|flatten_pending'
   Ceph CLI:       CEPH_CONF=$dir/ceph.conf rbd ls -l volumes
   One-off dump:   $bin --ceph.config $dir/ceph.conf dump | less
+  Explain:        $bin --ceph.config $dir/ceph.conf ${attribution[*]} explain $glance
+  Orphans:        $bin --ceph.config $dir/ceph.conf ${attribution[*]} explain --orphans
   Grafana:        import dashboards/*.json, with a Prometheus data source pointing at http://$prom_listen
   Runbook:        docs/runbook.md
 Stop with ctrl-c (stops Prometheus too), then 'make demo-stop' to remove the cluster.
@@ -114,6 +158,7 @@ Stop with ctrl-c (stops Prometheus too), then 'make demo-stop' to remove the clu
 MSG
 # In the background and waited for, so that ctrl-c, or a SIGTERM to this
 # script alone, runs the traps: they stop the exporter and Prometheus.
-"$bin" --ceph.config "$dir/ceph.conf" --web.listen-address "$listen" --sample.interval 15s &
+"$bin" --ceph.config "$dir/ceph.conf" --web.listen-address "$listen" --sample.interval 15s \
+    "${attribution[@]}" --attachments.refresh-interval 15s &
 exporter_pid=$!
 wait "$exporter_pid"
