@@ -541,6 +541,11 @@ async fn openstack_password_auth_lists_every_page_of_every_project() {
         .filter(|r| r.path.ends_with("/servers/detail"))
         .count();
     assert_eq!(server_pages, 2);
+    let glance = gets
+        .iter()
+        .find(|r| r.path == "/image/v2/images")
+        .expect("glance");
+    assert!(glance.query.contains("visibility=all"), "{}", glance.query);
 }
 
 #[tokio::test]

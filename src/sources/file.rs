@@ -27,24 +27,32 @@ const NAME: &str = "file";
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Document {
+    /// The expected attachments; required, so a truncated file fails.
     images: Vec<Entry>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Entry {
+    /// Image name.
     image: String,
+    /// Pool; any pool when absent.
     pool: Option<String>,
+    /// RBD namespace; any when absent.
     namespace: Option<String>,
+    /// Hosts it belongs on; `[]` nowhere, absent no opinion.
     hosts: Option<Vec<String>>,
+    /// Several attachments at once are fine.
     #[serde(default)]
     multi_attach: bool,
+    /// Owner shown by `explain`.
     owner: Option<String>,
 }
 
 /// Expected attachments read from a YAML file.
 #[derive(Debug, Clone)]
 pub struct FileSource {
+    /// The YAML file, read on every fetch.
     path: PathBuf,
 }
 

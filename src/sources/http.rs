@@ -82,10 +82,15 @@ pub struct JsonResponse {
 /// The client. Cheap to share; holds the TLS configuration built once.
 #[derive(Clone)]
 pub struct HttpClient {
+    /// Source name put in every error.
     source_name: &'static str,
+    /// Built once from the [`TlsOptions`].
     tls: Arc<rustls::ClientConfig>,
+    /// Name to verify instead of the URL's host, if set.
     server_name: Option<ServerName<'static>>,
+    /// Deadline for one whole request.
     timeout: Duration,
+    /// Largest body accepted, in bytes.
     max_body: usize,
 }
 
@@ -279,11 +284,15 @@ fn tls_config(
 
 /// Where to connect, taken apart from a URL.
 struct Target {
+    /// TLS or not.
     https: bool,
+    /// Host to connect to, without IPv6 brackets.
     host: String,
+    /// Port, defaulted from the scheme.
     port: u16,
     /// `host[:port]` for the Host header.
     authority: String,
+    /// Request target, `/` at least.
     path_and_query: String,
 }
 

@@ -44,61 +44,88 @@ fn config(message: impl Into<String>) -> SourceError {
 
 #[derive(Debug, Deserialize)]
 struct KubeConfig {
+    /// The context used.
     #[serde(rename = "current-context")]
     current_context: Option<String>,
+    /// Named contexts (cluster + user).
     contexts: Option<Vec<NamedContext>>,
+    /// Named clusters.
     clusters: Option<Vec<NamedCluster>>,
+    /// Named users (credentials).
     users: Option<Vec<NamedUser>>,
 }
 
 #[derive(Debug, Deserialize)]
 struct NamedContext {
+    /// Context name.
     name: String,
+    /// The context.
     context: Context,
 }
 
 #[derive(Debug, Deserialize)]
 struct Context {
+    /// Cluster name.
     cluster: String,
+    /// User name; none means anonymous.
     user: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 struct NamedCluster {
+    /// Cluster name.
     name: String,
+    /// The cluster.
     cluster: Cluster,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 struct Cluster {
+    /// API server URL.
     server: String,
+    /// CA file.
     certificate_authority: Option<String>,
+    /// CA, base64 PEM; wins over the file.
     certificate_authority_data: Option<String>,
+    /// Accept any server certificate.
     #[serde(default)]
     insecure_skip_tls_verify: bool,
+    /// Name to verify the certificate against.
     tls_server_name: Option<String>,
+    /// Refused: no proxy support.
     proxy_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 struct NamedUser {
+    /// User name.
     name: String,
+    /// The credentials.
     user: User,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
 struct User {
+    /// Bearer token.
     token: Option<String>,
+    /// File holding the bearer token, read on every fetch.
     #[serde(rename = "tokenFile")]
     token_file: Option<String>,
+    /// Client certificate file.
     client_certificate: Option<String>,
+    /// Client certificate, base64 PEM; wins over the file.
     client_certificate_data: Option<String>,
+    /// Client key file.
     client_key: Option<String>,
+    /// Client key, base64 PEM; wins over the file.
     client_key_data: Option<String>,
+    /// Refused: basic auth is gone from Kubernetes.
     username: Option<String>,
+    /// Refused: no credential plugins.
     exec: Option<serde_yaml::Value>,
+    /// Refused: no credential plugins.
     auth_provider: Option<serde_yaml::Value>,
 }
 
@@ -117,7 +144,9 @@ impl std::fmt::Debug for User {
 /// Where the bearer token comes from.
 #[derive(Clone)]
 enum Token {
+    /// Anonymous, or a client certificate only.
     None,
+    /// From the kubeconfig.
     Static(String),
     /// Read on every fetch: service-account tokens rotate.
     File(PathBuf),
@@ -136,9 +165,11 @@ impl std::fmt::Debug for Token {
 /// PersistentVolumes, VolumeAttachments and Nodes from a Kubernetes API.
 #[derive(Debug)]
 pub struct KubernetesSource {
+    /// HTTP client with the cluster's TLS settings.
     client: HttpClient,
     /// API server URL without a trailing slash.
     server: String,
+    /// Bearer token, if any.
     token: Token,
 }
 

@@ -136,6 +136,7 @@ fn read_yaml(path: &Path) -> Result<Yaml, SourceError> {
 
 /// One `clouds.<name>` entry, with the path for error messages.
 struct CloudEntry<'a> {
+    /// The entry's settings.
     map: &'a Mapping,
     /// `clouds.yaml path: clouds.<name>` for error messages.
     origin: String,
@@ -316,10 +317,13 @@ fn auth_request(entry: &CloudEntry<'_>) -> Result<AuthRequest, SourceError> {
 /// Cinder, Nova and Glance from OpenStack APIs.
 #[derive(Debug)]
 pub struct OpenStackSource {
+    /// HTTP client with the cloud's TLS settings.
     client: HttpClient,
     /// Keystone `…/v3/auth/tokens`.
     token_url: String,
+    /// The Keystone request body.
     auth: AuthRequest,
+    /// `region_name`; any region when unset (and the catalog has one).
     region: Option<String>,
     /// `public`, `internal` or `admin`.
     interface: String,
@@ -598,7 +602,9 @@ impl OpenStackSource {
         let (token, endpoints) = self.authenticate().await?;
         let volume_base = format!("{}/volumes/detail", endpoints.volume);
         let server_base = format!("{}/servers/detail", endpoints.compute);
-        let glance_query = format!("limit={GLANCE_PAGE}");
+        // `visibility=all`: community images are left out otherwise, even
+        // for admins, and their RBD images would look unknown.
+        let glance_query = format!("limit={GLANCE_PAGE}&visibility=all");
         let volumes = self.list(&token, &volume_base, "all_tenants=1", "volumes", |b| {
             link_next(b, "volumes_links")
         });
@@ -649,8 +655,11 @@ impl OpenStackSource {
 
 /// The three service endpoints from the catalog.
 struct Endpoints {
+    /// Cinder, e.g. `https://cinder:8776/v3/<project>`.
     volume: String,
+    /// Nova, e.g. `https://nova:8774/v2.1`.
     compute: String,
+    /// Glance, e.g. `https://glance:9292`.
     image: String,
 }
 
