@@ -315,7 +315,6 @@ fn auth_request(entry: &CloudEntry<'_>) -> Result<AuthRequest, SourceError> {
 }
 
 /// Cinder, Nova and Glance from OpenStack APIs.
-#[derive(Debug)]
 pub struct OpenStackSource {
     /// HTTP client with the cloud's TLS settings.
     client: HttpClient,
@@ -327,6 +326,19 @@ pub struct OpenStackSource {
     region: Option<String>,
     /// `public`, `internal` or `admin`.
     interface: String,
+}
+
+impl std::fmt::Debug for OpenStackSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // An auth_url may carry `user:password@`.
+        f.debug_struct("OpenStackSource")
+            .field("client", &self.client)
+            .field("token_url", &redact_url(&self.token_url))
+            .field("auth", &self.auth)
+            .field("region", &self.region)
+            .field("interface", &self.interface)
+            .finish()
+    }
 }
 
 impl OpenStackSource {
