@@ -318,7 +318,10 @@ mod sources {
     use ceph_rbd_exporter::cli::Cli;
     use ceph_rbd_exporter::error::Error;
     use ceph_rbd_exporter::sources::AttachmentSource;
+    use ceph_rbd_exporter::sources::SourceError;
     use ceph_rbd_exporter::sources::file::FileSource;
+    use ceph_rbd_exporter::sources::kubernetes::KubernetesSource;
+    use ceph_rbd_exporter::sources::openstack::OpenStackSource;
 
     /// Builds them; a bad setting is a configuration error.
     pub fn from_cli(cli: &Cli) -> Result<Vec<Box<dyn AttachmentSource>>, Error> {
@@ -330,6 +333,26 @@ mod sources {
                 Error::Config(format!("--attachments.file {}: {e}", path.display()))
             })?;
             sources.push(Box::new(FileSource::new(path)));
+        }
+        let config = |e: SourceError| Error::Config(e.to_string());
+        if let Some(cloud) = &cli.openstack_cloud {
+            sources.push(Box::new(
+                OpenStackSource::from_clouds_yaml(
+                    cloud,
+                    cli.openstack_clouds_file.as_deref(),
+                    cli.attachments_timeout,
+                )
+                .map_err(config)?,
+            ));
+        }
+        if let Some(path) = &cli.kubernetes_kubeconfig {
+            sources.push(Box::new(
+                KubernetesSource::from_kubeconfig(path, cli.attachments_timeout).map_err(config)?,
+            ));
+        } else if cli.kubernetes_in_cluster {
+            sources.push(Box::new(
+                KubernetesSource::in_cluster(cli.attachments_timeout).map_err(config)?,
+            ));
         }
         Ok(sources)
     }
