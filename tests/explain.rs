@@ -256,6 +256,9 @@ fn explain_names_what_it_cannot_find() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expect), "{args:?}: {err}");
         // Our own errors are one line; clap adds a "try --help" hint.
-        assert!(err.trim().lines().next().unwrap().contains(expect), "first line: {err}");
+        assert!(
+            err.trim().lines().next().unwrap().contains(expect),
+            "first line: {err}"
+        );
     }
 }
