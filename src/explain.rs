@@ -3,9 +3,9 @@
 //! exporter serves. It prints the commands that would fix it; it never runs
 //! them.
 
-use crate::analysis::{Analysis, CloneDepth, FlattenReason, Host, OrphanReason};
+use crate::analysis::{Analysis, CloneDepth, FlattenReason, Host, ImageFindings, OrphanReason};
 use crate::attribution::{Attribution, SourceOpinion, is_uuid, nova_instance_of};
-use crate::model::{Image, ImageKey, LockKind, Sample, SnapshotNamespace};
+use crate::model::{Image, ImageKey, Lock, LockKind, Sample, SnapshotNamespace};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -217,33 +217,11 @@ pub fn explain_image(
     let spec = image_spec(&pool, &ns, &image.name);
     let qspec = shell_quote(&spec);
 
-    let watchers: Vec<WatcherExplanation> = image
-        .watchers
-        .iter()
-        .enumerate()
-        .map(|(i, w)| WatcherExplanation {
-            client: w.client.clone(),
-            address: w.address.clone(),
-            cookie: w.cookie,
-            host: findings.watcher_hosts.get(i).cloned().flatten(),
-            orphan_reason: findings
-                .orphaned_watchers
-                .iter()
-                .find(|(o, _)| o == w)
-                .map(|(_, r)| *r),
-        })
-        .collect();
+    let watchers = watcher_explanations(image, findings);
     let locks: Vec<LockExplanation> = image
         .locks
         .iter()
-        .map(|l| LockExplanation {
-            kind: l.kind,
-            locker: l.locker.clone(),
-            cookie: l.cookie.clone(),
-            address: l.address.clone(),
-            host: attribution.host_of_address(&l.address),
-            stale: findings.stale_locks.contains(l),
-        })
+        .map(|l| lock_explanation(l, findings, attribution))
         .collect();
 
     let parent_chain = parent_chain(sample, image);
@@ -415,6 +393,41 @@ pub fn explain_image(
         blockers,
         fixes,
     })
+}
+
+/// Every watcher of an image with its host and verdict.
+fn watcher_explanations(image: &Image, findings: &ImageFindings) -> Vec<WatcherExplanation> {
+    image
+        .watchers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| WatcherExplanation {
+            client: w.client.clone(),
+            address: w.address.clone(),
+            cookie: w.cookie,
+            host: findings.watcher_hosts.get(i).cloned().flatten(),
+            orphan_reason: findings
+                .orphaned_watchers
+                .iter()
+                .find(|(o, _)| o == w)
+                .map(|(_, r)| *r),
+        })
+        .collect()
+}
+
+fn lock_explanation(
+    lock: &Lock,
+    findings: &ImageFindings,
+    attribution: &Attribution,
+) -> LockExplanation {
+    LockExplanation {
+        kind: lock.kind,
+        locker: lock.locker.clone(),
+        cookie: lock.cookie.clone(),
+        address: lock.address.clone(),
+        host: attribution.host_of_address(&lock.address),
+        stale: findings.stale_locks.contains(lock),
+    }
 }
 
 fn host_text(host: Option<&Host>) -> String {
@@ -606,18 +619,10 @@ pub fn orphans(sample: &Sample, analysis: &Analysis, attribution: &Attribution) 
             }
             if !findings.orphaned_watchers.is_empty() {
                 let owners = attribution.opinions(&p.name, &ns.namespace, &image.name);
-                for (i, w) in image.watchers.iter().enumerate() {
-                    let Some((_, reason)) = findings.orphaned_watchers.iter().find(|(o, _)| o == w)
-                    else {
-                        continue;
-                    };
-                    let watcher = WatcherExplanation {
-                        client: w.client.clone(),
-                        address: w.address.clone(),
-                        cookie: w.cookie,
-                        host: findings.watcher_hosts.get(i).cloned().flatten(),
-                        orphan_reason: Some(*reason),
-                    };
+                let orphans = watcher_explanations(image, findings)
+                    .into_iter()
+                    .filter(|w| w.orphan_reason.is_some());
+                for watcher in orphans {
                     let fix = watcher_fix(&p.name, &ns.namespace, image, &watcher, &owners);
                     listing.orphaned_watchers.push(OrphanEntry {
                         image: spec.clone(),
@@ -627,14 +632,7 @@ pub fn orphans(sample: &Sample, analysis: &Analysis, attribution: &Attribution) 
                 }
             }
             for l in &findings.stale_locks {
-                let lock = LockExplanation {
-                    kind: l.kind,
-                    locker: l.locker.clone(),
-                    cookie: l.cookie.clone(),
-                    address: l.address.clone(),
-                    host: attribution.host_of_address(&l.address),
-                    stale: true,
-                };
+                let lock = lock_explanation(l, findings, attribution);
                 let fix = Fix {
                     why: format!("{} no longer watches the image; remove its lock", l.locker),
                     commands: vec![format!(

@@ -9,7 +9,6 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::process::Command;
 
 const NOVA_UUID: &str = "0b1e6f3a-5d2c-4e8f-9a7b-3c4d5e6f7a8b";
 const VOLUME: &str = "volume-6c2f0e4a-1b3d-4f5e-8a9b-0c1d2e3f4a5b";
@@ -82,14 +81,8 @@ fn write_attribution_files() -> (String, String) {
 }
 
 fn explain(args: &[&str], files: &(String, String)) -> String {
-    let out = Command::new(BIN)
+    let out = exporter_command()
         .args([
-            "--ceph.config",
-            &exporter_conf(),
-            "--ceph.user",
-            EXPORTER_USER,
-            "--log.level",
-            "warn",
             "--pools",
             "xg-images,xg-volumes,xg-vms",
             "--watchers.inventory",
@@ -240,18 +233,7 @@ fn explain_names_what_it_cannot_find() {
             "is not POOL/IMAGE or POOL/NAMESPACE/IMAGE",
         ),
     ] {
-        let out = Command::new(BIN)
-            .args([
-                "--ceph.config",
-                &exporter_conf(),
-                "--ceph.user",
-                EXPORTER_USER,
-                "--log.level",
-                "warn",
-            ])
-            .args(&args)
-            .output()
-            .unwrap();
+        let out = exporter_command().args(&args).output().unwrap();
         assert!(!out.status.success(), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expect), "{args:?}: {err}");

@@ -78,21 +78,24 @@ pub fn exporter_conf() -> String {
     .clone()
 }
 
+/// The exporter binary as the read-only user, logging warnings only; add
+/// flags and a subcommand.
+pub fn exporter_command() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "--ceph.config",
+        &exporter_conf(),
+        "--ceph.user",
+        EXPORTER_USER,
+        "--log.level",
+        "warn",
+    ]);
+    cmd
+}
+
 /// `ceph-rbd-exporter dump` as JSON, as the read-only user.
 pub fn dump(extra: &[&str]) -> Vec<Value> {
-    let out = Command::new(BIN)
-        .args([
-            "--ceph.config",
-            &exporter_conf(),
-            "--ceph.user",
-            EXPORTER_USER,
-            "--log.level",
-            "warn",
-        ])
-        .args(extra)
-        .arg("dump")
-        .output()
-        .unwrap();
+    let out = exporter_command().args(extra).arg("dump").output().unwrap();
     assert!(
         out.status.success(),
         "dump failed: {}",
