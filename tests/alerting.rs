@@ -15,12 +15,18 @@
 //!   exporter and evaluates the project's rules (unchanged); every panel query
 //!   and every template variable query of both dashboards, with the variables
 //!   substituted, returns data.
+//!
+//! The exporter always runs with an attachment source, `--attachments.file`
+//! of a file this test writes (`images: []`: no image named, so no verdict
+//! changes), so that `ceph_rbd_exporter_source_*` are exported and the rules
+//! and panels that use them can be checked.
 //! - `alerts_fire_route_and_resolve_end_to_end`: exporter -> Prometheus with the
 //!   project's rules -> Alertmanager with alerts/alertmanager.example.yml ->
 //!   a webhook receiver in this test. THE `for:` DURATIONS ARE SHORTENED to
 //!   5 s in a temporary copy of the rules (and the example's group timings to
 //!   1 s), so the run takes about a minute instead of hours; nothing else of
-//!   the rules changes.
+//!   the rules changes. At the end the attachments file is broken, so that
+//!   `CephRBDExporterSourceDown` fires for `source="file"`, and repaired.
 
 mod common;
 
@@ -46,13 +52,14 @@ const RUNBOOK_BASE: &str =
 const E2E_FOR: &str = "5s";
 
 /// The public alert names, with their severity.
-const ALERTS: [(&str, &str); 8] = [
+const ALERTS: [(&str, &str); 9] = [
     ("CephRBDOrphanedWatcher", "critical"),
     ("CephRBDStaleLock", "warning"),
     ("CephRBDCloneDepthExceeded", "warning"),
     ("CephRBDFlattenPending", "warning"),
     ("CephRBDSnapshotChildrenHigh", "warning"),
     ("CephRBDExporterClusterUnreachable", "warning"),
+    ("CephRBDExporterSourceDown", "warning"),
     ("CephRBDExporterSampleStale", "warning"),
     ("CephRBDExporterDown", "warning"),
 ];
@@ -470,24 +477,45 @@ impl Drop for Scratch {
     }
 }
 
-fn start_exporter() -> (Proc, String) {
+/// The attachments file every exporter here reads: a valid, empty list.
+const ATTACHMENTS_OK: &str = "# written by tests/alerting.rs\nimages: []\n";
+
+/// Writes `ATTACHMENTS_OK` to `dir/attachments.yml`.
+fn write_attachments(dir: &Path) -> PathBuf {
+    let p = dir.join("attachments.yml");
+    std::fs::write(&p, ATTACHMENTS_OK).unwrap();
+    p
+}
+
+/// The exporter on the test cluster, with `attachments` as its file source
+/// (asked every second), once it has sampled the cluster and the source.
+fn start_exporter(attachments: &Path) -> (Proc, String) {
     let (exporter, addr) = Proc::start(
         "exporter",
-        Command::new(BIN).args([
-            "--ceph.config",
-            &conf(),
-            "--web.listen-address",
-            "127.0.0.1:0",
-            "--sample.interval",
-            "2s",
-        ]),
+        Command::new(BIN)
+            .args([
+                "--ceph.config",
+                &conf(),
+                "--web.listen-address",
+                "127.0.0.1:0",
+                "--sample.interval",
+                "2s",
+                "--attachments.refresh-interval",
+                "1s",
+                "--attachments.file",
+            ])
+            .arg(attachments),
         "serving metrics",
     );
-    // Wait for the first complete sample.
+    // Wait for the first complete sample and the source's first answer.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, body) = http_get(&addr, "/metrics");
-        if body.lines().any(|l| l == "ceph_rbd_exporter_up 1") {
+        if body.lines().any(|l| l == "ceph_rbd_exporter_up 1")
+            && body
+                .lines()
+                .any(|l| l == "ceph_rbd_exporter_source_up{source=\"file\"} 1")
+        {
             break;
         }
         assert!(
@@ -796,7 +824,11 @@ fn rules_are_complete_documented_and_unit_tested() {
     let runbook = read(RUNBOOK);
     let headings: BTreeSet<String> = runbook
         .lines()
-        .filter_map(|l| l.strip_prefix("## ").or_else(|| l.strip_prefix("# ")))
+        .filter_map(|l| {
+            l.strip_prefix("### ")
+                .or_else(|| l.strip_prefix("## "))
+                .or_else(|| l.strip_prefix("# "))
+        })
         .map(slug)
         .collect();
     let rules_text = read(RULES);
@@ -858,6 +890,40 @@ fn rules_are_complete_documented_and_unit_tested() {
     assert_eq!(rule("CephRBDStaleLock").hold, "5m");
     assert_eq!(rule("CephRBDFlattenPending").hold, "1h");
     assert_eq!(rule("CephRBDExporterClusterUnreachable").hold, "5m");
+    assert_eq!(rule("CephRBDExporterSourceDown").hold, "15m");
+    assert_eq!(
+        rule("CephRBDExporterSourceDown").expr.trim(),
+        "ceph_rbd_exporter_source_up == 0"
+    );
+    // The orphan page names every reason the exporter can give, in its
+    // annotations, and the runbook has a section for each.
+    let orphan = rule("CephRBDOrphanedWatcher");
+    for reason in [
+        "image_deleted",
+        "image_trashed",
+        "detached",
+        "unexpected_host",
+        "deleted_instance",
+        "unknown_client",
+    ] {
+        for key in ["summary", "description"] {
+            assert!(
+                orphan.annotations[key]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("\"{reason}\"")),
+                "CephRBDOrphanedWatcher: {key} has no words for reason {reason}"
+            );
+        }
+        if !reason.starts_with("image_") {
+            assert!(
+                runbook
+                    .lines()
+                    .any(|l| l == format!("### Reason `{reason}`")),
+                "{RUNBOOK}: no '### Reason `{reason}`' section"
+            );
+        }
+    }
     assert!(rule("CephRBDSnapshotChildrenHigh").expr.contains("> 200"));
     assert!(
         rule("CephRBDExporterSampleStale")
@@ -948,7 +1014,10 @@ fn rules_are_complete_documented_and_unit_tested() {
 
     // The real tools.
     let out = run("promtool", &["check", "rules", RULES]);
-    assert!(out.contains("SUCCESS: 8 rules found"), "{out}");
+    assert!(
+        out.contains(&format!("SUCCESS: {} rules found", ALERTS.len())),
+        "{out}"
+    );
     let out = run("promtool", &["test", "rules", RULE_TESTS]);
     assert!(out.contains("SUCCESS"), "{out}");
     run("amtool", &["check-config", AM_EXAMPLE]);
@@ -1103,17 +1172,21 @@ fn dashboards_are_well_formed() {
 
 #[test]
 fn rules_and_dashboards_use_only_exported_metric_names() {
-    let (_exporter, addr) = start_exporter();
+    let scratch = Scratch(scratch_dir("names"));
+    let (_exporter, addr) = start_exporter(&write_attachments(&scratch.0));
     let (_, body) = http_get(&addr, "/metrics");
     let exported: BTreeSet<String> = body
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
         .map(|l| l.split_whitespace().next().unwrap().to_string())
         .collect();
-    assert!(
-        exported.contains("ceph_rbd_image_orphaned_watchers"),
-        "{body}"
-    );
+    for n in [
+        "ceph_rbd_image_orphaned_watchers",
+        "ceph_rbd_exporter_source_up",
+        "ceph_rbd_exporter_source_last_success_timestamp_seconds",
+    ] {
+        assert!(exported.contains(n), "{n} not exported:\n{body}");
+    }
     // `up` is Prometheus' own.
     let known = |n: &str| n == "up" || exported.contains(n);
 
@@ -1137,6 +1210,7 @@ fn rules_and_dashboards_use_only_exported_metric_names() {
         "ceph_rbd_exporter_up",
         "ceph_rbd_exporter_last_success_timestamp_seconds",
         "ceph_rbd_exporter_sample_interval_seconds",
+        "ceph_rbd_exporter_source_up",
         "up",
     ]
     .iter()
@@ -1195,7 +1269,7 @@ struct VarRun {
 #[test]
 fn dashboard_panels_and_variables_return_data() {
     let scratch = Scratch(scratch_dir("dashboards"));
-    let (exporter, exporter_addr) = start_exporter();
+    let (exporter, exporter_addr) = start_exporter(&write_attachments(&scratch.0));
     let config = prometheus_config(&exporter_addr, &path(RULES), None);
     let (prom, p) = start_prometheus(&scratch.0, &config);
 
@@ -1461,6 +1535,7 @@ fn alerts_fire_route_and_resolve_end_to_end() {
         scratch.0.display()
     );
     let rules = shortened_rules(&scratch.0);
+    let attachments = write_attachments(&scratch.0);
     let webhook = Webhook::start();
     let am_config = test_alertmanager_config(&scratch.0, &webhook.addr);
     let (am, am_addr) = Proc::start(
@@ -1474,7 +1549,7 @@ fn alerts_fire_route_and_resolve_end_to_end() {
             ]),
         "msg=\"Listening on\"",
     );
-    let (exporter, exporter_addr) = start_exporter();
+    let (exporter, exporter_addr) = start_exporter(&attachments);
     let (prom, p) = start_prometheus(
         &scratch.0,
         &prometheus_config(&exporter_addr, &rules, Some(&am_addr)),
@@ -1600,6 +1675,7 @@ fn alerts_fire_route_and_resolve_end_to_end() {
                 name,
                 "CephRBDExporterDown"
                     | "CephRBDExporterClusterUnreachable"
+                    | "CephRBDExporterSourceDown"
                     | "CephRBDExporterSampleStale"
                     | "CephRBDSnapshotChildrenHigh"
             ),
@@ -1624,6 +1700,70 @@ fn alerts_fire_route_and_resolve_end_to_end() {
         attached.is_empty(),
         "ALERTS for volume-attached: {attached:?}"
     );
+
+    // 5. The attachments file is truncated (an inventory job writing half a
+    //    file): the source goes down, its verdicts are suspended, and
+    //    CephRBDExporterSourceDown warns, naming it. Repaired, it resolves.
+    std::fs::write(&attachments, "images:\n  - {image: volume-half-wri").unwrap();
+    let broken = Instant::now();
+    let source_down = [
+        ("alertname", "CephRBDExporterSourceDown"),
+        ("source", "file"),
+    ];
+    let (route, at, alert) = wait_for(Duration::from_secs(60), "CephRBDExporterSourceDown", || {
+        webhook.find("firing", &source_down)
+    })
+    .unwrap_or_else(|| panic!("CephRBDExporterSourceDown never arrived\n{}", diagnostics()));
+    eprintln!(
+        "e2e: CephRBDExporterSourceDown for source=file {:.1}s after the file broke",
+        at.duration_since(broken).as_secs_f64()
+    );
+    assert_eq!(route, "/queue", "warning goes to the queue: {alert}");
+    assert_eq!(alert["labels"]["severity"], "warning");
+    let desc = alert["annotations"]["description"].as_str().unwrap();
+    assert!(
+        desc.contains("attachment source file") && desc.contains("suspended"),
+        "{desc}"
+    );
+    assert!(
+        alert["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("#cephrbdexportersourcedown")
+    );
+    // What the runbook says to look at first: the errors, by kind.
+    let errors = prom_query(
+        &p,
+        "ceph_rbd_exporter_source_errors_total{source=\"file\",kind=\"config\"} > 0",
+    )
+    .unwrap();
+    assert_eq!(
+        errors.len(),
+        1,
+        "config errors of the file source: {errors:?}"
+    );
+    assert!(
+        exporter.log.lock().unwrap().iter().any(|l| l
+            .contains("attachment source failed; no verdicts from it until it answers")
+            && l.contains("source=\"file\"")),
+        "no log line \"attachment source failed\" (the alert points at it):\n{}",
+        exporter.tail(20)
+    );
+    std::fs::write(&attachments, ATTACHMENTS_OK).unwrap();
+    let repaired = Instant::now();
+    let (route, at, _) = wait_for(
+        Duration::from_secs(60),
+        "CephRBDExporterSourceDown resolved",
+        || webhook.find("resolved", &source_down),
+    )
+    .unwrap_or_else(|| panic!("the source-down warning never resolved\n{}", diagnostics()));
+    assert_eq!(route, "/queue");
+    eprintln!(
+        "e2e: CephRBDExporterSourceDown resolved {:.1}s after the file was repaired",
+        at.duration_since(repaired).as_secs_f64()
+    );
+
+    let received = webhook.alerts();
     let names: BTreeSet<&str> = received
         .iter()
         .filter_map(|(_, _, a)| a["labels"]["alertname"].as_str())
