@@ -18,11 +18,14 @@
 //! socket `perf dump`) and its CPU time (/proc).
 
 use ceph::rados::{self as sys, rados_completion_t, rados_ioctx_t, rados_t};
-use ceph_rbd_exporter::analysis::{self, FirstSeen, Settings};
+use ceph_rbd_exporter::analysis::Settings;
+use ceph_rbd_exporter::attribution::Attribution;
 use ceph_rbd_exporter::ceph::{Conn, ConnectOptions, RadosConn};
-use ceph_rbd_exporter::metrics::{self, ExporterStatus, RenderOptions};
+use ceph_rbd_exporter::first_seen::FirstSeen;
+use ceph_rbd_exporter::metrics::{self, RenderOptions};
 use ceph_rbd_exporter::model::{Location, Sample};
 use ceph_rbd_exporter::sampler::{SampleConfig, sample_once};
+use ceph_rbd_exporter::status::ExporterStatus;
 use serde_json::{Value, json};
 use std::ffi::{CString, c_void};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -896,10 +899,9 @@ fn measure(args: Args) {
             let (mut an, mut re, mut bytes, mut series) = (Vec::new(), Vec::new(), 0, 0);
             for _ in 0..5 {
                 let t0 = Instant::now();
-                let analysis = analysis::analyse(&sample, &settings);
+                let analysis = Attribution::default().analyse(&sample, &settings, &times);
                 let t1 = Instant::now();
-                let body =
-                    metrics::render(Some(&sample), Some(&analysis), &times, &status, &options);
+                let body = metrics::render(Some(&sample), Some(&analysis), &status, &options);
                 an.push((t1 - t0).as_secs_f64());
                 re.push(t1.elapsed().as_secs_f64());
                 bytes = body.len();

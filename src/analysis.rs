@@ -1,8 +1,13 @@
-//! Pure functions from a [`Sample`] to findings: clone depth, flatten reasons,
-//! stale locks, orphaned watchers and per-namespace summaries. No I/O.
+//! Analyse: pure functions from a [`Sample`] to findings. Clone depth,
+//! flatten reasons, one record per watcher (its host and verdict) and per
+//! lock (its host and staleness), snapshot children and per-namespace
+//! totals. No I/O and no state: what earlier samples taught (first-seen
+//! times) and who the addresses belong to come in as [`Judges`].
 
+use crate::first_seen::{FirstSeenTimes, WatcherKey};
 use crate::model::{
-    Image, ImageKey, Lock, LockKind, NamespaceSample, PoolId, Sample, Snapshot, Watcher,
+    ChildRef, Image, ImageKey, Lock, LockKind, NamespaceSample, PoolId, Sample, SampledImage,
+    Snapshot, Watcher, address_ip,
 };
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -186,29 +191,80 @@ pub struct CloneDepth {
     pub complete: bool,
 }
 
+/// One watcher of an image, with everything concluded about it: the host
+/// its address belongs to and the verdict travel together in this record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatcherFinding {
+    /// The watch, as the cluster listed it.
+    pub watcher: Watcher,
+    /// The host the watcher's address belongs to, if known.
+    pub host: Option<Host>,
+    /// Legitimate, or an orphan and why.
+    pub verdict: Verdict,
+    /// Unix time the exporter first saw this watch (the sample's start when
+    /// it is new).
+    pub first_seen: f64,
+}
+
+impl WatcherFinding {
+    /// Why the watcher is believed orphaned; `None` when it is not.
+    pub fn orphan_reason(&self) -> Option<OrphanReason> {
+        match self.verdict {
+            Verdict::Orphan(r) => Some(r),
+            Verdict::Legitimate => None,
+        }
+    }
+
+    /// The host's name, or `""` when the address could not be attributed.
+    pub fn host_name(&self) -> &str {
+        self.host.as_ref().map_or("", |h| h.name.as_str())
+    }
+}
+
+/// One lock of an image, with the host of its locker and whether its
+/// holder is gone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LockFinding {
+    /// The lock, as the cluster listed it.
+    pub lock: Lock,
+    /// The host the locker's address belongs to, if known.
+    pub host: Option<Host>,
+    /// True when its holder no longer watches the image.
+    pub stale: bool,
+}
+
 /// Everything derived about one image.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ImageFindings {
     /// Clone depth.
     pub clone_depth: CloneDepth,
     /// Why it should be flattened, if it should.
     pub flatten_reasons: BTreeSet<FlattenReason>,
-    /// Locks whose holder is gone.
-    pub stale_locks: Vec<Lock>,
-    /// Watchers believed to be orphans, with why.
-    pub orphaned_watchers: Vec<(Watcher, OrphanReason)>,
-    /// The host of each watcher, in the order of `Image::watchers`.
-    pub watcher_hosts: Vec<Option<Host>>,
+    /// Every watcher, in the order the cluster listed them.
+    pub watchers: Vec<WatcherFinding>,
+    /// Every lock, in the order the cluster listed them.
+    pub locks: Vec<LockFinding>,
 }
 
 impl ImageFindings {
+    /// The watchers believed orphaned, with why.
+    pub fn orphans(&self) -> impl Iterator<Item = (&WatcherFinding, OrphanReason)> {
+        self.watchers
+            .iter()
+            .filter_map(|w| w.orphan_reason().map(|r| (w, r)))
+    }
+
+    /// The locks whose holder is gone.
+    pub fn stale_locks(&self) -> impl Iterator<Item = &LockFinding> {
+        self.locks.iter().filter(|l| l.stale)
+    }
+
     /// True when the image has nothing worth a per-image series.
-    pub fn is_quiet(&self, image: &Image) -> bool {
-        image.watchers.is_empty()
+    pub fn is_quiet(&self) -> bool {
+        self.watchers.is_empty()
             && self.clone_depth.depth == 0
             && self.flatten_reasons.is_empty()
-            && self.stale_locks.is_empty()
-            && self.orphaned_watchers.is_empty()
+            && self.stale_locks().next().is_none()
     }
 }
 
@@ -237,6 +293,25 @@ pub struct NamespaceSummary {
     pub trash_images: u64,
 }
 
+impl NamespaceSummary {
+    /// Adds one image and its findings to the totals.
+    fn add(&mut self, image: &Image, findings: &ImageFindings) {
+        if !image.in_trash {
+            self.images += 1;
+            if image.parent.is_some() {
+                self.clones += 1;
+            }
+        }
+        self.watched_images += u64::from(!image.watchers.is_empty());
+        self.watchers += image.watchers.len() as u64;
+        self.orphaned_watchers += findings.orphans().count() as u64;
+        self.stale_locks += findings.stale_locks().count() as u64;
+        self.protected_snapshots += image.snapshots.iter().filter(|s| s.protected).count() as u64;
+        self.max_clone_depth = self.max_clone_depth.max(findings.clone_depth.depth);
+        self.flatten_pending_images += u64::from(!findings.flatten_reasons.is_empty());
+    }
+}
+
 /// The analysis of one sample.
 #[derive(Debug, Clone, Default)]
 pub struct Analysis {
@@ -244,112 +319,148 @@ pub struct Analysis {
     pub images: BTreeMap<ImageKey, ImageFindings>,
     /// Totals by pool id and namespace.
     pub namespaces: BTreeMap<(PoolId, String), NamespaceSummary>,
-    /// Children (v1 plus v2) by parent snapshot.
-    pub snapshot_children: HashMap<(ImageKey, u64), u64>,
+    /// Children (v1 and v2, in any sampled pool) by parent snapshot, in
+    /// the order found: v2 from the snapshot's child list, then v1 from
+    /// the `rbd_children` of every sampled pool.
+    pub snapshot_children: HashMap<(ImageKey, u64), Vec<ImageKey>>,
 }
 
 impl Analysis {
-    /// Children of one snapshot, v1 and v2.
-    pub fn children_of(&self, image: &ImageKey, snapshot: &Snapshot) -> u64 {
+    /// The children of one snapshot, v1 and v2.
+    pub fn children(&self, image: &ImageKey, snapshot: &Snapshot) -> &[ImageKey] {
         self.snapshot_children
             .get(&(image.clone(), snapshot.id))
-            .copied()
-            .unwrap_or(0)
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// How many children one snapshot has, v1 and v2.
+    pub fn children_of(&self, image: &ImageKey, snapshot: &Snapshot) -> u64 {
+        self.children(image, snapshot).len() as u64
     }
 }
 
-/// Analyses a sample with the built-in classifier only.
-pub fn analyse(sample: &Sample, settings: &Settings) -> Analysis {
-    analyse_with(sample, settings, &[&ImageStateClassifier], &NoHosts)
+/// What judges the watchers of a sample: who the addresses belong to, the
+/// classifiers asked in order, and when each watch was first seen.
+pub struct Judges<'a> {
+    /// Attributes addresses to hosts.
+    pub hosts: &'a dyn HostLookup,
+    /// Asked in order; the first verdict wins.
+    pub classifiers: &'a [&'a dyn OrphanClassifier],
+    /// First-seen times of the watchers, from earlier samples.
+    pub first_seen: &'a FirstSeenTimes,
 }
 
-/// Analyses a sample: `hosts` attributes every watcher's address, then
-/// `classifiers` are asked in order about it.
-pub fn analyse_with(
-    sample: &Sample,
-    settings: &Settings,
-    classifiers: &[&dyn OrphanClassifier],
-    hosts: &dyn HostLookup,
-) -> Analysis {
+/// Analyses a sample with the built-in classifier only, no hosts, and
+/// every watcher first seen now.
+pub fn analyse(sample: &Sample, settings: &Settings) -> Analysis {
+    let judges = Judges {
+        hosts: &NoHosts,
+        classifiers: &[&ImageStateClassifier],
+        first_seen: &FirstSeenTimes::default(),
+    };
+    analyse_with(sample, settings, &judges)
+}
+
+/// Analyses a sample: every watcher's and locker's address is attributed
+/// by `judges.hosts`, then `judges.classifiers` are asked in order about
+/// each watcher.
+pub fn analyse_with(sample: &Sample, settings: &Settings, judges: &Judges<'_>) -> Analysis {
     let mut analysis = Analysis {
-        snapshot_children: count_snapshot_children(sample),
+        snapshot_children: snapshot_children(sample),
         ..Default::default()
     };
     let mut depths: HashMap<ImageKey, CloneDepth> = HashMap::new();
-
+    let mut queued: HashMap<(PoolId, &str), HashSet<&str>> = HashMap::new();
     for (pool, ns) in sample.namespaces() {
-        let queued = queued_flatten_ids(ns);
-        let mut summary = NamespaceSummary {
+        queued.insert((pool.pool_id, &ns.namespace), queued_flatten_ids(ns));
+        let summary = NamespaceSummary {
             trash_images: ns.trash.len() as u64,
             ..Default::default()
         };
-        for image in ns.images.values() {
-            let key = ImageKey {
-                pool_id: pool.pool_id,
-                namespace: ns.namespace.clone(),
-                image_id: image.id.clone(),
-            };
-            let depth = clone_depth(sample, &key, &mut depths);
-            let mut reasons = parent_flatten_reasons(sample, image);
-            if depth.depth > settings.clone_depth_max {
-                reasons.insert(FlattenReason::CloneDepthExceeded);
-            }
-            if queued.contains(image.id.as_str()) {
-                reasons.insert(FlattenReason::FlattenQueued);
-            }
-            let stale_locks = stale_locks(image);
-            let watcher_hosts: Vec<Option<Host>> =
-                image.watchers.iter().map(|w| hosts.host(w.ip())).collect();
-            let orphaned_watchers: Vec<(Watcher, OrphanReason)> = image
-                .watchers
-                .iter()
-                .zip(&watcher_hosts)
-                .filter_map(|(w, host)| {
-                    let ctx = WatcherContext {
-                        pool: &pool.name,
-                        namespace: &ns.namespace,
-                        image,
-                        watcher: w,
-                        host: host.as_ref(),
-                    };
-                    match classifiers.iter().find_map(|c| c.classify(&ctx)) {
-                        Some(Verdict::Orphan(r)) => Some((w.clone(), r)),
-                        Some(Verdict::Legitimate) | None => None,
-                    }
-                })
-                .collect();
-
-            if !image.in_trash {
-                summary.images += 1;
-                if image.parent.is_some() {
-                    summary.clones += 1;
-                }
-            }
-            summary.watched_images += u64::from(!image.watchers.is_empty());
-            summary.watchers += image.watchers.len() as u64;
-            summary.orphaned_watchers += orphaned_watchers.len() as u64;
-            summary.stale_locks += stale_locks.len() as u64;
-            summary.protected_snapshots +=
-                image.snapshots.iter().filter(|s| s.protected).count() as u64;
-            summary.max_clone_depth = summary.max_clone_depth.max(depth.depth);
-            summary.flatten_pending_images += u64::from(!reasons.is_empty());
-
-            analysis.images.insert(
-                key,
-                ImageFindings {
-                    clone_depth: depth,
-                    flatten_reasons: reasons,
-                    stale_locks,
-                    orphaned_watchers,
-                    watcher_hosts,
-                },
-            );
-        }
         analysis
             .namespaces
             .insert((pool.pool_id, ns.namespace.clone()), summary);
     }
+    for s in sample.images() {
+        let key = s.key();
+        let depth = clone_depth(sample, &key, &mut depths);
+        let mut flatten_reasons = parent_flatten_reasons(sample, s.image);
+        if depth.depth > settings.clone_depth_max {
+            flatten_reasons.insert(FlattenReason::CloneDepthExceeded);
+        }
+        if queued[&(key.pool_id, key.namespace.as_str())].contains(s.image.id.as_str()) {
+            flatten_reasons.insert(FlattenReason::FlattenQueued);
+        }
+        let findings = ImageFindings {
+            clone_depth: depth,
+            flatten_reasons,
+            watchers: watcher_findings(&s, &key, sample.started_at, judges),
+            locks: lock_findings(s.image, judges.hosts),
+        };
+        if let Some(summary) = analysis
+            .namespaces
+            .get_mut(&(key.pool_id, key.namespace.clone()))
+        {
+            summary.add(s.image, &findings);
+        }
+        analysis.images.insert(key, findings);
+    }
     analysis
+}
+
+/// One finding per watcher of an image, in the cluster's order.
+fn watcher_findings(
+    s: &SampledImage<'_>,
+    key: &ImageKey,
+    now: f64,
+    judges: &Judges<'_>,
+) -> Vec<WatcherFinding> {
+    s.image
+        .watchers
+        .iter()
+        .map(|w| {
+            let host = judges.hosts.host(w.ip());
+            let ctx = WatcherContext {
+                pool: &s.pool.name,
+                namespace: &s.namespace.namespace,
+                image: s.image,
+                watcher: w,
+                host: host.as_ref(),
+            };
+            let verdict = judges
+                .classifiers
+                .iter()
+                .find_map(|c| c.classify(&ctx))
+                .unwrap_or(Verdict::Legitimate);
+            let first_seen = judges
+                .first_seen
+                .get(&WatcherKey {
+                    image: key.clone(),
+                    watcher: w.clone(),
+                })
+                .copied()
+                .unwrap_or(now);
+            WatcherFinding {
+                watcher: w.clone(),
+                host,
+                verdict,
+                first_seen,
+            }
+        })
+        .collect()
+}
+
+/// One finding per lock of an image, in the cluster's order.
+fn lock_findings(image: &Image, hosts: &dyn HostLookup) -> Vec<LockFinding> {
+    image
+        .locks
+        .iter()
+        .map(|lock| LockFinding {
+            host: hosts.host(address_ip(&lock.address)),
+            stale: is_stale(lock, image),
+            lock: lock.clone(),
+        })
+        .collect()
 }
 
 /// Ids of images with a flatten task queued in this namespace.
@@ -361,33 +472,43 @@ fn queued_flatten_ids(ns: &NamespaceSample) -> HashSet<&str> {
         .collect()
 }
 
-/// Children per parent snapshot: v2 from the snapshots' child lists, v1 from
-/// every pool's `rbd_children` (children may sit in any pool).
-fn count_snapshot_children(sample: &Sample) -> HashMap<(ImageKey, u64), u64> {
-    let mut counts: HashMap<(ImageKey, u64), u64> = HashMap::new();
-    for (pool, ns) in sample.namespaces() {
-        for image in ns.images.values() {
-            for snap in image.snapshots.iter().filter(|s| !s.v2_children.is_empty()) {
-                let key = ImageKey {
-                    pool_id: pool.pool_id,
-                    namespace: ns.namespace.clone(),
-                    image_id: image.id.clone(),
-                };
-                *counts.entry((key, snap.id)).or_default() += snap.v2_children.len() as u64;
-            }
-        }
-        for link in &ns.v1_children {
-            // v1 clones only exist in the default namespace.
-            let key = ImageKey {
-                pool_id: link.parent_pool_id,
-                namespace: String::new(),
-                image_id: link.parent_image_id.clone(),
-            };
-            *counts.entry((key, link.parent_snap_id)).or_default() +=
-                link.child_image_ids.len() as u64;
+/// Children per parent snapshot: v2 from the snapshots' child lists, v1
+/// from every pool's `rbd_children` (children may sit in any pool). A v1
+/// clone lives in its parent's RBD namespace, so a v1 link names the
+/// parent in the namespace of the `rbd_children` object that holds it.
+fn snapshot_children(sample: &Sample) -> HashMap<(ImageKey, u64), Vec<ImageKey>> {
+    let mut children: HashMap<(ImageKey, u64), Vec<ImageKey>> = HashMap::new();
+    for s in sample.images() {
+        for snap in s
+            .image
+            .snapshots
+            .iter()
+            .filter(|s| !s.v2_children.is_empty())
+        {
+            children
+                .entry((s.key(), snap.id))
+                .or_default()
+                .extend(snap.v2_children.iter().map(ChildRef::image_key));
         }
     }
-    counts
+    for (pool, ns) in sample.namespaces() {
+        for link in &ns.v1_children {
+            let parent = ImageKey {
+                pool_id: link.parent_pool_id,
+                namespace: ns.namespace.clone(),
+                image_id: link.parent_image_id.clone(),
+            };
+            children
+                .entry((parent, link.parent_snap_id))
+                .or_default()
+                .extend(link.child_image_ids.iter().map(|id| ImageKey {
+                    pool_id: pool.pool_id,
+                    namespace: ns.namespace.clone(),
+                    image_id: id.clone(),
+                }));
+        }
+    }
+    children
 }
 
 /// Number of ancestors of `key`, following parents across pools. A chain
@@ -480,69 +601,20 @@ fn parent_flatten_reasons(sample: &Sample, image: &Image) -> BTreeSet<FlattenRea
     reasons
 }
 
-/// Locks whose holder no longer watches the image: an exclusive lock whose
-/// `auto <cookie>` matches no live watch, or an advisory lock whose locker's
-/// IP has no watch on the image.
-pub fn stale_locks(image: &Image) -> Vec<Lock> {
-    image
-        .locks
-        .iter()
-        .filter(|lock| {
-            let exclusive_cookie = match lock.kind {
-                LockKind::Exclusive => lock.watch_cookie(),
-                LockKind::Advisory => None,
-            };
-            match exclusive_cookie {
-                Some(cookie) => !image.watchers.iter().any(|w| w.cookie == cookie),
-                None => {
-                    let ip = crate::model::address_ip(&lock.address);
-                    !image.watchers.iter().any(|w| w.ip() == ip)
-                }
-            }
-        })
-        .cloned()
-        .collect()
-}
-
-/// Remembers when each watcher was first seen, across samples.
-#[derive(Debug, Default)]
-pub struct FirstSeen {
-    seen: HashMap<WatcherKey, f64>,
-}
-
-/// A watcher's identity: (pool, namespace, image, client, address, cookie).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct WatcherKey {
-    /// Image key.
-    pub image: ImageKey,
-    /// The watcher.
-    pub watcher: Watcher,
-}
-
-impl FirstSeen {
-    /// Records the watchers of a sample seen at `now`, forgets the ones that
-    /// are gone, and returns the first-seen time of every current watcher.
-    /// Pools whose sample failed keep their watchers' times.
-    pub fn update(&mut self, sample: &Sample, now: f64) -> HashMap<WatcherKey, f64> {
-        let mut current: HashMap<WatcherKey, f64> = HashMap::new();
-        for (pool, ns) in sample.namespaces() {
-            for image in ns.images.values() {
-                for w in &image.watchers {
-                    let key = WatcherKey {
-                        image: ImageKey {
-                            pool_id: pool.pool_id,
-                            namespace: ns.namespace.clone(),
-                            image_id: image.id.clone(),
-                        },
-                        watcher: w.clone(),
-                    };
-                    let t = self.seen.get(&key).copied().unwrap_or(now);
-                    current.insert(key, t);
-                }
-            }
+/// True when the lock's holder no longer watches the image: an exclusive
+/// lock whose `auto <cookie>` matches no live watch, or an advisory lock
+/// whose locker's IP has no watch on the image.
+pub fn is_stale(lock: &Lock, image: &Image) -> bool {
+    let exclusive_cookie = match lock.kind {
+        LockKind::Exclusive => lock.watch_cookie(),
+        LockKind::Advisory => None,
+    };
+    match exclusive_cookie {
+        Some(cookie) => !image.watchers.iter().any(|w| w.cookie == cookie),
+        None => {
+            let ip = address_ip(&lock.address);
+            !image.watchers.iter().any(|w| w.ip() == ip)
         }
-        self.seen = current.clone();
-        current
     }
 }
 
@@ -661,6 +733,21 @@ mod tests {
             namespace: String::new(),
             image_id: id.into(),
         }
+    }
+
+    /// Stale locks of one image.
+    fn stale_locks(image: &Image) -> usize {
+        image.locks.iter().filter(|l| is_stale(l, image)).count()
+    }
+
+    /// Analyses with these classifiers, no hosts, every watcher new.
+    fn judged(s: &Sample, classifiers: &[&dyn OrphanClassifier]) -> Analysis {
+        let judges = Judges {
+            hosts: &NoHosts,
+            classifiers,
+            first_seen: &FirstSeenTimes::default(),
+        };
+        analyse_with(s, &Settings::default(), &judges)
     }
 
     fn chain_sample(n: usize) -> Sample {
@@ -819,9 +906,9 @@ mod tests {
         let mut dead = image("b", "volume-crashed");
         dead.watchers.push(watcher(2, "10.0.0.1", 78));
         dead.locks.push(exclusive_lock(3, "10.0.0.1", 99));
-        assert!(stale_locks(&live).is_empty());
+        assert_eq!(stale_locks(&live), 0);
         assert_eq!(
-            stale_locks(&dead).len(),
+            stale_locks(&dead),
             1,
             "same IP but another cookie is still stale"
         );
@@ -831,11 +918,11 @@ mod tests {
     fn advisory_lock_is_stale_without_a_watch_from_its_ip() {
         let mut img = image("a", "volume-locked");
         img.locks.push(advisory_lock(5, "10.0.0.2", "stale-cookie"));
-        assert_eq!(stale_locks(&img).len(), 1);
+        assert_eq!(stale_locks(&img), 1);
         img.watchers.push(watcher(6, "10.0.0.2", 1));
-        assert!(stale_locks(&img).is_empty());
+        assert_eq!(stale_locks(&img), 0);
         img.watchers[0] = watcher(6, "10.0.0.3", 1);
-        assert_eq!(stale_locks(&img).len(), 1);
+        assert_eq!(stale_locks(&img), 1);
     }
 
     #[test]
@@ -861,14 +948,14 @@ mod tests {
         let s = sample(vec![(1, "volumes", vec![ns])]);
         let a = analyse(&s, &Settings::default());
         assert_eq!(
-            a.images[&key(1, "z")].orphaned_watchers[0].1,
+            a.images[&key(1, "z")].orphans().next().unwrap().1,
             OrphanReason::ImageDeleted
         );
         assert_eq!(
-            a.images[&key(1, "t")].orphaned_watchers[0].1,
+            a.images[&key(1, "t")].orphans().next().unwrap().1,
             OrphanReason::ImageTrashed
         );
-        assert!(a.images[&key(1, "f")].orphaned_watchers.is_empty());
+        assert!(a.images[&key(1, "f")].orphans().next().is_none());
         let sum = &a.namespaces[&(1, String::new())];
         assert_eq!(
             (
@@ -898,35 +985,23 @@ mod tests {
         let mut img = image("z", "volume-zombie.deleted");
         img.watchers.push(watcher(1, "10.0.0.1", 1));
         let s = sample(vec![(1, "volumes", vec![namespace("", vec![img])])]);
-        let a = analyse_with(
-            &s,
-            &Settings::default(),
-            &[&ImageStateClassifier, &EveryoneIsSuspect],
-            &NoHosts,
-        );
+        let a = judged(&s, &[&ImageStateClassifier, &EveryoneIsSuspect]);
         assert_eq!(
-            a.images[&key(1, "z")].orphaned_watchers[0].1,
+            a.images[&key(1, "z")].orphans().next().unwrap().1,
             OrphanReason::ImageDeleted
         );
-        let b = analyse_with(
-            &s,
-            &Settings::default(),
-            &[&EveryoneIsSuspect, &ImageStateClassifier],
-            &NoHosts,
-        );
+        let b = judged(&s, &[&EveryoneIsSuspect, &ImageStateClassifier]);
         assert_eq!(
-            b.images[&key(1, "z")].orphaned_watchers[0].1,
+            b.images[&key(1, "z")].orphans().next().unwrap().1,
             OrphanReason::ImageTrashed
         );
         // A legitimate verdict stops later classifiers.
-        let c = analyse_with(
-            &s,
-            &Settings::default(),
-            &[&Exempt, &ImageStateClassifier],
-            &NoHosts,
-        );
-        assert!(c.images[&key(1, "z")].orphaned_watchers.is_empty());
-        assert_eq!(c.images[&key(1, "z")].watcher_hosts, vec![None]);
+        let c = judged(&s, &[&Exempt, &ImageStateClassifier]);
+        assert!(c.images[&key(1, "z")].orphans().next().is_none());
+        let z = &c.images[&key(1, "z")];
+        assert_eq!(z.watchers.len(), 1);
+        assert_eq!(z.watchers[0].host, None);
+        assert_eq!(z.watchers[0].verdict, Verdict::Legitimate);
     }
 
     #[test]
@@ -959,26 +1034,5 @@ mod tests {
         ]);
         let a = analyse(&s, &Settings::default());
         assert_eq!(a.children_of(&key(1, "g"), &snap), 3);
-    }
-
-    #[test]
-    fn first_seen_is_kept_until_the_watcher_goes() {
-        let mut img = image("a", "a");
-        img.watchers.push(watcher(1, "10.0.0.1", 1));
-        let s1 = sample(vec![(1, "p", vec![namespace("", vec![img.clone()])])]);
-        let mut fs = FirstSeen::default();
-        let t1 = fs.update(&s1, 100.0);
-        assert_eq!(t1.values().copied().collect::<Vec<_>>(), vec![100.0]);
-        let t2 = fs.update(&s1, 160.0);
-        assert_eq!(t2.values().copied().collect::<Vec<_>>(), vec![100.0]);
-        img.watchers.clear();
-        let s2 = sample(vec![(1, "p", vec![namespace("", vec![img.clone()])])]);
-        assert!(fs.update(&s2, 220.0).is_empty());
-        img.watchers.push(watcher(1, "10.0.0.1", 1));
-        let s3 = sample(vec![(1, "p", vec![namespace("", vec![img])])]);
-        assert_eq!(
-            fs.update(&s3, 280.0).values().copied().collect::<Vec<_>>(),
-            vec![280.0]
-        );
     }
 }

@@ -1,5 +1,12 @@
-//! Command-line flags. Every flag has an environment twin.
+//! Command-line flags, in groups that each lower into the configuration of
+//! one part of the flow (cluster, sampling, web, attribution). Every flag has
+//! an environment twin.
 
+use crate::analysis::Settings;
+use crate::ceph::ConnectOptions;
+use crate::cycle::CycleConfig;
+use crate::metrics::RenderOptions;
+use crate::sampler::SampleConfig;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,6 +16,34 @@ use std::time::Duration;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ceph-rbd-exporter", version, about, long_about = None)]
 pub struct Cli {
+    /// How to reach the cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    /// What to sample, how often, and what to report.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+
+    /// Where and how to serve HTTP.
+    #[command(flatten)]
+    pub web: WebArgs,
+
+    /// Who holds the images: inventory, reverse DNS, attachment sources.
+    #[command(flatten)]
+    pub attribution: AttributionArgs,
+
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long = "log.level", env = "CEPH_RBD_EXPORTER_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"], global = true)]
+    pub log_level: String,
+
+    /// What to do; the default is to serve metrics.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// How to reach the cluster; lowers into [`ConnectOptions`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
     /// Path of ceph.conf.
     #[arg(
         long = "ceph.config",
@@ -32,6 +67,17 @@ pub struct Cli {
     #[arg(long = "ceph.op-timeout", env = "CEPH_RBD_EXPORTER_CEPH_OP_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
     pub ceph_op_timeout: Duration,
 
+    /// Most RADOS operations per second, mon commands and omap pages
+    /// included, spread evenly over the sample; default: no limit (only
+    /// `--ceph.max-inflight` bounds the load).
+    #[arg(long = "sample.max-ops-per-second", env = "CEPH_RBD_EXPORTER_SAMPLE_MAX_OPS_PER_SECOND", value_parser = parse_rate, global = true)]
+    pub sample_max_ops_per_second: Option<f64>,
+}
+
+/// What to sample, how often, and what to report; lowers into
+/// [`CycleConfig`].
+#[derive(Debug, Clone, clap::Args)]
+pub struct SamplingArgs {
     /// Most RADOS operations in flight at once.
     #[arg(long = "ceph.max-inflight", env = "CEPH_RBD_EXPORTER_CEPH_MAX_INFLIGHT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096), global = true)]
     pub ceph_max_inflight: u32,
@@ -40,12 +86,6 @@ pub struct Cli {
     /// `rbd` application enabled.
     #[arg(long = "pools", env = "CEPH_RBD_EXPORTER_POOLS", value_delimiter = ',', value_parser = parse_pool_name, global = true)]
     pub pools: Option<Vec<String>>,
-
-    /// Most RADOS operations per second, mon commands and omap pages
-    /// included, spread evenly over the sample; default: no limit (only
-    /// `--ceph.max-inflight` bounds the load).
-    #[arg(long = "sample.max-ops-per-second", env = "CEPH_RBD_EXPORTER_SAMPLE_MAX_OPS_PER_SECOND", value_parser = parse_rate, global = true)]
-    pub sample_max_ops_per_second: Option<f64>,
 
     /// How often to sample the cluster, e.g. `60s`, `5m`.
     #[arg(long = "sample.interval", env = "CEPH_RBD_EXPORTER_SAMPLE_INTERVAL", default_value = "60s", value_parser = parse_interval, global = true)]
@@ -69,7 +109,11 @@ pub struct Cli {
         global = true
     )]
     pub metrics_all_images: bool,
+}
 
+/// Where and how to serve HTTP.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebArgs {
     /// Address to serve HTTP on.
     #[arg(
         long = "web.listen-address",
@@ -91,11 +135,12 @@ pub struct Cli {
     /// Path that serves the metrics.
     #[arg(long = "web.telemetry-path", env = "CEPH_RBD_EXPORTER_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_path, global = true)]
     pub web_telemetry_path: String,
+}
 
-    /// Log level: error, warn, info, debug or trace.
-    #[arg(long = "log.level", env = "CEPH_RBD_EXPORTER_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"], global = true)]
-    pub log_level: String,
-
+/// Who holds the images: the inventory, reverse DNS and the attachment
+/// sources (`crate::app` builds the attributor from these).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AttributionArgs {
     /// YAML file mapping client IPs and CIDRs to host names and roles, and
     /// listing the networks clients may come from (see README).
     #[arg(
@@ -165,10 +210,38 @@ pub struct Cli {
     /// Timeout of each request to an attachment source, e.g. `20s`.
     #[arg(long = "attachments.timeout", env = "CEPH_RBD_EXPORTER_ATTACHMENTS_TIMEOUT", default_value = "20s", value_parser = parse_duration, global = true)]
     pub attachments_timeout: Duration,
+}
 
-    /// What to do; the default is to serve metrics.
-    #[command(subcommand)]
-    pub command: Option<Command>,
+impl ClusterArgs {
+    /// The connection options these flags ask for.
+    pub fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions {
+            conf_path: self.ceph_config.clone(),
+            user: self.ceph_user.clone(),
+            op_timeout: self.ceph_op_timeout,
+            max_ops_per_second: self.sample_max_ops_per_second,
+        }
+    }
+}
+
+impl SamplingArgs {
+    /// The cycle configuration these flags ask for.
+    pub fn cycle_config(&self) -> CycleConfig {
+        CycleConfig {
+            sample: SampleConfig {
+                pools: self.pools.clone(),
+                max_inflight: self.ceph_max_inflight as usize,
+            },
+            settings: Settings {
+                clone_depth_max: self.clone_depth_max,
+            },
+            render: RenderOptions {
+                all_images: self.metrics_all_images,
+                sample_interval_seconds: self.sample_interval.as_secs_f64(),
+            },
+            interval: self.sample_interval,
+        }
+    }
 }
 
 /// Subcommands.
@@ -342,10 +415,11 @@ mod tests {
             );
         }
         let ok = Cli::try_parse_from(["x", "--sample.max-ops-per-second", "0.5"]).unwrap();
-        assert_eq!(ok.sample_max_ops_per_second, Some(0.5));
+        assert_eq!(ok.cluster.sample_max_ops_per_second, Some(0.5));
         assert_eq!(
             Cli::try_parse_from(["x"])
                 .unwrap()
+                .cluster
                 .sample_max_ops_per_second,
             None
         );
@@ -394,7 +468,7 @@ mod tests {
         assert!(Cli::try_parse_from(["x", "--openstack.clouds-file", "c.yaml"]).is_err());
         let ok = Cli::try_parse_from(["x", "--pools", "volumes,images"]).unwrap();
         assert_eq!(
-            ok.pools,
+            ok.sampling.pools,
             Some(vec!["volumes".to_string(), "images".to_string()])
         );
     }

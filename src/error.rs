@@ -1,9 +1,11 @@
-//! The exporter's error type. `metric_label()` gives the stable `kind` label of
-//! `ceph_rbd_exporter_sample_errors_total`.
+//! The exporter's error type: bad configuration (flags, files, credentials),
+//! and failures reaching, reading or decoding the cluster. `metric_label()`
+//! gives the stable `kind` label of `ceph_rbd_exporter_sample_errors_total`.
 
 use crate::ceph::decode::DecodeError;
 
-/// Everything that can go wrong talking to the cluster.
+/// Everything that can go wrong configuring the exporter or talking to the
+/// cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The configuration given at start cannot work (unreadable ceph.conf,
@@ -70,11 +72,6 @@ impl Error {
             Error::MonCommand { .. } => "mon_command",
         }
     }
-
-    /// True for "no such object/pool": the thing went away during the sample.
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::Rados { code, .. } if *code == -libc_errno::ENOENT)
-    }
 }
 
 fn is_timeout(code: i32) -> bool {
@@ -89,8 +86,6 @@ pub mod libc_errno {
     pub const EPERM: i32 = 1;
     /// Access denied.
     pub const EACCES: i32 = 13;
-    /// Operation not supported.
-    pub const EOPNOTSUPP: i32 = 95;
     /// Timed out.
     pub const ETIMEDOUT: i32 = 110;
     /// Invalid argument.

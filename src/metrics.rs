@@ -1,44 +1,16 @@
-//! Renders a sample and its analysis as Prometheus text exposition.
+//! Render: a sample's analysis and the exporter's status as Prometheus text
+//! exposition.
 //!
 //! Rendering happens once per sample, not per scrape: /metrics serves the
-//! bytes rendered here.
+//! bytes rendered here. Per-watcher series come from the analysis'
+//! per-watcher findings as they are (host, first-seen time).
 
-use crate::analysis::{Analysis, WatcherKey};
-use crate::model::{ImageKey, Sample};
+use crate::analysis::Analysis;
+use crate::model::Sample;
+use crate::status::{ExporterStatus, SourceHealth};
 use prometheus::core::Collector;
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
-use std::collections::{BTreeMap, HashMap};
-
-/// The exporter's own state, carried across samples.
-#[derive(Debug, Clone, Default)]
-pub struct ExporterStatus {
-    /// Did the last sample reach the cluster.
-    pub up: bool,
-    /// Per pool name: duration of its last sample, in seconds.
-    pub sample_duration_seconds: BTreeMap<String, f64>,
-    /// Per pool name: Unix time of its last successful sample.
-    pub last_success_timestamp_seconds: BTreeMap<String, f64>,
-    /// Per (pool name, error kind): failed samples. The pool is `""` for
-    /// failures that are not about one pool (connecting, listing pools).
-    pub sample_errors_total: BTreeMap<(String, String), u64>,
-    /// Per attachment source name: its health.
-    pub sources: BTreeMap<String, SourceHealth>,
-}
-
-/// Health of one attachment source (OpenStack, Kubernetes, file).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SourceHealth {
-    /// Did the last fetch succeed.
-    pub up: bool,
-    /// Unix time of the last successful fetch (0 before the first).
-    pub last_success_timestamp_seconds: f64,
-    /// Failed fetches by error kind.
-    pub errors_total: BTreeMap<String, u64>,
-    /// Why the last fetch failed, if it did.
-    pub last_error: Option<String>,
-    /// Images the last good answer named.
-    pub images: u64,
-}
+use std::collections::BTreeMap;
 
 /// What to render besides the findings.
 #[derive(Debug, Clone, Default)]
@@ -76,13 +48,12 @@ const POOL_NS: &[&str] = &["pool", "namespace"];
 pub fn render(
     sample: Option<&Sample>,
     analysis: Option<&Analysis>,
-    first_seen: &HashMap<WatcherKey, f64>,
     status: &ExporterStatus,
     options: &RenderOptions,
 ) -> String {
     let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
     if let (Some(sample), Some(analysis)) = (sample, analysis) {
-        collectors.extend(sample_collectors(sample, analysis, first_seen, options));
+        collectors.extend(sample_collectors(sample, analysis, options));
     }
     collectors.extend(exporter_collectors(status, options));
 
@@ -100,7 +71,6 @@ pub fn render(
 fn sample_collectors(
     sample: &Sample,
     analysis: &Analysis,
-    first_seen: &HashMap<WatcherKey, f64>,
     options: &RenderOptions,
 ) -> Vec<Box<dyn Collector>> {
     let image_watchers = int_gauge(
@@ -225,89 +195,78 @@ fn sample_collectors(
     ];
 
     for (pool, ns) in sample.namespaces() {
-        let pool_name = pool.name.as_str();
-        let nsn = ns.namespace.as_str();
         if let Some(summary) = analysis
             .namespaces
             .get(&(pool.pool_id, ns.namespace.clone()))
         {
             for (g, value) in &pool_gauges {
-                g.with_label_values(&[pool_name, nsn]).set(value(summary));
+                g.with_label_values(&[pool.name.as_str(), &ns.namespace])
+                    .set(value(summary));
             }
         }
-        for image in ns.images.values() {
-            let key = ImageKey {
-                pool_id: pool.pool_id,
-                namespace: ns.namespace.clone(),
-                image_id: image.id.clone(),
-            };
-            let Some(findings) = analysis.images.get(&key) else {
-                continue;
-            };
-            let name = image.name.as_str();
-            let labels = [pool_name, nsn, name];
+    }
+    for s in sample.images() {
+        let key = s.key();
+        let Some(findings) = analysis.images.get(&key) else {
+            continue;
+        };
+        let (pool_name, nsn, name) = (
+            s.pool.name.as_str(),
+            s.namespace.namespace.as_str(),
+            s.image.name.as_str(),
+        );
+        let labels = [pool_name, nsn, name];
 
-            for snap in &image.snapshots {
-                let children = analysis.children_of(&key, snap);
-                if snap.protected || children > 0 || snap.is_trashed() {
-                    let l = [pool_name, nsn, name, snap.name.as_str()];
-                    snap_children.with_label_values(&l).set(children as i64);
-                    snap_protected
-                        .with_label_values(&l)
-                        .set(i64::from(snap.protected));
-                    snap_trashed
-                        .with_label_values(&l)
-                        .set(i64::from(snap.is_trashed()));
-                }
+        for snap in &s.image.snapshots {
+            let children = analysis.children_of(&key, snap);
+            if snap.protected || children > 0 || snap.is_trashed() {
+                let l = [pool_name, nsn, name, snap.name.as_str()];
+                snap_children.with_label_values(&l).set(children as i64);
+                snap_protected
+                    .with_label_values(&l)
+                    .set(i64::from(snap.protected));
+                snap_trashed
+                    .with_label_values(&l)
+                    .set(i64::from(snap.is_trashed()));
             }
+        }
 
-            if !options.all_images && findings.is_quiet(image) {
-                continue;
-            }
-            image_watchers
-                .with_label_values(&labels)
-                .set(image.watchers.len() as i64);
-            image_depth
-                .with_label_values(&labels)
-                .set(i64::from(findings.clone_depth.depth));
-            image_stale
-                .with_label_values(&labels)
-                .set(findings.stale_locks.len() as i64);
-            for reason in &findings.flatten_reasons {
-                image_flatten
-                    .with_label_values(&[pool_name, nsn, name, reason.label()])
-                    .set(1);
-            }
-            for (_, reason) in &findings.orphaned_watchers {
-                image_orphans
-                    .with_label_values(&[pool_name, nsn, name, reason.label()])
-                    .inc();
-            }
-            for (i, w) in image.watchers.iter().enumerate() {
-                let host = findings
-                    .watcher_hosts
-                    .get(i)
-                    .and_then(|h| h.as_ref())
-                    .map_or("", |h| h.name.as_str());
-                let l = [
-                    pool_name,
-                    nsn,
-                    name,
-                    w.client.as_str(),
-                    w.address.as_str(),
-                    host,
-                ];
-                watcher_info.with_label_values(&l).set(1);
-                let wk = WatcherKey {
-                    image: key.clone(),
-                    watcher: w.clone(),
-                };
-                let seen = first_seen.get(&wk).copied().unwrap_or(sample.started_at);
-                // Two watches from one client instance share labels: keep the older.
-                let g = watcher_first_seen.with_label_values(&l);
-                if g.get() == 0.0 || seen < g.get() {
-                    g.set(seen);
-                }
+        if !options.all_images && findings.is_quiet() {
+            continue;
+        }
+        image_watchers
+            .with_label_values(&labels)
+            .set(findings.watchers.len() as i64);
+        image_depth
+            .with_label_values(&labels)
+            .set(i64::from(findings.clone_depth.depth));
+        image_stale
+            .with_label_values(&labels)
+            .set(findings.stale_locks().count() as i64);
+        for reason in &findings.flatten_reasons {
+            image_flatten
+                .with_label_values(&[pool_name, nsn, name, reason.label()])
+                .set(1);
+        }
+        for (_, reason) in findings.orphans() {
+            image_orphans
+                .with_label_values(&[pool_name, nsn, name, reason.label()])
+                .inc();
+        }
+        for w in &findings.watchers {
+            let l = [
+                pool_name,
+                nsn,
+                name,
+                w.watcher.client.as_str(),
+                w.watcher.address.as_str(),
+                w.host_name(),
+            ];
+            watcher_info.with_label_values(&l).set(1);
+            // Two watches from one client instance share labels: keep the older.
+            let g = watcher_first_seen.with_label_values(&l);
+            if g.get() == 0.0 || w.first_seen < g.get() {
+                g.set(w.first_seen);
             }
         }
     }
@@ -468,7 +427,8 @@ fn source_collectors(sources: &BTreeMap<String, SourceHealth>) -> Vec<Box<dyn Co
 mod tests {
     use super::*;
     use crate::analysis::fixtures::*;
-    use crate::analysis::{FirstSeen, Settings};
+    use crate::analysis::{ImageStateClassifier, Judges, Settings, analyse_with};
+    use crate::first_seen::FirstSeen;
     use crate::model::*;
 
     fn golden_sample() -> Sample {
@@ -574,17 +534,16 @@ mod tests {
 
     fn render_golden(all_images: bool) -> String {
         let s = golden_sample();
-        let a = crate::analysis::analyse_with(
-            &s,
-            &Settings::default(),
-            &[&crate::analysis::ImageStateClassifier],
-            &OneHost,
-        );
         let fs = FirstSeen::default().update(&s, 1_699_999_000.0);
+        let judges = Judges {
+            hosts: &OneHost,
+            classifiers: &[&ImageStateClassifier],
+            first_seen: &fs,
+        };
+        let a = analyse_with(&s, &Settings::default(), &judges);
         render(
             Some(&s),
             Some(&a),
-            &fs,
             &golden_status(),
             &RenderOptions {
                 all_images,
@@ -645,7 +604,6 @@ mod tests {
         let out = render(
             None,
             None,
-            &HashMap::new(),
             &ExporterStatus::default(),
             &RenderOptions::default(),
         );

@@ -274,6 +274,17 @@ pub struct ChildRef {
     pub image_id: String,
 }
 
+impl ChildRef {
+    /// The child image's key.
+    pub fn image_key(&self) -> ImageKey {
+        ImageKey {
+            pool_id: self.pool_id,
+            namespace: self.namespace.clone(),
+            image_id: self.image_id.clone(),
+        }
+    }
+}
+
 /// One `rbd_children` entry: v1 clones in this pool of one parent snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct V1ChildLink {
@@ -315,6 +326,28 @@ pub struct QueuedTask {
     pub image_name: Option<String>,
 }
 
+/// One sampled image and where it lives, as [`Sample::images`] yields it.
+#[derive(Debug, Clone, Copy)]
+pub struct SampledImage<'a> {
+    /// Its pool.
+    pub pool: &'a PoolSample,
+    /// Its RBD namespace.
+    pub namespace: &'a NamespaceSample,
+    /// The image.
+    pub image: &'a Image,
+}
+
+impl SampledImage<'_> {
+    /// The image's key.
+    pub fn key(&self) -> ImageKey {
+        ImageKey {
+            pool_id: self.pool.pool_id,
+            namespace: self.namespace.namespace.clone(),
+            image_id: self.image.id.clone(),
+        }
+    }
+}
+
 impl Sample {
     /// Iterates over every successfully sampled namespace, with its pool.
     pub fn namespaces(&self) -> impl Iterator<Item = (&PoolSample, &NamespaceSample)> {
@@ -323,6 +356,18 @@ impl Sample {
                 .as_ref()
                 .map(|nss| nss.iter().map(move |ns| (p, ns)).collect::<Vec<_>>())
                 .unwrap_or_default()
+        })
+    }
+
+    /// Iterates over every image of every successfully sampled namespace
+    /// (trashed ones included; ancestors outside the sampled pools not).
+    pub fn images(&self) -> impl Iterator<Item = SampledImage<'_>> {
+        self.namespaces().flat_map(|(pool, namespace)| {
+            namespace.images.values().map(move |image| SampledImage {
+                pool,
+                namespace,
+                image,
+            })
         })
     }
 
@@ -343,8 +388,9 @@ impl Sample {
     /// Parents named by sampled images or known ancestors that are in
     /// neither.
     pub fn missing_parents(&self) -> Vec<ImageKey> {
-        let sampled = self.namespaces().flat_map(|(_, ns)| ns.images.values());
-        let mut missing: Vec<ImageKey> = sampled
+        let mut missing: Vec<ImageKey> = self
+            .images()
+            .map(|s| s.image)
             .chain(self.ancestors.values())
             .filter_map(|i| i.parent.as_ref().map(ParentRef::image_key))
             .filter(|k| self.image(k).is_none())

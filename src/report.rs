@@ -1,8 +1,10 @@
-//! A flat, name-resolved view of a sample and its analysis, for
-//! `ceph-rbd-exporter dump` and for comparing with the `rbd` CLI.
+//! `ceph-rbd-exporter dump`: every image of the shared view
+//! ([`crate::view`]) as flat JSON, with ids and raw header fields, for
+//! scripts and for comparing with the `rbd` CLI.
 
-use crate::analysis::{Analysis, CloneDepth, FlattenReason, HostLookup, OrphanReason};
-use crate::model::{ImageKey, LockKind, Sample, SnapshotNamespace};
+use crate::analysis::{CloneDepth, FlattenReason, LockFinding, OrphanReason, WatcherFinding};
+use crate::model::{LockKind, Sample, SnapshotNamespace};
+use crate::view::{ImageView, ParentLink, SnapshotView};
 use serde::Serialize;
 
 /// Everything known about one image, with names instead of ids.
@@ -120,114 +122,113 @@ pub struct SnapshotReport {
     pub v2_children: Vec<String>,
 }
 
-/// Builds the report of every image in the sample; `hosts` names the
-/// lockers' hosts (watchers' hosts come from the analysis).
-pub fn images(sample: &Sample, analysis: &Analysis, hosts: &dyn HostLookup) -> Vec<ImageReport> {
-    let mut out = Vec::new();
-    for (pool, ns) in sample.namespaces() {
-        for image in ns.images.values() {
-            let key = ImageKey {
-                pool_id: pool.pool_id,
-                namespace: ns.namespace.clone(),
-                image_id: image.id.clone(),
-            };
-            let Some(findings) = analysis.images.get(&key) else {
-                continue;
-            };
-            let parent = image.parent.as_ref().map(|p| {
-                let parent_image = sample.image(&p.image_key());
-                let snap =
-                    parent_image.and_then(|pi| pi.snapshots.iter().find(|s| s.id == p.snap_id));
-                ParentReport {
-                    pool: sample.pool_name(p.pool_id),
-                    namespace: p.namespace.clone(),
-                    image: parent_image.map(|i| i.name.clone()),
-                    image_id: p.image_id.clone(),
-                    snapshot: snap.map(|s| s.name.clone()),
-                    snap_id: p.snap_id,
-                    snapshot_trashed: snap.is_some_and(|s| s.is_trashed()),
-                    image_trashed: parent_image.is_some_and(|i| i.in_trash),
-                    overlap: p.overlap,
-                }
-            });
-            let watchers = image
+impl ImageReport {
+    /// The dump of one image.
+    pub fn new(view: &ImageView<'_>, sample: &Sample) -> ImageReport {
+        let image = view.image;
+        ImageReport {
+            pool: view.pool.clone(),
+            namespace: view.key.namespace.clone(),
+            image: image.name.clone(),
+            id: image.id.clone(),
+            in_trash: image.in_trash,
+            size: image.size,
+            order: image.order,
+            features: image.features,
+            op_features: image.op_features,
+            flags: image.flags,
+            parent: view.parents.first().map(ParentReport::new),
+            clone_depth: view.findings.clone_depth,
+            flatten_reasons: view.findings.flatten_reasons.iter().copied().collect(),
+            watchers: view
+                .findings
                 .watchers
                 .iter()
-                .enumerate()
-                .map(|(i, w)| {
-                    let host = findings.watcher_hosts.get(i).and_then(|h| h.as_ref());
-                    WatcherReport {
-                        client: w.client.clone(),
-                        address: w.address.clone(),
-                        cookie: w.cookie,
-                        host: host.map(|h| h.name.clone()),
-                        role: host.and_then(|h| h.role.clone()),
-                        orphan_reason: findings
-                            .orphaned_watchers
-                            .iter()
-                            .find(|(o, _)| o == w)
-                            .map(|(_, r)| *r),
-                    }
-                })
-                .collect();
-            let locks = image
-                .locks
-                .iter()
-                .map(|l| LockReport {
-                    kind: l.kind,
-                    locker: l.locker.clone(),
-                    cookie: l.cookie.clone(),
-                    address: l.address.clone(),
-                    host: hosts
-                        .host(crate::model::address_ip(&l.address))
-                        .map(|h| h.name),
-                    shared: l.shared,
-                    tag: l.tag.clone(),
-                    stale: findings.stale_locks.contains(l),
-                })
-                .collect();
-            let snapshots = image
+                .map(WatcherReport::new)
+                .collect(),
+            locks: view.findings.locks.iter().map(LockReport::new).collect(),
+            snapshots: view
                 .snapshots
                 .iter()
-                .map(|s| SnapshotReport {
-                    id: s.id,
-                    name: s.name.clone(),
-                    namespace: s.namespace.clone(),
-                    protected: s.protected,
-                    children: analysis.children_of(&key, s),
-                    v2_children: s
-                        .v2_children
-                        .iter()
-                        .map(|c| {
-                            format!(
-                                "{}/{}/{}",
-                                sample.pool_name(c.pool_id),
-                                c.namespace,
-                                c.image_id
-                            )
-                        })
-                        .collect(),
-                })
-                .collect();
-            out.push(ImageReport {
-                pool: pool.name.clone(),
-                namespace: ns.namespace.clone(),
-                image: image.name.clone(),
-                id: image.id.clone(),
-                in_trash: image.in_trash,
-                size: image.size,
-                order: image.order,
-                features: image.features,
-                op_features: image.op_features,
-                flags: image.flags,
-                parent,
-                clone_depth: findings.clone_depth,
-                flatten_reasons: findings.flatten_reasons.iter().copied().collect(),
-                watchers,
-                locks,
-                snapshots,
-            });
+                .map(|s| SnapshotReport::new(s, sample))
+                .collect(),
         }
     }
-    out
+}
+
+impl ParentReport {
+    fn new(link: &ParentLink<'_>) -> ParentReport {
+        let p = link.parent;
+        ParentReport {
+            pool: link.pool.clone(),
+            namespace: p.namespace.clone(),
+            image: link.image_name(),
+            image_id: p.image_id.clone(),
+            snapshot: link.snapshot.map(|s| s.name.clone()),
+            snap_id: p.snap_id,
+            snapshot_trashed: link.snapshot_trashed(),
+            image_trashed: link.image_trashed(),
+            overlap: p.overlap,
+        }
+    }
+}
+
+impl WatcherReport {
+    fn new(w: &WatcherFinding) -> WatcherReport {
+        WatcherReport {
+            client: w.watcher.client.clone(),
+            address: w.watcher.address.clone(),
+            cookie: w.watcher.cookie,
+            host: w.host.as_ref().map(|h| h.name.clone()),
+            role: w.host.as_ref().and_then(|h| h.role.clone()),
+            orphan_reason: w.orphan_reason(),
+        }
+    }
+}
+
+impl LockReport {
+    fn new(l: &LockFinding) -> LockReport {
+        LockReport {
+            kind: l.lock.kind,
+            locker: l.lock.locker.clone(),
+            cookie: l.lock.cookie.clone(),
+            address: l.lock.address.clone(),
+            host: l.host.as_ref().map(|h| h.name.clone()),
+            shared: l.lock.shared,
+            tag: l.lock.tag.clone(),
+            stale: l.stale,
+        }
+    }
+}
+
+impl SnapshotReport {
+    fn new(s: &SnapshotView<'_>, sample: &Sample) -> SnapshotReport {
+        let snap = s.snapshot;
+        SnapshotReport {
+            id: snap.id,
+            name: snap.name.clone(),
+            namespace: snap.namespace.clone(),
+            protected: snap.protected,
+            children: s.children.len() as u64,
+            v2_children: snap
+                .v2_children
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{}/{}/{}",
+                        sample.pool_name(c.pool_id),
+                        c.namespace,
+                        c.image_id
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The dump of every image in the sample.
+pub fn images(sample: &Sample, analysis: &crate::analysis::Analysis) -> Vec<ImageReport> {
+    crate::view::images(sample, analysis)
+        .map(|v| ImageReport::new(&v, sample))
+        .collect()
 }

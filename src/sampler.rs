@@ -1,16 +1,17 @@
-//! Samples the cluster: one pass over every selected pool and namespace with
-//! bounded concurrency, and the periodic loop that publishes the result.
+//! Sample: reads the cluster into a [`Sample`]. One pass over every
+//! selected pool and RBD namespace with bounded concurrency, then the clone
+//! chains followed out of the sampled pools. Nothing here judges, renders
+//! or remembers: the cycle (`crate::cycle`) does that with what this
+//! returns.
 
-use crate::analysis::{self, Analysis, FirstSeen, Settings};
-use crate::attribution::{Attribution, Attributor};
 use crate::ceph::{Conn, ImageHeader, PoolInfo};
+use crate::clock::now_unix;
 use crate::error::Error;
-use crate::metrics::{self, ExporterStatus, RenderOptions};
 use crate::model::{Image, Location, NamespaceSample, PoolSample, Sample, SampleError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{Semaphore, watch};
+use std::time::Instant;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 /// What to sample and how hard.
@@ -21,14 +22,6 @@ pub struct SampleConfig {
     pub pools: Option<Vec<String>>,
     /// Most RADOS operations in flight at once, across all pools.
     pub max_inflight: usize,
-}
-
-/// Seconds since the Unix epoch.
-pub fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 fn sample_error(e: &Error) -> SampleError {
@@ -190,8 +183,29 @@ async fn sample_namespace<C: Conn>(
     limit: &Limit,
     skipped: &mut Vec<SampleError>,
 ) -> Result<NamespaceSample, Error> {
-    // The four per-namespace objects, read concurrently, each read holding
-    // its own permit (with --ceph.max-inflight below 4 they take turns).
+    let (mut ns, directory) = namespace_objects(conn, &loc, limit).await?;
+    // Trashed images still have headers; the trash entry wins if an image
+    // moves during the sample, so no image is listed twice.
+    let mut wanted: BTreeMap<String, (String, bool)> = directory
+        .into_iter()
+        .map(|(id, name)| (id, (name, false)))
+        .collect();
+    for t in ns.trash.values() {
+        wanted.insert(t.id.clone(), (t.name.clone(), true));
+    }
+    ns.images = read_images(conn, &loc, limit, wanted, skipped).await?;
+    Ok(ns)
+}
+
+/// The four per-namespace objects (`rbd_directory`, `rbd_trash`,
+/// `rbd_children`, `rbd_task`), read concurrently, each read holding its
+/// own permit (with --ceph.max-inflight below 4 they take turns). Gives
+/// the namespace without its images, and the directory's (id, name) pairs.
+async fn namespace_objects<C: Conn>(
+    conn: &Arc<C>,
+    loc: &Location,
+    limit: &Limit,
+) -> Result<(NamespaceSample, Vec<(String, String)>), Error> {
     let permit = || async {
         limit
             .permits
@@ -202,67 +216,55 @@ async fn sample_namespace<C: Conn>(
     let (directory, trash, v1_children, tasks) = tokio::try_join!(
         async {
             let _p = permit().await;
-            conn.directory(&loc).await
+            conn.directory(loc).await
         },
         async {
             let _p = permit().await;
-            conn.trash(&loc).await
+            conn.trash(loc).await
         },
         async {
             let _p = permit().await;
-            conn.v1_children(&loc).await
+            conn.v1_children(loc).await
         },
         async {
             let _p = permit().await;
-            conn.tasks(&loc).await
+            conn.tasks(loc).await
         },
     )?;
-    let mut ns = NamespaceSample {
+    let ns = NamespaceSample {
         namespace: loc.namespace.clone(),
         trash: trash.into_iter().map(|t| (t.id.clone(), t)).collect(),
         v1_children,
         tasks,
         ..Default::default()
     };
-    // Trashed images still have headers; the trash entry wins if an image
-    // moves during the sample, so no image is listed twice.
-    let mut wanted: BTreeMap<String, (String, bool)> = directory
-        .into_iter()
-        .map(|(id, name)| (id, (name, false)))
-        .collect();
-    for t in ns.trash.values() {
-        wanted.insert(t.id.clone(), (t.name.clone(), true));
-    }
+    Ok((ns, directory))
+}
 
-    // One task per image, at most `limit` in flight. The first hard error
-    // (a timeout, say) stops the namespace: no further image is started
-    // instead of letting every remaining image time out in turn. Reads
-    // already sent are waited for, not abandoned: an abandoned read would
-    // give its permit back while still in flight, and the next namespace
-    // could then exceed --ceph.max-inflight against a struggling cluster.
-    // Each is bounded by the op timeout, and they were sent before the
-    // error came back, so this adds at most one op timeout.
-    let mut reads = JoinSet::new();
+/// One image read's outcome, as its task returns it.
+type ImageRead = (String, Result<Option<Image>, Error>);
+
+/// Reads the `wanted` images (id -> name, in trash), at most `limit` in
+/// flight. The first hard error (a timeout, say) stops the namespace: no
+/// further image is started instead of letting every remaining image time
+/// out in turn. Reads already sent are waited for, not abandoned: an
+/// abandoned read would give its permit back while still in flight, and
+/// the next namespace could then exceed --ceph.max-inflight against a
+/// struggling cluster. Each is bounded by the op timeout, and they were
+/// sent before the error came back, so this adds at most one op timeout.
+async fn read_images<C: Conn>(
+    conn: &Arc<C>,
+    loc: &Location,
+    limit: &Limit,
+    wanted: BTreeMap<String, (String, bool)>,
+    skipped: &mut Vec<SampleError>,
+) -> Result<BTreeMap<String, Image>, Error> {
+    let mut images = BTreeMap::new();
+    let mut reads: JoinSet<ImageRead> = JoinSet::new();
     let mut first_error: Option<Error> = None;
-    let mut absorb =
-        |joined: Result<(String, Result<Option<Image>, Error>), tokio::task::JoinError>,
-         first_error: &mut Option<Error>| {
-            let Ok((id, result)) = joined else { return };
-            match result {
-                Ok(Some(image)) => {
-                    ns.images.insert(id, image);
-                }
-                // Removed during the sample.
-                Ok(None) => {}
-                Err(e @ Error::Decode { .. }) => skipped.push(sample_error(&e)),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        };
     for (id, (name, in_trash)) in wanted {
         while let Some(joined) = reads.try_join_next() {
-            absorb(joined, &mut first_error);
+            absorb(joined, &mut images, skipped, &mut first_error);
         }
         if first_error.is_some() {
             break;
@@ -282,11 +284,32 @@ async fn sample_namespace<C: Conn>(
         });
     }
     while let Some(joined) = reads.join_next().await {
-        absorb(joined, &mut first_error);
+        absorb(joined, &mut images, skipped, &mut first_error);
     }
     match first_error {
         Some(e) => Err(e),
-        None => Ok(ns),
+        None => Ok(images),
+    }
+}
+
+/// Files one finished image read: the image, nothing (removed during the
+/// sample), a skipped image (undecodable), or the namespace's first error.
+fn absorb(
+    joined: Result<ImageRead, tokio::task::JoinError>,
+    images: &mut BTreeMap<String, Image>,
+    skipped: &mut Vec<SampleError>,
+    first_error: &mut Option<Error>,
+) {
+    let Ok((id, result)) = joined else { return };
+    match result {
+        Ok(Some(image)) => {
+            images.insert(id, image);
+        }
+        Ok(None) => {}
+        Err(e @ Error::Decode { .. }) => skipped.push(sample_error(&e)),
+        Err(e) => {
+            first_error.get_or_insert(e);
+        }
     }
 }
 
@@ -334,250 +357,6 @@ async fn read_image<C: Conn>(
         locks,
         snapshots,
     }))
-}
-
-/// What /metrics and / serve: rebuilt after every sample, swapped atomically.
-#[derive(Debug, Default)]
-pub struct Published {
-    /// Rendered exposition text.
-    pub metrics: bytes::Bytes,
-    /// The sample behind it (pools that failed keep their last good data).
-    pub sample: Option<Arc<Sample>>,
-    /// Its analysis.
-    pub analysis: Option<Arc<Analysis>>,
-    /// Exporter status at the time of rendering.
-    pub status: ExporterStatus,
-    /// Unix time of the last sample attempt.
-    pub last_attempt: f64,
-    /// Why the last attempt failed, if it did.
-    pub last_error: Option<String>,
-}
-
-/// The sampling loop's state across samples.
-pub struct Sampler {
-    /// What to sample.
-    pub config: SampleConfig,
-    /// Analysis settings.
-    pub settings: Settings,
-    /// Rendering options.
-    pub render: RenderOptions,
-    status: ExporterStatus,
-    first_seen: FirstSeen,
-    /// First-seen time of every watcher in `last`.
-    first_seen_times: std::collections::HashMap<analysis::WatcherKey, f64>,
-    last: Option<Arc<Sample>>,
-    /// Hosts, inventory and attachment sources; `None` without any.
-    attributor: Option<Arc<Attributor>>,
-    /// What the last analysis used.
-    attribution: Arc<Attribution>,
-}
-
-impl Sampler {
-    /// A sampler with nothing sampled yet.
-    pub fn new(config: SampleConfig, settings: Settings, render: RenderOptions) -> Self {
-        Sampler {
-            config,
-            settings,
-            render,
-            status: ExporterStatus::default(),
-            first_seen: FirstSeen::default(),
-            first_seen_times: Default::default(),
-            last: None,
-            attributor: None,
-            attribution: Arc::new(Attribution::default()),
-        }
-    }
-
-    /// Attributes watchers to hosts and judges them with `attributor`.
-    pub fn with_attributor(mut self, attributor: Arc<Attributor>) -> Self {
-        self.attributor = Some(attributor);
-        self
-    }
-
-    /// The attribution the last analysis used.
-    pub fn attribution(&self) -> Arc<Attribution> {
-        self.attribution.clone()
-    }
-
-    /// What to publish before the first sample.
-    pub fn initial(&self) -> Published {
-        self.publish(None)
-    }
-
-    /// Records a failure to reach the cluster at all.
-    pub fn record_unreachable(&mut self, e: &Error) -> Published {
-        self.status.up = false;
-        *self
-            .status
-            .sample_errors_total
-            .entry((String::new(), e.metric_label().to_string()))
-            .or_default() += 1;
-        self.publish(Some(e.to_string()))
-    }
-
-    /// Takes one sample and returns what to publish.
-    pub async fn step<C: Conn>(&mut self, conn: &Arc<C>) -> Published {
-        match sample_once(conn, &self.config).await {
-            Err(e) => {
-                tracing::warn!(error = %e, "sample failed: cannot list pools");
-                self.record_unreachable(&e)
-            }
-            Ok((sample, unknown)) => {
-                for name in &unknown {
-                    tracing::warn!(pool = %name, "pool named in --pools does not exist");
-                    *self
-                        .status
-                        .sample_errors_total
-                        .entry((name.clone(), "unknown_pool".into()))
-                        .or_default() += 1;
-                }
-                let error = self.absorb(sample);
-                if let (Some(attributor), Some(last)) = (&self.attributor, &self.last) {
-                    self.attribution = Arc::new(attributor.attribution(last).await);
-                }
-                self.publish(error)
-            }
-        }
-    }
-
-    /// Merges a new sample into the published one: failed pools keep their
-    /// last good data, and their failure is counted.
-    fn absorb(&mut self, mut sample: Sample) -> Option<String> {
-        let mut errors = Vec::new();
-        let mut any_ok = sample.pools.is_empty();
-        for pool in sample.pools.values_mut() {
-            self.status
-                .sample_duration_seconds
-                .insert(pool.name.clone(), pool.duration_seconds);
-            for s in &pool.skipped {
-                tracing::warn!(pool = %pool.name, error = %s.message, "image skipped");
-                *self
-                    .status
-                    .sample_errors_total
-                    .entry((pool.name.clone(), s.kind.clone()))
-                    .or_default() += 1;
-            }
-            match &pool.outcome {
-                Ok(_) => {
-                    any_ok = true;
-                    self.status
-                        .last_success_timestamp_seconds
-                        .insert(pool.name.clone(), sample.finished_at);
-                }
-                Err(e) => {
-                    tracing::warn!(pool = %pool.name, error = %e.message, "pool sample failed");
-                    errors.push(format!("{}: {}", pool.name, e.message));
-                    *self
-                        .status
-                        .sample_errors_total
-                        .entry((pool.name.clone(), e.kind.clone()))
-                        .or_default() += 1;
-                    let previous = self
-                        .last
-                        .as_ref()
-                        .and_then(|l| l.pools.get(&pool.pool_id))
-                        .filter(|p| p.outcome.is_ok());
-                    if let Some(prev) = previous {
-                        pool.outcome = prev.outcome.clone();
-                    }
-                }
-            }
-        }
-        // Pools that went away stop being reported.
-        let present: Vec<String> = sample.pools.values().map(|p| p.name.clone()).collect();
-        self.status
-            .sample_duration_seconds
-            .retain(|k, _| present.contains(k));
-        self.status
-            .last_success_timestamp_seconds
-            .retain(|k, _| present.contains(k));
-        self.status.up = any_ok;
-        self.first_seen_times = self.first_seen.update(&sample, sample.started_at);
-        self.last = Some(Arc::new(sample));
-        (!errors.is_empty()).then(|| errors.join("; "))
-    }
-
-    fn publish(&self, last_error: Option<String>) -> Published {
-        let now = now_unix();
-        let mut status = self.status.clone();
-        if let Some(attributor) = &self.attributor {
-            status.sources = attributor.health();
-        }
-        let analysis = self
-            .last
-            .as_ref()
-            .map(|s| Arc::new(self.attribution.analyse(s, &self.settings)));
-        let body = metrics::render(
-            self.last.as_deref(),
-            analysis.as_deref(),
-            &self.first_seen_times,
-            &status,
-            &self.render,
-        );
-        Published {
-            metrics: bytes::Bytes::from(body),
-            sample: self.last.clone(),
-            analysis,
-            status,
-            last_attempt: now,
-            last_error,
-        }
-    }
-
-    /// Samples forever (until `shutdown`), publishing after every attempt.
-    /// `connect` is retried until it succeeds; the cluster being down is
-    /// never fatal here.
-    pub async fn run<C, F, Fut>(
-        mut self,
-        interval: Duration,
-        mut conn: Option<Arc<C>>,
-        mut connect: F,
-        publish: watch::Sender<Arc<Published>>,
-        mut shutdown: watch::Receiver<bool>,
-    ) where
-        C: Conn,
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<Arc<C>, Error>>,
-    {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            if conn.is_none() {
-                match connect().await {
-                    Ok(c) => {
-                        tracing::info!("connected to the cluster");
-                        conn = Some(c);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot reach the cluster; will retry");
-                        let _ = publish.send(Arc::new(self.record_unreachable(&e)));
-                        continue;
-                    }
-                }
-            }
-            let Some(c) = conn.as_ref() else { continue };
-            let t0 = Instant::now();
-            let ops_before = c.ops_sent();
-            let published = tokio::select! {
-                p = self.step(c) => p,
-                _ = shutdown.changed() => return,
-            };
-            let images = published.sample.as_ref().map_or(0, |s| {
-                s.namespaces().map(|(_, ns)| ns.images.len()).sum::<usize>()
-            });
-            tracing::debug!(
-                seconds = t0.elapsed().as_secs_f64(),
-                ops = c.ops_sent() - ops_before,
-                images,
-                "sample done"
-            );
-            let _ = publish.send(Arc::new(published));
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! HTTP: /metrics (pre-rendered), a landing page and /healthz. A scrape never
 //! touches the cluster.
 
-use crate::sampler::{Published, now_unix};
+use crate::clock::now_unix;
+use crate::cycle::Published;
 use crate::webconfig::WebConfig;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -225,9 +226,9 @@ fn html_escape(s: &str) -> String {
 fn landing_page(p: &Published, metrics_path: &str) -> String {
     let mut rows = String::new();
     let mut totals = [0u64; 6];
-    if let (Some(sample), Some(analysis)) = (&p.sample, &p.analysis) {
-        for ((pool_id, ns), s) in &analysis.namespaces {
-            let pool = sample.pool_name(*pool_id);
+    if let Some(a) = &p.analysed {
+        for ((pool_id, ns), s) in &a.analysis.namespaces {
+            let pool = a.sample.pool_name(*pool_id);
             let name = if ns.is_empty() {
                 pool
             } else {
@@ -255,7 +256,7 @@ fn landing_page(p: &Published, metrics_path: &str) -> String {
             }
         }
     }
-    let last = match &p.sample {
+    let last = match p.analysed.as_ref().map(|a| &a.sample) {
         Some(s) => format!(
             "Last sample finished {:.0} s ago and took {:.2} s.",
             (now_unix() - s.finished_at).max(0.0),

@@ -2,7 +2,7 @@
 //! slowloris, oversized requests, too many connections and unknown methods
 //! must not disturb /metrics for well-behaved scrapers.
 
-use ceph_rbd_exporter::sampler::Published;
+use ceph_rbd_exporter::cycle::Published;
 use ceph_rbd_exporter::server::{self, ServerConfig};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

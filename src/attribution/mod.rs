@@ -1,17 +1,22 @@
-//! Who holds an image: watcher addresses attributed to hosts (inventory,
-//! orchestrator node lists, reverse DNS), and orphan verdicts from
-//! comparing that with where the attachment sources say images belong.
+//! Attribute: who holds an image. Watcher and locker addresses are
+//! attributed to hosts (inventory, orchestrator node lists, reverse DNS),
+//! and orphan verdicts come from comparing that with where the attachment
+//! sources say images belong. The [`Attributor`] lives as long as the
+//! exporter (sources, their health, the reverse-DNS cache); each cycle asks
+//! it for an [`Attribution`], a fixed picture that analysis judges with.
 
 pub mod inventory;
 pub mod rdns;
 
 use crate::analysis::{
-    self, Analysis, Host, HostLookup, ImageStateClassifier, OrphanClassifier, OrphanReason,
+    self, Analysis, Host, HostLookup, ImageStateClassifier, Judges, OrphanClassifier, OrphanReason,
     Settings, Verdict, WatcherContext,
 };
-use crate::metrics::SourceHealth;
+use crate::clock::{Every, now_unix};
+use crate::first_seen::FirstSeenTimes;
 use crate::model::{Sample, address_ip};
 use crate::sources::{AttachmentReport, AttachmentSource, Expectation, ImageRef, SourceError};
+use crate::status::SourceHealth;
 use inventory::Inventory;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -45,18 +50,19 @@ impl Attribution {
     /// Analyses a sample with every verdict this attribution can give:
     /// infrastructure hosts first (never orphans), then the image's own
     /// state (deleted, trashed), then the attachment sources and inventory.
-    pub fn analyse(&self, sample: &Sample, settings: &Settings) -> Analysis {
-        analysis::analyse_with(
-            sample,
-            settings,
-            &[&Infrastructure(self), &ImageStateClassifier, self],
-            self,
-        )
-    }
-
-    /// The host behind an address as Ceph prints it (`10.0.0.5:0/123`).
-    pub fn host_of_address(&self, address: &str) -> Option<Host> {
-        self.host(address_ip(address))
+    /// `first_seen` holds the first-seen times of watchers seen before.
+    pub fn analyse(
+        &self,
+        sample: &Sample,
+        settings: &Settings,
+        first_seen: &FirstSeenTimes,
+    ) -> Analysis {
+        let judges = Judges {
+            hosts: self,
+            classifiers: &[&Infrastructure(self), &ImageStateClassifier, self],
+            first_seen,
+        };
+        analysis::analyse_with(sample, settings, &judges)
     }
 
     /// Every healthy source's opinion on an image, most specific match
@@ -241,9 +247,13 @@ struct SourceStates {
 /// Builds [`Attribution`]s: holds the inventory, the sources and the
 /// reverse DNS cache for the exporter's lifetime.
 pub struct Attributor {
+    /// The `--watchers.inventory` file (empty without one).
     inventory: Arc<Inventory>,
-    sources: Vec<Box<dyn AttachmentSource>>,
+    /// The configured attachment sources.
+    sources: Vec<Arc<dyn AttachmentSource>>,
+    /// Their latest answers and health.
     states: Mutex<SourceStates>,
+    /// Reverse DNS, with `--watchers.reverse-dns`.
     rdns: Option<NameResolver>,
     /// Most time reverse DNS may add to a sample.
     rdns_budget: Duration,
@@ -263,7 +273,7 @@ impl Attributor {
             .collect();
         Attributor {
             inventory: Arc::new(inventory),
-            sources,
+            sources: sources.into_iter().map(Arc::from).collect(),
             states: Mutex::new(SourceStates {
                 reports: BTreeMap::new(),
                 health,
@@ -273,20 +283,26 @@ impl Attributor {
         }
     }
 
-    /// True when any attachment source is configured.
-    pub fn has_sources(&self) -> bool {
-        !self.sources.is_empty()
-    }
-
     /// Fetches every source once, concurrently, and records the outcome.
     /// A failed source drops out of the verdicts until it answers again.
     pub async fn refresh(&self, now: f64) {
-        let fetches = self.sources.iter().map(|s| async move {
-            let result = s.fetch().await;
-            (s.name(), result)
-        });
-        let results: Vec<(&'static str, Result<AttachmentReport, SourceError>)> =
-            futures_join_all(fetches).await;
+        let mut fetches = tokio::task::JoinSet::new();
+        for s in &self.sources {
+            let s = s.clone();
+            fetches.spawn(async move {
+                let result = s.fetch().await;
+                (s.name(), result)
+            });
+        }
+        let mut results: Vec<(&'static str, Result<AttachmentReport, SourceError>)> = Vec::new();
+        while let Some(joined) = fetches.join_next().await {
+            match joined {
+                Ok(r) => results.push(r),
+                // A bug in a source must not stop the others; it keeps its
+                // last state.
+                Err(e) => tracing::error!(error = %e, "attachment source fetch panicked"),
+            }
+        }
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
         for (name, result) in results {
             let health = states.health.entry(name).or_default();
@@ -359,21 +375,15 @@ impl Attributor {
     pub async fn refresh_loop(
         self: Arc<Self>,
         interval: Duration,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         if self.sources.is_empty() {
             return;
         }
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            tokio::select! {
-                _ = self.refresh(crate::sampler::now_unix()) => {}
-                _ = shutdown.changed() => return,
+        let mut every = Every::new(interval, shutdown);
+        while every.tick().await {
+            if every.run(self.refresh(now_unix())).await.is_none() {
+                return;
             }
         }
     }
@@ -383,58 +393,29 @@ impl Attributor {
 /// does not already name: the ones worth a reverse lookup.
 fn client_ips(sample: &Sample, inventory: &Inventory) -> Vec<IpAddr> {
     let mut ips = BTreeSet::new();
-    for (_, ns) in sample.namespaces() {
-        for image in ns.images.values() {
-            let addresses = image
-                .watchers
-                .iter()
-                .map(|w| w.address.as_str())
-                .chain(image.locks.iter().map(|l| l.address.as_str()));
-            for a in addresses {
-                if let Ok(ip) = address_ip(a).parse::<IpAddr>()
-                    && inventory.lookup(ip).is_none()
-                {
-                    ips.insert(ip);
-                }
+    for s in sample.images() {
+        let addresses = s
+            .image
+            .watchers
+            .iter()
+            .map(|w| w.address.as_str())
+            .chain(s.image.locks.iter().map(|l| l.address.as_str()));
+        for a in addresses {
+            if let Ok(ip) = address_ip(a).parse::<IpAddr>()
+                && inventory.lookup(ip).is_none()
+            {
+                ips.insert(ip);
             }
         }
     }
     ips.into_iter().collect()
 }
 
-/// Awaits futures concurrently, keeping their order (a tiny `join_all`, to
-/// avoid a dependency for one call).
-async fn futures_join_all<F, T>(futures: impl IntoIterator<Item = F>) -> Vec<T>
-where
-    F: std::future::Future<Output = T>,
-{
-    let mut set: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut out: Vec<Option<T>> = set.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, f) in set.iter_mut().enumerate() {
-            if out[i].is_none() {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => out[i] = Some(v),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    out.into_iter().flatten().collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::analysis::fixtures::*;
-    use crate::model::{ImageKey, Sample};
+    use crate::model::Sample;
     use crate::sources::BoxFuture;
 
     const INVENTORY: &str = "
@@ -547,24 +528,15 @@ hosts:
 
     /// The verdict on every watcher, as `image ip -> reason label`.
     fn verdicts(a: &Attribution, s: &Sample) -> BTreeMap<String, String> {
-        let analysis = a.analyse(s, &Settings::default());
+        let analysis = a.analyse(s, &Settings::default(), &FirstSeenTimes::default());
         let mut out = BTreeMap::new();
-        for (pool, ns) in s.namespaces() {
-            for img in ns.images.values() {
-                let key = ImageKey {
-                    pool_id: pool.pool_id,
-                    namespace: ns.namespace.clone(),
-                    image_id: img.id.clone(),
-                };
-                let f = &analysis.images[&key];
-                for w in &img.watchers {
-                    let reason = f
-                        .orphaned_watchers
-                        .iter()
-                        .find(|(o, _)| o == w)
-                        .map_or("-", |(_, r)| r.label());
-                    out.insert(format!("{} {}", img.name, w.ip()), reason.to_string());
-                }
+        for img in s.images() {
+            for w in &analysis.images[&img.key()].watchers {
+                let reason = w.orphan_reason().map_or("-", |r| r.label());
+                out.insert(
+                    format!("{} {}", img.image.name, w.watcher.ip()),
+                    reason.to_string(),
+                );
             }
         }
         out
@@ -649,27 +621,18 @@ hosts:
         want.remove("csi-vol-1 10.0.2.22");
         assert_eq!(v, want);
 
-        let analysis = a.analyse(&s, &Settings::default());
+        let analysis = a.analyse(&s, &Settings::default(), &FirstSeenTimes::default());
         let reasons: Vec<(String, &str)> = s
-            .namespaces()
-            .flat_map(|(p, ns)| {
-                let analysis = &analysis;
-                ns.images
-                    .values()
-                    .filter(|i| i.name == "csi-vol-1")
-                    .map(move |i| {
-                        let key = ImageKey {
-                            pool_id: p.pool_id,
-                            namespace: ns.namespace.clone(),
-                            image_id: i.id.clone(),
-                        };
-                        let r = analysis.images[&key]
-                            .orphaned_watchers
-                            .iter()
-                            .find(|(w, _)| w.ip() == "10.0.2.22")
-                            .map_or("-", |(_, r)| r.label());
-                        (ns.namespace.clone(), r)
-                    })
+            .images()
+            .filter(|i| i.image.name == "csi-vol-1")
+            .map(|i| {
+                let r = analysis.images[&i.key()]
+                    .watchers
+                    .iter()
+                    .find(|w| w.watcher.ip() == "10.0.2.22")
+                    .and_then(|w| w.orphan_reason())
+                    .map_or("-", |r| r.label());
+                (i.namespace.namespace.clone(), r)
             })
             .collect();
         assert_eq!(
@@ -710,7 +673,7 @@ hosts:
         assert!(a.host("10.0.3.4").is_none());
         assert!(a.host("not-an-ip").is_none());
         assert_eq!(
-            a.host_of_address("10.0.1.11:0/3412345").unwrap().name,
+            a.host(address_ip("10.0.1.11:0/3412345")).unwrap().name,
             "compute-1"
         );
     }

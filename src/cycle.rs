@@ -1,0 +1,263 @@
+//! One sampling cycle, start to finish: **sample** the cluster
+//! (`crate::sampler`), **merge** it with the last good data of pools that
+//! failed, **attribute** the client addresses (`crate::attribution`),
+//! **analyse** (`crate::analysis`), **render** the exposition
+//! (`crate::metrics`) and **publish** the result for the HTTP server
+//! (`crate::server`) to serve until the next cycle. [`Cycle::run`] repeats
+//! it every `--sample.interval`; `dump` and `explain` run it once.
+
+use crate::analysis::{Analysis, Settings};
+use crate::attribution::{Attribution, Attributor};
+use crate::ceph::Conn;
+use crate::clock::{Every, now_unix};
+use crate::error::Error;
+use crate::first_seen::{FirstSeen, FirstSeenTimes};
+use crate::metrics::{self, RenderOptions};
+use crate::model::Sample;
+use crate::sampler::{self, SampleConfig};
+use crate::status::ExporterStatus;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Everything a cycle needs to know, from the flags.
+#[derive(Debug, Clone)]
+pub struct CycleConfig {
+    /// What to sample and how hard.
+    pub sample: SampleConfig,
+    /// Settings that change verdicts.
+    pub settings: Settings,
+    /// What to render besides the findings.
+    pub render: RenderOptions,
+    /// How often to cycle (`--sample.interval`).
+    pub interval: Duration,
+}
+
+/// A sample with everything concluded from it: what the pages, `dump` and
+/// `explain` read.
+#[derive(Debug, Default)]
+pub struct Analysed {
+    /// The sample (pools that failed keep their last good data).
+    pub sample: Arc<Sample>,
+    /// Its analysis.
+    pub analysis: Arc<Analysis>,
+    /// The hosts and attachments the analysis used.
+    pub attribution: Arc<Attribution>,
+}
+
+/// What /metrics and / serve: rebuilt after every cycle, swapped
+/// atomically.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// Rendered exposition text.
+    pub metrics: bytes::Bytes,
+    /// The last good sample and its analysis; `None` before the first.
+    pub analysed: Option<Arc<Analysed>>,
+    /// Exporter status at the time of rendering.
+    pub status: ExporterStatus,
+    /// Unix time of the last sample attempt.
+    pub last_attempt: f64,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+}
+
+/// The cycle's state across samples.
+pub struct Cycle {
+    /// What to sample, judge and render.
+    pub config: CycleConfig,
+    /// The exporter's own health.
+    status: ExporterStatus,
+    /// When each watcher was first seen.
+    first_seen: FirstSeen,
+    /// Hosts, inventory and attachment sources; `None` without any.
+    attributor: Option<Arc<Attributor>>,
+    /// The last analysed sample.
+    last: Option<Arc<Analysed>>,
+}
+
+impl Cycle {
+    /// A cycle with nothing sampled yet.
+    pub fn new(config: CycleConfig, attributor: Option<Arc<Attributor>>) -> Self {
+        Cycle {
+            config,
+            status: ExporterStatus::default(),
+            first_seen: FirstSeen::default(),
+            attributor,
+            last: None,
+        }
+    }
+
+    /// The attributor, if the flags asked for one.
+    pub fn attributor(&self) -> Option<&Arc<Attributor>> {
+        self.attributor.as_ref()
+    }
+
+    /// What to publish before the first sample.
+    pub fn initial(&self) -> Published {
+        self.publish(None)
+    }
+
+    /// Records a failure to reach the cluster at all.
+    pub fn record_unreachable(&mut self, e: &Error) -> Published {
+        self.status.up = false;
+        self.status.count_error("", e.metric_label());
+        self.publish(Some(e.to_string()))
+    }
+
+    /// Runs one cycle and returns what to publish.
+    pub async fn step<C: Conn>(&mut self, conn: &Arc<C>) -> Published {
+        let (sample, unknown) = match sampler::sample_once(conn, &self.config.sample).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "sample failed: cannot list pools");
+                return self.record_unreachable(&e);
+            }
+        };
+        for name in &unknown {
+            tracing::warn!(pool = %name, "pool named in --pools does not exist");
+            self.status.count_error(name, "unknown_pool");
+        }
+        let (sample, error) = self.merge(sample);
+        let first_seen = self.first_seen.update(&sample, sample.started_at);
+        let attribution = self.attribute(&sample).await;
+        self.last = Some(Arc::new(self.analyse(sample, attribution, &first_seen)));
+        self.publish(error)
+    }
+
+    /// Merges a new sample with the last one: failed pools keep their last
+    /// good data, and every pool's outcome is recorded in the status.
+    /// Returns the merged sample and what failed, if anything did.
+    fn merge(&mut self, mut sample: Sample) -> (Sample, Option<String>) {
+        let mut errors = Vec::new();
+        let mut any_ok = sample.pools.is_empty();
+        let last = self.last.as_ref().map(|l| &l.sample);
+        for pool in sample.pools.values_mut() {
+            self.status.record_pool(pool, sample.finished_at);
+            for s in &pool.skipped {
+                tracing::warn!(pool = %pool.name, error = %s.message, "image skipped");
+            }
+            let Err(e) = &pool.outcome else {
+                any_ok = true;
+                continue;
+            };
+            tracing::warn!(pool = %pool.name, error = %e.message, "pool sample failed");
+            errors.push(format!("{}: {}", pool.name, e.message));
+            let previous = last
+                .and_then(|l| l.pools.get(&pool.pool_id))
+                .filter(|p| p.outcome.is_ok());
+            if let Some(prev) = previous {
+                pool.outcome = prev.outcome.clone();
+            }
+        }
+        // Pools that went away stop being reported.
+        let present: Vec<&str> = sample.pools.values().map(|p| p.name.as_str()).collect();
+        self.status.keep_pools(&present);
+        self.status.up = any_ok;
+        (sample, (!errors.is_empty()).then(|| errors.join("; ")))
+    }
+
+    /// The hosts and attachments to judge `sample` with: the attributor's
+    /// (healthy sources and reverse DNS), or none.
+    async fn attribute(&self, sample: &Sample) -> Attribution {
+        match &self.attributor {
+            Some(a) => a.attribution(sample).await,
+            None => Attribution::default(),
+        }
+    }
+
+    /// Analyses the merged sample with its attribution.
+    fn analyse(
+        &self,
+        sample: Sample,
+        attribution: Attribution,
+        first_seen: &FirstSeenTimes,
+    ) -> Analysed {
+        let analysis = attribution.analyse(&sample, &self.config.settings, first_seen);
+        Analysed {
+            sample: Arc::new(sample),
+            analysis: Arc::new(analysis),
+            attribution: Arc::new(attribution),
+        }
+    }
+
+    /// Renders the last analysed sample with the current status.
+    fn publish(&self, last_error: Option<String>) -> Published {
+        let mut status = self.status.clone();
+        if let Some(attributor) = &self.attributor {
+            status.sources = attributor.health();
+        }
+        let body = metrics::render(
+            self.last.as_ref().map(|l| &*l.sample),
+            self.last.as_ref().map(|l| &*l.analysis),
+            &status,
+            &self.config.render,
+        );
+        Published {
+            metrics: bytes::Bytes::from(body),
+            analysed: self.last.clone(),
+            status,
+            last_attempt: now_unix(),
+            last_error,
+        }
+    }
+
+    /// Cycles every `--sample.interval` until `shutdown`, publishing after
+    /// every attempt. `connect` is retried until it succeeds; the cluster
+    /// being down is never fatal here.
+    pub async fn run<C, F, Fut>(
+        mut self,
+        mut conn: Option<Arc<C>>,
+        mut connect: F,
+        publish: watch::Sender<Arc<Published>>,
+        shutdown: watch::Receiver<bool>,
+    ) where
+        C: Conn,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Arc<C>, Error>>,
+    {
+        let mut every = Every::new(self.config.interval, shutdown);
+        while every.tick().await {
+            let Some(published) = every.run(self.attempt(&mut conn, &mut connect)).await else {
+                return;
+            };
+            let _ = publish.send(Arc::new(published));
+        }
+    }
+
+    /// One attempt of [`Cycle::run`]: connect if not connected, then a cycle.
+    async fn attempt<C, F, Fut>(&mut self, conn: &mut Option<Arc<C>>, connect: &mut F) -> Published
+    where
+        C: Conn,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Arc<C>, Error>>,
+    {
+        let c = match conn {
+            Some(c) => c.clone(),
+            None => match connect().await {
+                Ok(c) => {
+                    tracing::info!("connected to the cluster");
+                    conn.insert(c).clone()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach the cluster; will retry");
+                    return self.record_unreachable(&e);
+                }
+            },
+        };
+        let t0 = Instant::now();
+        let ops_before = c.ops_sent();
+        let published = self.step(&c).await;
+        let images = published
+            .analysed
+            .as_ref()
+            .map_or(0, |a| a.sample.images().count());
+        tracing::debug!(
+            seconds = t0.elapsed().as_secs_f64(),
+            ops = c.ops_sent() - ops_before,
+            images,
+            "sample done"
+        );
+        published
+    }
+}

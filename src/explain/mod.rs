@@ -1,0 +1,394 @@
+//! `ceph-rbd-exporter explain`: "why can't I delete this image, and who
+//! holds it?" in one screen. It is the shared per-image view
+//! ([`crate::view`]) with what stops `rbd rm` and the commands that would
+//! fix it on top, from the same sample and analysis the exporter serves.
+//! It prints the commands; it never runs them.
+
+mod commands;
+mod render;
+
+pub use commands::shell_quote;
+pub use render::{render_image, render_orphans};
+
+use crate::analysis::{CloneDepth, FlattenReason, Host, LockFinding, OrphanReason, WatcherFinding};
+use crate::attribution::SourceOpinion;
+use crate::cycle::Analysed;
+use crate::model::{ImageKey, LockKind, SnapshotNamespace};
+use crate::view::{self, ImageView, ParentLink, image_spec};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Everything `explain` says about one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageExplanation {
+    /// Pool name.
+    pub pool: String,
+    /// RBD namespace ("" for the default one).
+    pub namespace: String,
+    /// Image name (before trashing, for a trashed image).
+    pub image: String,
+    /// Image id (`rbd_header.<id>`).
+    pub id: String,
+    /// True when the image is in the trash.
+    pub in_trash: bool,
+    /// Provisioned size in bytes.
+    pub size: u64,
+    /// What the attachment sources say about it.
+    pub owners: Vec<SourceOpinion>,
+    /// Its watchers, each with host and verdict.
+    pub watchers: Vec<WatcherExplanation>,
+    /// Its locks.
+    pub locks: Vec<LockExplanation>,
+    /// Its ancestors, nearest first.
+    pub parent_chain: Vec<ChainLink>,
+    /// Clone depth.
+    pub clone_depth: CloneDepth,
+    /// Why it should be flattened.
+    pub flatten_reasons: Vec<FlattenReason>,
+    /// Its snapshots with their children.
+    pub snapshots: Vec<SnapshotExplanation>,
+    /// What stops `rbd rm` today, in plain words.
+    pub blockers: Vec<String>,
+    /// The commands that would fix it, in order. Never run by the exporter.
+    pub fixes: Vec<Fix>,
+}
+
+/// One watcher.
+#[derive(Debug, Clone, Serialize)]
+pub struct WatcherExplanation {
+    /// Client entity.
+    pub client: String,
+    /// Client address.
+    pub address: String,
+    /// Watch cookie.
+    pub cookie: u64,
+    /// The host behind the address, if known.
+    pub host: Option<Host>,
+    /// Why it is an orphan; `None` when it is not believed to be one.
+    pub orphan_reason: Option<OrphanReason>,
+}
+
+/// One lock.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockExplanation {
+    /// Exclusive-lock owner or advisory.
+    pub kind: LockKind,
+    /// Locker entity.
+    pub locker: String,
+    /// Lock cookie.
+    pub cookie: String,
+    /// Locker address.
+    pub address: String,
+    /// The host behind the address, if known.
+    pub host: Option<Host>,
+    /// True when its holder no longer watches the image.
+    pub stale: bool,
+}
+
+/// One ancestor.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainLink {
+    /// Pool name.
+    pub pool: String,
+    /// RBD namespace.
+    pub namespace: String,
+    /// Image name, if it was sampled.
+    pub image: Option<String>,
+    /// Image id.
+    pub image_id: String,
+    /// Snapshot name, if known.
+    pub snapshot: Option<String>,
+    /// True when the image is in the trash.
+    pub image_trashed: bool,
+    /// True when the snapshot is in the trash namespace.
+    pub snapshot_trashed: bool,
+}
+
+/// One snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotExplanation {
+    /// Snapshot name.
+    pub name: String,
+    /// Snapshot id.
+    pub id: u64,
+    /// True when in the trash namespace.
+    pub trashed: bool,
+    /// True when protected.
+    pub protected: bool,
+    /// Children (v1 and v2), by pool name, as image specs.
+    pub children: BTreeMap<String, Vec<String>>,
+}
+
+/// One step of the fix.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fix {
+    /// Why this step.
+    pub why: String,
+    /// The commands, in order. Lines starting with `#` say where to run
+    /// them.
+    pub commands: Vec<String>,
+}
+
+/// Every orphaned watcher and stale lock in the sample.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrphanListing {
+    /// Orphaned watchers.
+    pub orphaned_watchers: Vec<OrphanEntry>,
+    /// Stale locks.
+    pub stale_locks: Vec<StaleLockEntry>,
+}
+
+/// One orphaned watcher.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrphanEntry {
+    /// Image spec (`pool[/namespace]/image`).
+    pub image: String,
+    /// The watcher.
+    pub watcher: WatcherExplanation,
+    /// The commands that would fix it.
+    pub fix: Fix,
+}
+
+/// One stale lock.
+#[derive(Debug, Clone, Serialize)]
+pub struct StaleLockEntry {
+    /// Image spec.
+    pub image: String,
+    /// The lock.
+    pub lock: LockExplanation,
+    /// The command that would fix it.
+    pub fix: Fix,
+}
+
+impl WatcherExplanation {
+    fn new(w: &WatcherFinding) -> WatcherExplanation {
+        WatcherExplanation {
+            client: w.watcher.client.clone(),
+            address: w.watcher.address.clone(),
+            cookie: w.watcher.cookie,
+            host: w.host.clone(),
+            orphan_reason: w.orphan_reason(),
+        }
+    }
+}
+
+impl LockExplanation {
+    fn new(l: &LockFinding) -> LockExplanation {
+        LockExplanation {
+            kind: l.lock.kind,
+            locker: l.lock.locker.clone(),
+            cookie: l.lock.cookie.clone(),
+            address: l.lock.address.clone(),
+            host: l.host.clone(),
+            stale: l.stale,
+        }
+    }
+}
+
+impl ChainLink {
+    fn new(link: &ParentLink<'_>) -> ChainLink {
+        ChainLink {
+            pool: link.pool.clone(),
+            namespace: link.parent.namespace.clone(),
+            image: link.image_name(),
+            image_id: link.parent.image_id.clone(),
+            snapshot: link.snapshot.map(|s| match &s.namespace {
+                SnapshotNamespace::Trash { original_name } => original_name.clone(),
+                _ => s.name.clone(),
+            }),
+            image_trashed: link.image_trashed(),
+            snapshot_trashed: link.snapshot_trashed(),
+        }
+    }
+}
+
+/// Finds an image by pool name, namespace and name (an image outside the
+/// trash wins over a trashed one of the same name); the error says what
+/// was not found.
+pub fn find(a: &Analysed, pool: &str, namespace: &str, name: &str) -> Result<ImageKey, String> {
+    if !a.sample.pools.values().any(|p| p.name == pool) {
+        return Err(format!(
+            "pool {pool:?} was not sampled: it does not exist, has no rbd application, or is not in --pools"
+        ));
+    }
+    match view::find(&a.sample, pool, namespace, name) {
+        Some(s) => Ok(s.key()),
+        None => Err(format!(
+            "no image {name:?} in pool {pool:?}{} (nor in its trash)",
+            if namespace.is_empty() {
+                String::new()
+            } else {
+                format!(" namespace {namespace:?}")
+            }
+        )),
+    }
+}
+
+/// Explains one image; `None` when it was not sampled.
+pub fn explain_image(a: &Analysed, key: &ImageKey) -> Option<ImageExplanation> {
+    let v = view::image(&a.sample, &a.analysis, key)?;
+    let owners = a
+        .attribution
+        .opinions(&v.pool, &key.namespace, &v.image.name);
+    let snapshots: Vec<SnapshotExplanation> = v
+        .snapshots
+        .iter()
+        .map(|s| SnapshotExplanation {
+            name: s.snapshot.name.clone(),
+            id: s.snapshot.id,
+            trashed: s.snapshot.is_trashed(),
+            protected: s.snapshot.protected,
+            children: s.children_by_pool(&a.sample),
+        })
+        .collect();
+    let (blockers, fixes) = blockers_and_fixes(&v, &snapshots, &owners);
+    Some(ImageExplanation {
+        pool: v.pool.clone(),
+        namespace: key.namespace.clone(),
+        image: v.image.name.clone(),
+        id: v.image.id.clone(),
+        in_trash: v.image.in_trash,
+        size: v.image.size,
+        owners,
+        watchers: v
+            .findings
+            .watchers
+            .iter()
+            .map(WatcherExplanation::new)
+            .collect(),
+        locks: v.findings.locks.iter().map(LockExplanation::new).collect(),
+        parent_chain: v.parents.iter().map(ChainLink::new).collect(),
+        clone_depth: v.findings.clone_depth,
+        flatten_reasons: v.findings.flatten_reasons.iter().copied().collect(),
+        snapshots,
+        blockers,
+        fixes,
+    })
+}
+
+/// What stops `rbd rm` of the image, and the fixes in order: stop the
+/// watchers, remove the locks, free the snapshots, remove (or flatten).
+fn blockers_and_fixes(
+    v: &ImageView<'_>,
+    snapshots: &[SnapshotExplanation],
+    owners: &[SourceOpinion],
+) -> (Vec<String>, Vec<Fix>) {
+    let mut blockers = Vec::new();
+    let mut fixes = Vec::new();
+    for w in &v.findings.watchers {
+        blockers.push(watcher_blocker(w));
+        fixes.push(commands::watcher_fix(v, w, owners));
+    }
+    for l in &v.findings.locks {
+        blockers.push(lock_blocker(l));
+    }
+    if !v.findings.locks.is_empty() {
+        fixes.push(commands::remove_locks(v));
+    }
+    for s in snapshots {
+        let n: usize = s.children.values().map(Vec::len).sum();
+        if n == 0 {
+            continue;
+        }
+        blockers.push(format!(
+            "snapshot {:?}{} has {n} clone(s): {}",
+            s.name,
+            if s.trashed { " (in the trash)" } else { "" },
+            s.children
+                .iter()
+                .map(|(p, c)| format!("{p} ({})", c.len()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        fixes.push(commands::free_snapshot(v, s));
+    }
+    for s in snapshots
+        .iter()
+        .filter(|s| s.protected && s.children.is_empty())
+    {
+        blockers.push(format!("snapshot {:?} is protected", s.name));
+        fixes.push(commands::unprotect(v, s));
+    }
+    fixes.push(commands::remove(v));
+    if !v.findings.flatten_reasons.is_empty() {
+        fixes.push(commands::flatten_instead(v));
+    }
+    (blockers, fixes)
+}
+
+fn watcher_blocker(w: &WatcherFinding) -> String {
+    format!(
+        "{} at {} ({}) has it open{}",
+        w.watcher.client,
+        w.watcher.address,
+        host_text(w.host.as_ref()),
+        match w.orphan_reason() {
+            Some(r) => format!(": believed ORPHANED ({})", r.label()),
+            None => String::new(),
+        }
+    )
+}
+
+fn lock_blocker(l: &LockFinding) -> String {
+    format!(
+        "{} lock {:?} held by {} at {} ({}){}",
+        match l.lock.kind {
+            LockKind::Exclusive => "exclusive",
+            LockKind::Advisory => "advisory",
+        },
+        l.lock.cookie,
+        l.lock.locker,
+        l.lock.address,
+        host_text(l.host.as_ref()),
+        if l.stale {
+            ": STALE, its holder no longer watches the image"
+        } else {
+            ""
+        }
+    )
+}
+
+/// A host as `explain` names it.
+fn host_text(host: Option<&Host>) -> String {
+    match host {
+        Some(h) => match &h.role {
+            Some(role) => format!("host {}, {role}, via {}", h.name, h.via),
+            None => format!("host {}, via {}", h.name, h.via),
+        },
+        None => "host unknown".into(),
+    }
+}
+
+/// Every orphaned watcher and stale lock in the sample.
+pub fn orphans(a: &Analysed) -> OrphanListing {
+    let mut listing = OrphanListing {
+        orphaned_watchers: Vec::new(),
+        stale_locks: Vec::new(),
+    };
+    for v in view::images(&a.sample, &a.analysis) {
+        let mut spec = image_spec(&v.pool, &v.key.namespace, &v.image.name);
+        if v.image.in_trash {
+            spec.push_str(&format!(" (in trash, id {})", v.image.id));
+        }
+        if v.findings.orphans().next().is_some() {
+            let owners = a
+                .attribution
+                .opinions(&v.pool, &v.key.namespace, &v.image.name);
+            for (w, _) in v.findings.orphans() {
+                listing.orphaned_watchers.push(OrphanEntry {
+                    image: spec.clone(),
+                    watcher: WatcherExplanation::new(w),
+                    fix: commands::watcher_fix(&v, w, &owners),
+                });
+            }
+        }
+        for l in v.findings.stale_locks() {
+            listing.stale_locks.push(StaleLockEntry {
+                image: spec.clone(),
+                lock: LockExplanation::new(l),
+                fix: commands::remove_stale_lock(&v, l),
+            });
+        }
+    }
+    listing
+}
