@@ -5,8 +5,8 @@
 //! bytes rendered here. Per-watcher series come from the analysis'
 //! per-watcher findings as they are (host, first-seen time).
 
-use crate::analysis::Analysis;
-use crate::model::Sample;
+use crate::analysis::{Analysis, ImageFindings};
+use crate::model::{Image, ImageKey, Sample};
 use crate::status::{ExporterStatus, SourceHealth};
 use prometheus::core::Collector;
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -68,62 +68,216 @@ pub fn render(
     String::from_utf8(out).expect("the text encoder writes UTF-8")
 }
 
+/// The per-sample series, filled image by image.
+struct SampleGauges {
+    /// `ceph_rbd_image_watchers`.
+    image_watchers: IntGaugeVec,
+    /// `ceph_rbd_image_clone_depth`.
+    image_depth: IntGaugeVec,
+    /// `ceph_rbd_image_flatten_pending`.
+    image_flatten: IntGaugeVec,
+    /// `ceph_rbd_image_stale_locks`.
+    image_stale: IntGaugeVec,
+    /// `ceph_rbd_image_orphaned_watchers`.
+    image_orphans: IntGaugeVec,
+    /// `ceph_rbd_watcher_info`.
+    watcher_info: IntGaugeVec,
+    /// `ceph_rbd_watcher_first_seen_timestamp_seconds`.
+    watcher_first_seen: GaugeVec,
+    /// `ceph_rbd_snapshot_children`.
+    snap_children: IntGaugeVec,
+    /// `ceph_rbd_snapshot_protected`.
+    snap_protected: IntGaugeVec,
+    /// `ceph_rbd_snapshot_trashed`.
+    snap_trashed: IntGaugeVec,
+    /// `ceph_rbd_pool_*`, each with the summary field it shows.
+    pool: Vec<(IntGaugeVec, SummaryField)>,
+}
+
 fn sample_collectors(
     sample: &Sample,
     analysis: &Analysis,
     options: &RenderOptions,
 ) -> Vec<Box<dyn Collector>> {
-    let image_watchers = int_gauge(
-        "ceph_rbd_image_watchers",
-        "Clients watching the image header.",
-        IMAGE,
-    );
-    let image_depth = int_gauge(
-        "ceph_rbd_image_clone_depth",
-        "Ancestors of the image (0 for a non-clone), following parents across pools.",
-        IMAGE,
-    );
-    let image_flatten = int_gauge(
-        "ceph_rbd_image_flatten_pending",
-        "1 for each reason the clone should be flattened.",
-        IMAGE_REASON,
-    );
-    let image_stale = int_gauge(
-        "ceph_rbd_image_stale_locks",
-        "Locks on the image whose holder no longer watches it.",
-        IMAGE,
-    );
-    let image_orphans = int_gauge(
-        "ceph_rbd_image_orphaned_watchers",
-        "Watchers believed orphaned, by reason.",
-        IMAGE_REASON,
-    );
-    let watcher_info = int_gauge(
-        "ceph_rbd_watcher_info",
-        "One series per client watching an image; host is empty when the address could not be attributed.",
-        WATCHER,
-    );
-    let watcher_first_seen = gauge(
-        "ceph_rbd_watcher_first_seen_timestamp_seconds",
-        "Unix time this exporter first saw the watcher.",
-        WATCHER,
-    );
-    let snap_children = int_gauge(
-        "ceph_rbd_snapshot_children",
-        "Clones (v1 and v2, in any pool) of the snapshot.",
-        SNAPSHOT,
-    );
-    let snap_protected = int_gauge(
-        "ceph_rbd_snapshot_protected",
-        "1 if the snapshot is protected.",
-        SNAPSHOT,
-    );
-    let snap_trashed = int_gauge(
-        "ceph_rbd_snapshot_trashed",
-        "1 if the snapshot is in the trash namespace (removed while clones still use it).",
-        SNAPSHOT,
-    );
-    let pool_gauges: Vec<(IntGaugeVec, SummaryField)> = vec![
+    let g = SampleGauges::new();
+    for (pool, ns) in sample.namespaces() {
+        if let Some(summary) = analysis
+            .namespaces
+            .get(&(pool.pool_id, ns.namespace.clone()))
+        {
+            for (gauge, value) in &g.pool {
+                gauge
+                    .with_label_values(&[pool.name.as_str(), &ns.namespace])
+                    .set(value(summary));
+            }
+        }
+    }
+    for s in sample.images() {
+        let key = s.key();
+        if let Some(findings) = analysis.images.get(&key) {
+            let labels = [
+                s.pool.name.as_str(),
+                s.namespace.namespace.as_str(),
+                s.image.name.as_str(),
+            ];
+            g.add_snapshots(&labels, s.image, &key, analysis);
+            if options.all_images || !findings.is_quiet() {
+                g.add_image(&labels, findings);
+            }
+        }
+    }
+    g.into_collectors()
+}
+
+impl SampleGauges {
+    fn new() -> SampleGauges {
+        SampleGauges {
+            image_watchers: int_gauge(
+                "ceph_rbd_image_watchers",
+                "Clients watching the image header.",
+                IMAGE,
+            ),
+            image_depth: int_gauge(
+                "ceph_rbd_image_clone_depth",
+                "Ancestors of the image (0 for a non-clone), following parents across pools.",
+                IMAGE,
+            ),
+            image_flatten: int_gauge(
+                "ceph_rbd_image_flatten_pending",
+                "1 for each reason the clone should be flattened.",
+                IMAGE_REASON,
+            ),
+            image_stale: int_gauge(
+                "ceph_rbd_image_stale_locks",
+                "Locks on the image whose holder no longer watches it.",
+                IMAGE,
+            ),
+            image_orphans: int_gauge(
+                "ceph_rbd_image_orphaned_watchers",
+                "Watchers believed orphaned, by reason.",
+                IMAGE_REASON,
+            ),
+            watcher_info: int_gauge(
+                "ceph_rbd_watcher_info",
+                "One series per client watching an image; host is empty when the address could not be attributed.",
+                WATCHER,
+            ),
+            watcher_first_seen: gauge(
+                "ceph_rbd_watcher_first_seen_timestamp_seconds",
+                "Unix time this exporter first saw the watcher.",
+                WATCHER,
+            ),
+            snap_children: int_gauge(
+                "ceph_rbd_snapshot_children",
+                "Clones (v1 and v2, in any pool) of the snapshot.",
+                SNAPSHOT,
+            ),
+            snap_protected: int_gauge(
+                "ceph_rbd_snapshot_protected",
+                "1 if the snapshot is protected.",
+                SNAPSHOT,
+            ),
+            snap_trashed: int_gauge(
+                "ceph_rbd_snapshot_trashed",
+                "1 if the snapshot is in the trash namespace (removed while clones still use it).",
+                SNAPSHOT,
+            ),
+            pool: pool_gauges(),
+        }
+    }
+
+    /// The series of an image's snapshots that are protected, have
+    /// children or are in the trash.
+    fn add_snapshots(
+        &self,
+        labels: &[&str; 3],
+        image: &Image,
+        key: &ImageKey,
+        analysis: &Analysis,
+    ) {
+        let [pool, ns, name] = *labels;
+        for snap in &image.snapshots {
+            let children = analysis.children_of(key, snap);
+            if snap.protected || children > 0 || snap.is_trashed() {
+                let l = [pool, ns, name, snap.name.as_str()];
+                self.snap_children
+                    .with_label_values(&l)
+                    .set(children as i64);
+                self.snap_protected
+                    .with_label_values(&l)
+                    .set(i64::from(snap.protected));
+                self.snap_trashed
+                    .with_label_values(&l)
+                    .set(i64::from(snap.is_trashed()));
+            }
+        }
+    }
+
+    /// The per-image series and one series per watcher.
+    fn add_image(&self, labels: &[&str; 3], findings: &ImageFindings) {
+        let [pool, ns, name] = *labels;
+        self.image_watchers
+            .with_label_values(labels)
+            .set(findings.watchers.len() as i64);
+        self.image_depth
+            .with_label_values(labels)
+            .set(i64::from(findings.clone_depth.depth));
+        self.image_stale
+            .with_label_values(labels)
+            .set(findings.stale_locks().count() as i64);
+        for reason in &findings.flatten_reasons {
+            self.image_flatten
+                .with_label_values(&[pool, ns, name, reason.label()])
+                .set(1);
+        }
+        for (_, reason) in findings.orphans() {
+            self.image_orphans
+                .with_label_values(&[pool, ns, name, reason.label()])
+                .inc();
+        }
+        for w in &findings.watchers {
+            let l = [
+                pool,
+                ns,
+                name,
+                w.watcher.client.as_str(),
+                w.watcher.address.as_str(),
+                w.host_name(),
+            ];
+            self.watcher_info.with_label_values(&l).set(1);
+            // Two watches from one client instance share labels: keep the older.
+            let g = self.watcher_first_seen.with_label_values(&l);
+            if g.get() == 0.0 || w.first_seen < g.get() {
+                g.set(w.first_seen);
+            }
+        }
+    }
+
+    fn into_collectors(self) -> Vec<Box<dyn Collector>> {
+        let mut out: Vec<Box<dyn Collector>> = vec![
+            Box::new(self.image_watchers),
+            Box::new(self.image_depth),
+            Box::new(self.image_flatten),
+            Box::new(self.image_stale),
+            Box::new(self.image_orphans),
+            Box::new(self.watcher_info),
+            Box::new(self.watcher_first_seen),
+            Box::new(self.snap_children),
+            Box::new(self.snap_protected),
+            Box::new(self.snap_trashed),
+        ];
+        out.extend(
+            self.pool
+                .into_iter()
+                .map(|(g, _)| Box::new(g) as Box<dyn Collector>),
+        );
+        out
+    }
+}
+
+/// The per pool and namespace gauges, each with the total it shows.
+fn pool_gauges() -> Vec<(IntGaugeVec, SummaryField)> {
+    vec![
         (
             int_gauge("ceph_rbd_pool_images", "Images outside the trash.", POOL_NS),
             |s| s.images as i64,
@@ -192,103 +346,7 @@ fn sample_collectors(
             ),
             |s| s.trash_images as i64,
         ),
-    ];
-
-    for (pool, ns) in sample.namespaces() {
-        if let Some(summary) = analysis
-            .namespaces
-            .get(&(pool.pool_id, ns.namespace.clone()))
-        {
-            for (g, value) in &pool_gauges {
-                g.with_label_values(&[pool.name.as_str(), &ns.namespace])
-                    .set(value(summary));
-            }
-        }
-    }
-    for s in sample.images() {
-        let key = s.key();
-        let Some(findings) = analysis.images.get(&key) else {
-            continue;
-        };
-        let (pool_name, nsn, name) = (
-            s.pool.name.as_str(),
-            s.namespace.namespace.as_str(),
-            s.image.name.as_str(),
-        );
-        let labels = [pool_name, nsn, name];
-
-        for snap in &s.image.snapshots {
-            let children = analysis.children_of(&key, snap);
-            if snap.protected || children > 0 || snap.is_trashed() {
-                let l = [pool_name, nsn, name, snap.name.as_str()];
-                snap_children.with_label_values(&l).set(children as i64);
-                snap_protected
-                    .with_label_values(&l)
-                    .set(i64::from(snap.protected));
-                snap_trashed
-                    .with_label_values(&l)
-                    .set(i64::from(snap.is_trashed()));
-            }
-        }
-
-        if !options.all_images && findings.is_quiet() {
-            continue;
-        }
-        image_watchers
-            .with_label_values(&labels)
-            .set(findings.watchers.len() as i64);
-        image_depth
-            .with_label_values(&labels)
-            .set(i64::from(findings.clone_depth.depth));
-        image_stale
-            .with_label_values(&labels)
-            .set(findings.stale_locks().count() as i64);
-        for reason in &findings.flatten_reasons {
-            image_flatten
-                .with_label_values(&[pool_name, nsn, name, reason.label()])
-                .set(1);
-        }
-        for (_, reason) in findings.orphans() {
-            image_orphans
-                .with_label_values(&[pool_name, nsn, name, reason.label()])
-                .inc();
-        }
-        for w in &findings.watchers {
-            let l = [
-                pool_name,
-                nsn,
-                name,
-                w.watcher.client.as_str(),
-                w.watcher.address.as_str(),
-                w.host_name(),
-            ];
-            watcher_info.with_label_values(&l).set(1);
-            // Two watches from one client instance share labels: keep the older.
-            let g = watcher_first_seen.with_label_values(&l);
-            if g.get() == 0.0 || w.first_seen < g.get() {
-                g.set(w.first_seen);
-            }
-        }
-    }
-
-    let mut out: Vec<Box<dyn Collector>> = vec![
-        Box::new(image_watchers),
-        Box::new(image_depth),
-        Box::new(image_flatten),
-        Box::new(image_stale),
-        Box::new(image_orphans),
-        Box::new(watcher_info),
-        Box::new(watcher_first_seen),
-        Box::new(snap_children),
-        Box::new(snap_protected),
-        Box::new(snap_trashed),
-    ];
-    out.extend(
-        pool_gauges
-            .into_iter()
-            .map(|(g, _)| Box::new(g) as Box<dyn Collector>),
-    );
-    out
+    ]
 }
 
 fn exporter_collectors(
