@@ -1,6 +1,16 @@
 //! Shared helpers for the integration tests: the test cluster, the CLI, a
-//! running exporter, holder processes and HTTP.
+//! running exporter, holder processes and HTTP. The submodules hold the
+//! rest: a process harness, Prometheus, Alertmanager, PromQL, and the
+//! project's rules and dashboards.
 #![allow(dead_code)] // each test binary uses a different subset
+
+pub mod alertmanager;
+pub mod artifacts;
+pub mod exporter;
+pub mod http;
+pub mod process;
+pub mod prometheus;
+pub mod promql;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
