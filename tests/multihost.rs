@@ -9,23 +9,23 @@
 //! namespaces `rbdmh-1..4` (10.231.7.11-14), and removes both, and every
 //! client it started, when a test ends, passes or fails.
 
+mod common;
+
+use common::metrics::series;
+use common::{BIN, EXPORTER_CAPS, EXPORTER_USER, Exporter, conf_text_with, repo};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ceph-rbd-exporter");
 /// Namespace and link prefix for scripts/netns.sh.
 const PREFIX: &str = "rbdmh";
 /// The /24 the namespaces live in; the bridge (and every daemon) is .1.
 const NET: &str = "10.231.7";
 const MON_PORT: &str = "40794";
 const POOL: &str = "mh";
-const EXPORTER_USER: &str = "rbd-exporter";
 
 /// The namespaces, in order: rbdmh-1 is compute-1, and so on. The
 /// inventory (tests/data/multihost/inventory.yaml) says so.
@@ -70,10 +70,6 @@ const HOLDS: [Hold; 9] = [
 /// One test at a time: they share the namespaces, the port and the cluster
 /// directory.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn cluster_dir() -> PathBuf {
     repo().join(".cluster-multihost")
@@ -227,17 +223,10 @@ impl Env {
         // The exporter runs as a read-only user, as in production.
         let keyring = run(
             "ceph auth get-or-create",
-            Command::new("ceph").args([
-                "-c",
-                &conf,
-                "auth",
-                "get-or-create",
-                &format!("client.{EXPORTER_USER}"),
-                "mon",
-                "profile rbd",
-                "osd",
-                "profile rbd-read-only",
-            ]),
+            Command::new("ceph")
+                .args(["-c", &conf, "auth", "get-or-create"])
+                .arg(format!("client.{EXPORTER_USER}"))
+                .args(EXPORTER_CAPS),
         );
         let keyring_path = dir.join("exporter.keyring");
         std::fs::write(&keyring_path, keyring).unwrap();
@@ -346,15 +335,7 @@ impl Env {
 /// A copy of `conf` using `keyring`.
 fn conf_with_keyring(conf: &str, keyring: &Path, out: &Path) -> String {
     let text = std::fs::read_to_string(conf).unwrap();
-    let mut new = String::new();
-    for line in text.lines() {
-        if line.trim_start().split('=').next().unwrap_or("").trim() == "keyring" {
-            new.push_str(&format!("keyring = {}\n", keyring.display()));
-        } else {
-            new.push_str(line);
-            new.push('\n');
-        }
-    }
+    let new = conf_text_with(&text, &keyring.display().to_string(), None);
     std::fs::write(out, new).unwrap();
     out.to_string_lossy().into_owned()
 }
@@ -530,7 +511,7 @@ fn orphan_verdicts_from_inventory_and_attachment_file() {
     assert!(failures.is_empty(), "dump:\n{}", failures.join("\n"));
 
     // /metrics: the same verdicts as series.
-    let exporter = Exporter::start(&env, &flags);
+    let exporter = Exporter::start_with_conf(&env.exporter_conf, EXPORTER_USER, &flags);
     let want_orphans: BTreeSet<(String, String, String)> = HOLDS
         .iter()
         .filter_map(|h| {
@@ -600,156 +581,6 @@ fn orphan_verdicts_from_inventory_and_attachment_file() {
         .map(|(_, v)| v)
         .sum();
     assert_eq!(pool_orphans, want_orphans.len() as f64, "{body}");
-}
-
-/// Exposition lines of metric `name`: labels and value.
-fn series(body: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
-    let mut out = Vec::new();
-    for line in body.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let (labels, value) = if let Some(rest) = rest.strip_prefix('{') {
-            let Some(end) = rest.rfind('}') else { continue };
-            (parse_labels(&rest[..end]), rest[end + 1..].trim())
-        } else if rest.starts_with(' ') {
-            (BTreeMap::new(), rest.trim())
-        } else {
-            continue; // another metric with this prefix
-        };
-        let value = value.split_whitespace().next().unwrap_or("");
-        if let Ok(v) = value.parse::<f64>() {
-            out.push((labels, v));
-        }
-    }
-    out
-}
-
-fn parse_labels(s: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
-            chars.next();
-        }
-        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        if key.is_empty() {
-            break;
-        }
-        assert_eq!(chars.next(), Some('"'), "bad labels: {s}");
-        let mut value = String::new();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some('n') => value.push('\n'),
-                    Some(c) => value.push(c),
-                    None => break,
-                },
-                '"' => break,
-                c => value.push(c),
-            }
-        }
-        labels.insert(key.trim().to_string(), value);
-    }
-    labels
-}
-
-/// A running exporter on an ephemeral port, killed on drop.
-struct Exporter {
-    child: Child,
-    addr: String,
-}
-
-impl Exporter {
-    fn start(env: &Env, extra: &[&str]) -> Exporter {
-        let mut child = Command::new(BIN)
-            .args(env.exporter_args())
-            .args(["--log.level", "info"])
-            .args(["--web.listen-address", "127.0.0.1:0"])
-            .args(["--sample.interval", "2s"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log = std::sync::Arc::new(Mutex::new(String::new()));
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && line.contains("serving metrics") {
-                    if let Some(addr) = line
-                        .split("address=")
-                        .nth(1)
-                        .and_then(|a| a.split_whitespace().next())
-                    {
-                        let _ = tx.send(addr.to_string());
-                        sent = true;
-                    }
-                } else if line.contains("WARN") || line.contains("ERROR") {
-                    eprintln!("exporter: {line}");
-                }
-                let mut log = log2.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let mut exporter = Exporter {
-            child,
-            addr: String::new(),
-        };
-        exporter.addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|e| {
-                // Give the reader a moment to collect the last lines.
-                std::thread::sleep(Duration::from_millis(200));
-                panic!(
-                    "exporter did not start serving ({e}):\n{}",
-                    log.lock().unwrap()
-                )
-            });
-        exporter
-    }
-
-    fn wait_metrics(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let body = http_get(&self.addr, "/metrics");
-            if pred(&body) {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "metrics never matched; last:\n{body}"
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    text.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
 }
 
 #[test]

@@ -317,6 +317,52 @@ fn expectation<'a>(report: &'a AttachmentReport, image: &ImageRef) -> &'a Expect
         .unwrap_or_else(|| panic!("{image:?} not in {:#?}", report.images.keys()))
 }
 
+/// A configuration error of `source`: it says so, names everything in
+/// `want`, and never shows `secret`.
+fn assert_config_error(err: &str, source: &str, want: &[&str], secret: &str) {
+    assert!(
+        err.starts_with(&format!("{source}: configuration: ")),
+        "{err}"
+    );
+    for w in want {
+        assert!(err.contains(w), "{err:?} lacks {w:?}");
+    }
+    assert!(!err.contains(secret), "{err}");
+}
+
+/// What a report must say about one image: its hosts (`None`: no opinion),
+/// and `multi_attach` and `owner` where given; `why` goes with the failure.
+struct Expected {
+    image: ImageRef,
+    hosts: Option<&'static [&'static str]>,
+    multi_attach: Option<bool>,
+    owner: Option<&'static str>,
+    why: &'static str,
+}
+
+fn check_expected(report: &AttachmentReport, cases: &[Expected]) {
+    for c in cases {
+        let e = expectation(report, &c.image);
+        let image = &c.image.image;
+        assert_eq!(
+            e.hosts,
+            c.hosts.and_then(hosts),
+            "{image}: hosts: {}",
+            c.why
+        );
+        if let Some(multi_attach) = c.multi_attach {
+            assert_eq!(
+                e.multi_attach, multi_attach,
+                "{image}: multi_attach: {}",
+                c.why
+            );
+        }
+        if let Some(owner) = c.owner {
+            assert_eq!(e.owner, owner, "{image}: owner");
+        }
+    }
+}
+
 // -------------------------------------------------------------- OpenStack
 
 /// Keystone, Cinder, Nova and Glance as the fixtures say; GETs need the
@@ -406,55 +452,68 @@ async fn openstack_fetch(
 }
 
 fn check_openstack_report(report: &AttachmentReport) {
-    let detached = expectation(
+    check_expected(
         report,
-        &any_pool("volume-6edbc2f4-1507-44f8-ac0d-eed1d2608d38"),
+        &[
+            Expected {
+                image: any_pool("volume-6edbc2f4-1507-44f8-ac0d-eed1d2608d38"),
+                hosts: Some(&[]),
+                multi_attach: Some(false),
+                owner: Some(
+                    "cinder volume 6edbc2f4-1507-44f8-ac0d-eed1d2608d38 \"db-data\" (available)",
+                ),
+                why: "available, no attachments",
+            },
+            Expected {
+                image: any_pool("volume-2b955850-f177-45f7-9f49-ecb2c256d161"),
+                hosts: Some(&["compute-1"]),
+                multi_attach: None,
+                owner: Some(
+                    "cinder volume 2b955850-f177-45f7-9f49-ecb2c256d161 \"web-root\" (in-use, attached to server f5dc173b-6804-445a-a6d8-c705dad5b5eb on compute-1)",
+                ),
+                why: "in-use",
+            },
+            Expected {
+                image: any_pool("volume-e3d5a0bc-55c1-4d0e-9f2a-1b7f2c3d4e5f"),
+                hosts: Some(&["compute-1", "compute-2"]),
+                multi_attach: Some(true),
+                owner: None,
+                why: "from the second Cinder page",
+            },
+            Expected {
+                image: any_pool("f5dc173b-6804-445a-a6d8-c705dad5b5eb_disk"),
+                hosts: Some(&["compute-1"]),
+                multi_attach: None,
+                owner: Some(
+                    "nova server f5dc173b-6804-445a-a6d8-c705dad5b5eb \"web-1\" (ACTIVE) on compute-1",
+                ),
+                why: "web-1",
+            },
+            Expected {
+                image: any_pool("9168b536-cd40-4630-b43f-b259807c6e87_disk"),
+                hosts: Some(&["compute-2"]),
+                multi_attach: None,
+                owner: None,
+                why: "from the second Nova page",
+            },
+            Expected {
+                image: any_pool("c7a2d4f1-3b8e-4f5a-9d6c-2e1f0a9b8c7d_disk"),
+                hosts: Some(&[]),
+                multi_attach: None,
+                owner: None,
+                why: "shelved offloaded: on no host",
+            },
+            Expected {
+                image: any_pool("1bea47ed-f6a9-463b-b423-14b9cca9ad27"),
+                hosts: None,
+                multi_attach: None,
+                owner: Some(
+                    "glance image 1bea47ed-f6a9-463b-b423-14b9cca9ad27 \"cirros-0.3.2-x86_64-disk\" (active)",
+                ),
+                why: "Glance has no opinion on hosts",
+            },
+        ],
     );
-    assert_eq!(detached.hosts, hosts(&[]), "available, no attachments");
-    assert!(!detached.multi_attach);
-    assert_eq!(
-        detached.owner,
-        "cinder volume 6edbc2f4-1507-44f8-ac0d-eed1d2608d38 \"db-data\" (available)"
-    );
-
-    let in_use = expectation(
-        report,
-        &any_pool("volume-2b955850-f177-45f7-9f49-ecb2c256d161"),
-    );
-    assert_eq!(in_use.hosts, hosts(&["compute-1"]));
-    assert_eq!(
-        in_use.owner,
-        "cinder volume 2b955850-f177-45f7-9f49-ecb2c256d161 \"web-root\" (in-use, attached to server f5dc173b-6804-445a-a6d8-c705dad5b5eb on compute-1)"
-    );
-
-    // From the second Cinder page.
-    let shared = expectation(
-        report,
-        &any_pool("volume-e3d5a0bc-55c1-4d0e-9f2a-1b7f2c3d4e5f"),
-    );
-    assert_eq!(shared.hosts, hosts(&["compute-1", "compute-2"]));
-    assert!(shared.multi_attach);
-
-    let web1 = expectation(
-        report,
-        &any_pool("f5dc173b-6804-445a-a6d8-c705dad5b5eb_disk"),
-    );
-    assert_eq!(web1.hosts, hosts(&["compute-1"]));
-    assert_eq!(
-        web1.owner,
-        "nova server f5dc173b-6804-445a-a6d8-c705dad5b5eb \"web-1\" (ACTIVE) on compute-1"
-    );
-    // From the second Nova page.
-    let web2 = expectation(
-        report,
-        &any_pool("9168b536-cd40-4630-b43f-b259807c6e87_disk"),
-    );
-    assert_eq!(web2.hosts, hosts(&["compute-2"]));
-    let shelved = expectation(
-        report,
-        &any_pool("c7a2d4f1-3b8e-4f5a-9d6c-2e1f0a9b8c7d_disk"),
-    );
-    assert_eq!(shelved.hosts, hosts(&[]), "shelved offloaded: on no host");
 
     assert_eq!(
         report.instances,
@@ -465,12 +524,6 @@ fn check_openstack_report(report: &AttachmentReport) {
         ])
     );
 
-    let glance = expectation(report, &any_pool("1bea47ed-f6a9-463b-b423-14b9cca9ad27"));
-    assert_eq!(glance.hosts, None, "Glance has no opinion on hosts");
-    assert_eq!(
-        glance.owner,
-        "glance image 1bea47ed-f6a9-463b-b423-14b9cca9ad27 \"cirros-0.3.2-x86_64-disk\" (active)"
-    );
     assert!(
         report
             .images
@@ -634,123 +687,107 @@ async fn openstack_tls_unknown_ca_is_refused_and_verify_false_accepts() {
 async fn openstack_errors_have_the_right_kind_and_say_where() {
     let dir = scratch("os-errors");
 
-    // Keystone refuses the password.
-    let server = Server::start(
-        None,
-        openstack_api_but(|r, _| {
-            (r.method == "POST").then(|| reply(401, r#"{"error": {"code": 401}}"#))
-        }),
-    )
-    .await;
-    let err = openstack_fetch(&dir, &server.base, PASSWORD_AUTH, "", TIMEOUT)
-        .await
-        .expect_err("401");
-    match &err {
-        SourceError::Auth { status, url, .. } => {
-            assert_eq!(*status, 401);
-            assert!(url.ends_with("/identity/v3/auth/tokens"), "{url}");
-        }
-        other => panic!("expected Auth, got {other}"),
+    // What goes wrong (an answer replaced), and what the error must say.
+    type Check = fn(&SourceError);
+    let cases: Vec<(&str, Handler, Check)> = vec![
+        (
+            "Keystone refuses the password",
+            openstack_api_but(|r, _| {
+                (r.method == "POST").then(|| reply(401, r#"{"error": {"code": 401}}"#))
+            }),
+            |err| {
+                match err {
+                    SourceError::Auth { status, url, .. } => {
+                        assert_eq!(*status, 401);
+                        assert!(url.ends_with("/identity/v3/auth/tokens"), "{url}");
+                    }
+                    other => panic!("expected Auth, got {other}"),
+                }
+                assert_eq!(err.metric_label(), "auth");
+            },
+        ),
+        (
+            "Cinder forbids listing all projects",
+            openstack_api_but(|r, _| {
+                r.path
+                    .ends_with("/volumes/detail")
+                    .then(|| reply(403, "{}"))
+            }),
+            |err| {
+                assert!(
+                    matches!(err, SourceError::Auth { status: 403, .. }),
+                    "{err}"
+                );
+            },
+        ),
+        (
+            "garbage instead of JSON from Nova",
+            openstack_api_but(|r, _| {
+                r.path.ends_with("/servers/detail").then(|| Reply {
+                    status: 200,
+                    headers: vec![("content-type", "text/html".to_string())],
+                    body: "<html><body>502 Bad Gateway</body></html>".to_string(),
+                })
+            }),
+            |err| {
+                assert!(matches!(err, SourceError::BadResponse { .. }), "{err}");
+                let text = err.to_string();
+                assert!(text.contains("/compute/v2.1/servers/detail"), "{text}");
+                assert!(text.contains("not JSON"), "{text}");
+            },
+        ),
+        (
+            "Keystone answers without a token header",
+            openstack_api_but(|r, base| {
+                (r.method == "POST").then(|| {
+                    reply(
+                        201,
+                        fixture("keystone-token.json").replace("{{BASE}}", base),
+                    )
+                })
+            }),
+            |err| {
+                assert!(err.to_string().contains("X-Subject-Token"), "{err}");
+            },
+        ),
+        (
+            "a non-admin token: Nova leaves out the host; the field is named",
+            openstack_api_but(|r, _| {
+                r.path.ends_with("/servers/detail").then(|| {
+                    reply(
+                        200,
+                        fixture("nova-servers-page2.json")
+                            .replace("\"OS-EXT-SRV-ATTR:host\"", "\"x\""),
+                    )
+                })
+            }),
+            |err| {
+                let text = err.to_string();
+                assert!(matches!(err, SourceError::BadResponse { .. }), "{text}");
+                assert!(text.contains("servers[0]"), "{text}");
+                assert!(text.contains("OS-EXT-SRV-ATTR:host"), "{text}");
+            },
+        ),
+        (
+            "a Cinder page without its list",
+            openstack_api_but(|r, _| {
+                r.path
+                    .ends_with("/volumes/detail")
+                    .then(|| reply(200, r#"{"volume": []}"#))
+            }),
+            |err| {
+                assert!(err.to_string().contains("missing field `volumes`"), "{err}");
+            },
+        ),
+    ];
+    for (what, handler, check) in cases {
+        let server = Server::start(None, handler).await;
+        let err = openstack_fetch(&dir, &server.base, PASSWORD_AUTH, "", TIMEOUT)
+            .await
+            .expect_err(what);
+        check(&err);
+        drop(server);
     }
-    assert_eq!(err.metric_label(), "auth");
-    drop(server);
-
-    // Cinder forbids listing all projects.
-    let server = Server::start(
-        None,
-        openstack_api_but(|r, _| {
-            r.path
-                .ends_with("/volumes/detail")
-                .then(|| reply(403, "{}"))
-        }),
-    )
-    .await;
-    let err = openstack_fetch(&dir, &server.base, PASSWORD_AUTH, "", TIMEOUT)
-        .await
-        .expect_err("403");
-    assert!(
-        matches!(err, SourceError::Auth { status: 403, .. }),
-        "{err}"
-    );
-    drop(server);
-
-    // Garbage instead of JSON from Nova.
-    let server = Server::start(
-        None,
-        openstack_api_but(|r, _| {
-            r.path.ends_with("/servers/detail").then(|| Reply {
-                status: 200,
-                headers: vec![("content-type", "text/html".to_string())],
-                body: "<html><body>502 Bad Gateway</body></html>".to_string(),
-            })
-        }),
-    )
-    .await;
-    let err = openstack_fetch(&dir, &server.base, PASSWORD_AUTH, "", TIMEOUT)
-        .await
-        .expect_err("garbage");
-    assert!(matches!(err, SourceError::BadResponse { .. }), "{err}");
-    let text = err.to_string();
-    assert!(text.contains("/compute/v2.1/servers/detail"), "{text}");
-    assert!(text.contains("not JSON"), "{text}");
-    drop(server);
-
-    // Keystone answers without a token header.
-    let server = Server::start(
-        None,
-        openstack_api_but(|r, base| {
-            (r.method == "POST").then(|| {
-                reply(
-                    201,
-                    fixture("keystone-token.json").replace("{{BASE}}", base),
-                )
-            })
-        }),
-    )
-    .await;
-    let err = openstack_fetch(&dir, &server.base, PASSWORD_AUTH, "", TIMEOUT)
-        .await
-        .expect_err("no token");
-    assert!(err.to_string().contains("X-Subject-Token"), "{err}");
-    drop(server);
-
-    // A non-admin token: Nova leaves out the host; the field is named.
-    let server = Server::start(
-        None,
-        openstack_api_but(|r, _| {
-            r.path.ends_with("/servers/detail").then(|| {
-                reply(
-                    200,
-                    fixture("nova-servers-page2.json").replace("\"OS-EXT-SRV-ATTR:host\"", "\"x\""),
-                )
-            })
-        }),
-    )
-    .await;
-    let err = openstack_fetch(&dir, &server.base, PASSWORD_AUTH, "", TIMEOUT)
-        .await
-        .expect_err("missing field");
-    let text = err.to_string();
-    assert!(matches!(err, SourceError::BadResponse { .. }), "{text}");
-    assert!(text.contains("servers[0]"), "{text}");
-    assert!(text.contains("OS-EXT-SRV-ATTR:host"), "{text}");
-    drop(server);
-
-    // A Cinder page without its list.
-    let server = Server::start(
-        None,
-        openstack_api_but(|r, _| {
-            r.path
-                .ends_with("/volumes/detail")
-                .then(|| reply(200, r#"{"volume": []}"#))
-        }),
-    )
-    .await;
-    let err = openstack_fetch(&dir, &server.base, PASSWORD_AUTH, "", TIMEOUT)
-        .await
-        .expect_err("no volumes");
-    assert!(err.to_string().contains("missing field `volumes`"), "{err}");
-    drop(server);
 
     // Without region_name, two regions in the catalog are ambiguous.
     let server = Server::start(None, openstack_api()).await;
@@ -970,11 +1007,7 @@ fn bad_clouds_yaml_errors_name_the_problem() {
         let err = OpenStackSource::from_clouds_yaml(cloud, Some(&file), TIMEOUT)
             .expect_err(text)
             .to_string();
-        assert!(err.starts_with("openstack: configuration: "), "{err}");
-        for w in want {
-            assert!(err.contains(w), "{err:?} lacks {w:?}");
-        }
-        assert!(!err.contains("s3cr3t"), "{err}");
+        assert_config_error(&err, "openstack", want, "s3cr3t");
     };
     let file = dir.join("clouds.yaml").display().to_string();
     check("clouds: [unclosed\n", "test", &[&file]);
@@ -1085,77 +1118,68 @@ fn csi(pool: &str, namespace: &str, image: &str) -> ImageRef {
 }
 
 fn check_kubernetes_report(report: &AttachmentReport) {
-    let rwo = expectation(
+    check_expected(
         report,
-        &csi(
-            "kubernetes",
-            "tenant-a",
-            "csi-vol-5f4e3d2c-1b0a-4f9e-8d7c-6b5a49382716",
-        ),
+        &[
+            Expected {
+                image: csi(
+                    "kubernetes",
+                    "tenant-a",
+                    "csi-vol-5f4e3d2c-1b0a-4f9e-8d7c-6b5a49382716",
+                ),
+                hosts: Some(&["node-1"]),
+                multi_attach: Some(false),
+                owner: Some(
+                    "kubernetes pv pvc-0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d (claim shop/data-postgres-0)",
+                ),
+                why: "attached by a VolumeAttachment",
+            },
+            Expected {
+                image: csi(
+                    "kube",
+                    "",
+                    "kubernetes-dynamic-pvc-8f2e6a1c-0b3d-11ef-9a5e-0242ac110002",
+                ),
+                hosts: None,
+                multi_attach: None,
+                owner: Some("kubernetes pv pvc-in-tree (claim legacy/legacy-data)"),
+                why: "in-tree rbd: no VolumeAttachments, no opinion",
+            },
+            Expected {
+                image: csi(
+                    "kubernetes",
+                    "",
+                    "csi-vol-7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d",
+                ),
+                hosts: Some(&["node-2", "node-3"]),
+                multi_attach: Some(true),
+                owner: None,
+                why: "from the second page; ReadWriteMany",
+            },
+            Expected {
+                image: csi(
+                    "kubernetes",
+                    "",
+                    "csi-vol-9c0d1e2f-3a4b-4c5d-8e6f-7a8b9c0d1e2f",
+                ),
+                hosts: Some(&[]),
+                multi_attach: None,
+                owner: None,
+                why: "attached: false counts for nothing",
+            },
+            Expected {
+                image: csi(
+                    "ocs-storagecluster-cephblockpool",
+                    "",
+                    "csi-vol-0d1e2f3a-4b5c-4d6e-9f7a-8b9c0d1e2f3a",
+                ),
+                hosts: Some(&[]),
+                multi_attach: None,
+                owner: None,
+                why: "a pool with a prefix",
+            },
+        ],
     );
-    assert_eq!(
-        rwo.hosts,
-        hosts(&["node-1"]),
-        "attached by a VolumeAttachment"
-    );
-    assert!(!rwo.multi_attach);
-    assert_eq!(
-        rwo.owner,
-        "kubernetes pv pvc-0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d (claim shop/data-postgres-0)"
-    );
-
-    let in_tree = expectation(
-        report,
-        &csi(
-            "kube",
-            "",
-            "kubernetes-dynamic-pvc-8f2e6a1c-0b3d-11ef-9a5e-0242ac110002",
-        ),
-    );
-    assert_eq!(
-        in_tree.hosts, None,
-        "in-tree rbd: no VolumeAttachments, no opinion"
-    );
-    assert_eq!(
-        in_tree.owner,
-        "kubernetes pv pvc-in-tree (claim legacy/legacy-data)"
-    );
-
-    // From the second page.
-    let rwx = expectation(
-        report,
-        &csi(
-            "kubernetes",
-            "",
-            "csi-vol-7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d",
-        ),
-    );
-    assert_eq!(rwx.hosts, hosts(&["node-2", "node-3"]));
-    assert!(rwx.multi_attach, "ReadWriteMany");
-
-    let detaching = expectation(
-        report,
-        &csi(
-            "kubernetes",
-            "",
-            "csi-vol-9c0d1e2f-3a4b-4c5d-8e6f-7a8b9c0d1e2f",
-        ),
-    );
-    assert_eq!(
-        detaching.hosts,
-        hosts(&[]),
-        "attached: false counts for nothing"
-    );
-
-    let prefixed = expectation(
-        report,
-        &csi(
-            "ocs-storagecluster-cephblockpool",
-            "",
-            "csi-vol-0d1e2f3a-4b5c-4d6e-9f7a-8b9c0d1e2f3a",
-        ),
-    );
-    assert_eq!(prefixed.hosts, hosts(&[]));
     assert_eq!(
         report.images.len(),
         5,
@@ -1170,15 +1194,27 @@ fn check_kubernetes_report(report: &AttachmentReport) {
         "{:?}",
         report.host_addresses
     );
-    assert_eq!(report.host_addresses[&addr("10.0.1.11")], "node-1");
-    assert_eq!(report.host_addresses[&addr("10.0.1.12")], "node-2");
-    assert_eq!(report.host_addresses[&addr("fd00::12")], "node-2");
-    assert_eq!(report.host_addresses[&addr("10.0.1.13")], "node-3");
+    for (ip, node) in [
+        ("10.0.1.11", "node-1"),
+        ("10.0.1.12", "node-2"),
+        ("fd00::12", "node-2"),
+        ("10.0.1.13", "node-3"),
+    ] {
+        assert_eq!(report.host_addresses[&addr(ip)], node, "{ip}");
+    }
     assert!(
         !report.host_addresses.contains_key(&addr("203.0.113.11")),
         "ExternalIP"
     );
     assert_eq!(report.instances, None);
+}
+
+/// Fetches from the cluster of `kubeconfig`.
+async fn kubernetes_fetch(kubeconfig: &Path) -> Result<AttachmentReport, SourceError> {
+    KubernetesSource::from_kubeconfig(kubeconfig, TIMEOUT)
+        .expect("source")
+        .fetch()
+        .await
 }
 
 fn b64(path: &Path) -> String {
@@ -1223,11 +1259,7 @@ async fn kubernetes_bearer_token_with_ca_data_lists_every_page() {
         "    insecure-skip-tls-verify: true\n",
         "    token: wrong\n",
     );
-    let err = KubernetesSource::from_kubeconfig(&kubeconfig, TIMEOUT)
-        .expect("source")
-        .fetch()
-        .await
-        .expect_err("401");
+    let err = kubernetes_fetch(&kubeconfig).await.expect_err("401");
     assert!(
         matches!(err, SourceError::Auth { status: 401, .. }),
         "{err}"
@@ -1253,9 +1285,7 @@ async fn kubernetes_client_certificate_over_mutual_tls() {
         "    certificate-authority: ca.crt\n",
         "    client-certificate: client.crt\n    client-key: client.key\n",
     );
-    let report = KubernetesSource::from_kubeconfig(&kubeconfig, TIMEOUT)
-        .expect("source")
-        .fetch()
+    let report = kubernetes_fetch(&kubeconfig)
         .await
         .expect("fetch with a client certificate");
     check_kubernetes_report(&report);
@@ -1275,9 +1305,7 @@ async fn kubernetes_client_certificate_over_mutual_tls() {
             b64(&dir.join("client.key"))
         ),
     );
-    KubernetesSource::from_kubeconfig(&kubeconfig, TIMEOUT)
-        .expect("source")
-        .fetch()
+    kubernetes_fetch(&kubeconfig)
         .await
         .expect("fetch with inline certificate");
 
@@ -1288,9 +1316,7 @@ async fn kubernetes_client_certificate_over_mutual_tls() {
         "    certificate-authority: ca.crt\n",
         "    token: abc\n",
     );
-    let err = KubernetesSource::from_kubeconfig(&kubeconfig, TIMEOUT)
-        .expect("source")
-        .fetch()
+    let err = kubernetes_fetch(&kubeconfig)
         .await
         .expect_err("no client certificate");
     assert!(matches!(err, SourceError::Unreachable { .. }), "{err}");
@@ -1305,11 +1331,7 @@ async fn kubernetes_tls_unknown_ca_is_refused_and_insecure_accepts() {
     .await;
     let dir = scratch("k8s-tls");
     let kubeconfig = write_kubeconfig(&dir, &server.base, "", "    token: abc\n");
-    let err = KubernetesSource::from_kubeconfig(&kubeconfig, TIMEOUT)
-        .expect("source")
-        .fetch()
-        .await
-        .expect_err("unknown CA");
+    let err = kubernetes_fetch(&kubeconfig).await.expect_err("unknown CA");
     assert!(matches!(err, SourceError::Unreachable { .. }), "{err}");
     assert!(err.to_string().contains("certificate"), "{err}");
 
@@ -1319,11 +1341,7 @@ async fn kubernetes_tls_unknown_ca_is_refused_and_insecure_accepts() {
         "    insecure-skip-tls-verify: true\n",
         "    token: abc\n",
     );
-    let report = KubernetesSource::from_kubeconfig(&kubeconfig, TIMEOUT)
-        .expect("source")
-        .fetch()
-        .await
-        .expect("insecure");
+    let report = kubernetes_fetch(&kubeconfig).await.expect("insecure");
     check_kubernetes_report(&report);
 }
 
@@ -1365,9 +1383,7 @@ async fn kubernetes_garbage_and_missing_fields_are_bad_responses() {
     )
     .await;
     let kubeconfig = write_kubeconfig(&dir, &server.base, "", "    token: abc\n");
-    let err = KubernetesSource::from_kubeconfig(&kubeconfig, TIMEOUT)
-        .expect("source")
-        .fetch()
+    let err = kubernetes_fetch(&kubeconfig)
         .await
         .expect_err("bad address");
     assert!(matches!(err, SourceError::BadResponse { .. }), "{err}");
@@ -1381,11 +1397,7 @@ async fn kubernetes_garbage_and_missing_fields_are_bad_responses() {
     )
     .await;
     let kubeconfig = write_kubeconfig(&dir, &server.base, "", "    token: abc\n");
-    let err = KubernetesSource::from_kubeconfig(&kubeconfig, TIMEOUT)
-        .expect("source")
-        .fetch()
-        .await
-        .expect_err("garbage");
+    let err = kubernetes_fetch(&kubeconfig).await.expect_err("garbage");
     assert!(matches!(err, SourceError::BadResponse { .. }), "{err}");
     assert_eq!(err.metric_label(), "bad_response");
 }
@@ -1399,11 +1411,7 @@ fn bad_kubeconfig_errors_name_the_problem() {
         let err = KubernetesSource::from_kubeconfig(&path, TIMEOUT)
             .expect_err(text)
             .to_string();
-        assert!(err.starts_with("kubernetes: configuration: "), "{err}");
-        for w in want {
-            assert!(err.contains(w), "{err:?} lacks {w:?}");
-        }
-        assert!(!err.contains("sekret"), "{err}");
+        assert_config_error(&err, "kubernetes", want, "sekret");
     };
     let shown = dir.join("kubeconfig").display().to_string();
     let cluster = "clusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:6443'}\n";

@@ -1,6 +1,17 @@
 //! Shared helpers for the integration tests: the test cluster, the CLI, a
-//! running exporter, holder processes and HTTP.
+//! running exporter, holder processes and HTTP. The submodules hold the
+//! rest: a process harness, Prometheus, Alertmanager, PromQL, the project's
+//! rules and dashboards, and parsing of /metrics.
 #![allow(dead_code)] // each test binary uses a different subset
+
+pub mod alertmanager;
+pub mod artifacts;
+pub mod exporter;
+pub mod http;
+pub mod metrics;
+pub mod process;
+pub mod prometheus;
+pub mod promql;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -55,22 +66,17 @@ pub fn rbd_json(args: &[&str]) -> Value {
 /// README documents, never admin.
 pub const EXPORTER_USER: &str = "rbd-exporter";
 
+/// The caps of [`EXPORTER_USER`], as `ceph auth get-or-create` takes them.
+pub const EXPORTER_CAPS: [&str; 4] = ["mon", "profile rbd", "osd", "profile rbd-read-only"];
+
 /// A ceph.conf for the exporter's read-only user (made once per test binary).
 pub fn exporter_conf() -> String {
     static CONF: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     CONF.get_or_init(|| {
-        let keyring = ceph_cli(
-            "ceph",
-            &[
-                "auth",
-                "get-or-create",
-                &format!("client.{EXPORTER_USER}"),
-                "mon",
-                "profile rbd",
-                "osd",
-                "profile rbd-read-only",
-            ],
-        );
+        let user = format!("client.{EXPORTER_USER}");
+        let mut args = vec!["auth", "get-or-create", &user];
+        args.extend(EXPORTER_CAPS);
+        let keyring = ceph_cli("ceph", &args);
         let path = scratch_dir("exporter-user").join("keyring");
         std::fs::write(&path, keyring).unwrap();
         conf_variant("exporter-user-conf", path.to_str().unwrap(), None)
@@ -166,6 +172,8 @@ impl Exporter {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -180,12 +188,24 @@ impl Exporter {
                         .to_string();
                     tx.send(addr).unwrap();
                     sent = true;
+                } else if line.contains("WARN") || line.contains("ERROR") {
+                    eprintln!("exporter: {line}");
                 }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
             }
         });
         let addr = rx
             .recv_timeout(Duration::from_secs(30))
-            .expect("exporter did not start serving");
+            .unwrap_or_else(|e| {
+                // Give the reader a moment to collect the last lines.
+                std::thread::sleep(Duration::from_millis(200));
+                panic!(
+                    "exporter did not start serving ({e}):\n{}",
+                    log.lock().unwrap()
+                )
+            });
         Exporter { child, addr }
     }
 
@@ -320,6 +340,15 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 /// address) replaced.
 pub fn conf_variant(name: &str, keyring: &str, mon_host: Option<&str>) -> String {
     let text = std::fs::read_to_string(conf()).unwrap();
+    let out = conf_text_with(&text, keyring, mon_host);
+    let path = scratch_dir(name).join("ceph.conf");
+    std::fs::write(&path, out).unwrap();
+    path.to_string_lossy().to_string()
+}
+
+/// The ceph.conf `text` with `keyring` (and optionally the mon address)
+/// replaced.
+pub fn conf_text_with(text: &str, keyring: &str, mon_host: Option<&str>) -> String {
     let mut out = String::new();
     for line in text.lines() {
         let key = line.trim_start().split('=').next().unwrap_or("").trim();
@@ -334,9 +363,7 @@ pub fn conf_variant(name: &str, keyring: &str, mon_host: Option<&str>) -> String
             }
         }
     }
-    let path = scratch_dir(name).join("ceph.conf");
-    std::fs::write(&path, out).unwrap();
-    path.to_string_lossy().to_string()
+    out
 }
 
 /// Pauses a daemon of the test cluster (SIGSTOP) and resumes it on drop.

@@ -1,0 +1,360 @@
+//! The alert rules (`alerts/`) and the runbook (`docs/runbook.md`), checked
+//! statically and with Debian's `promtool` and `amtool`; and the metric
+//! names the rules and the dashboards use, against the real exporter.
+//!
+//! - `rules_are_complete_documented_and_unit_tested`: the public alert names,
+//!   labels and annotations, runbook sections, the tuning table, `promtool
+//!   check rules`, `promtool test rules` (a firing and a non-firing case per
+//!   alert) and `amtool check-config` of the example routing.
+//! - `rules_and_dashboards_use_only_exported_metric_names`: every metric name
+//!   in a rule, panel or variable is in the exporter's real /metrics output
+//!   (the exporter on the seeded test cluster of `make test`, with an
+//!   attachment source, `--attachments.file` of a file this test writes, so
+//!   that `ceph_rbd_exporter_source_*` are exported).
+
+mod common;
+
+use common::artifacts::{
+    ALERTS, AM_EXAMPLE, RULE_TESTS, RULES, alert_rules, dashboards, panels, path, read, var_query,
+    variables, yaml,
+};
+use common::exporter::{start_exporter, write_attachments};
+use common::http::http_get;
+use common::process::{Scratch, run};
+use common::promql::{metric_names, parse_label_values};
+use common::scratch_dir;
+use std::collections::{BTreeMap, BTreeSet};
+
+const RUNBOOK: &str = "docs/runbook.md";
+const RUNBOOK_BASE: &str =
+    "https://github.com/ceph-rbd-exporter/ceph-rbd-exporter/blob/main/docs/runbook.md";
+
+/// GitHub's anchor for a Markdown heading.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            'a'..='z' | '0'..='9' | '-' | '_' => Some(c),
+            ' ' => Some('-'),
+            _ => None,
+        })
+        .collect()
+}
+
+fn code_spans(s: &str) -> Vec<String> {
+    s.split('`')
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, x)| x.to_string())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Static checks of the rules, the runbook and the promtool unit tests.
+
+#[test]
+fn rules_are_complete_documented_and_unit_tested() {
+    let rules = alert_rules();
+    let names: BTreeSet<&str> = rules.iter().map(|r| r.alert.as_str()).collect();
+    let expected: BTreeSet<&str> = ALERTS.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, expected, "the public alert names");
+    assert_eq!(rules.len(), ALERTS.len(), "each alert once");
+
+    let runbook = read(RUNBOOK);
+    let headings: BTreeSet<String> = runbook
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("### ")
+                .or_else(|| l.strip_prefix("## "))
+                .or_else(|| l.strip_prefix("# "))
+        })
+        .map(slug)
+        .collect();
+    let rules_text = read(RULES);
+
+    for r in &rules {
+        let a = &r.alert;
+        let severity = ALERTS.iter().find(|(n, _)| n == a).unwrap().1;
+        assert_eq!(r.labels["severity"], severity, "{a}: severity");
+        for key in ["summary", "description", "runbook_url"] {
+            assert!(
+                r.annotations[key]
+                    .as_str()
+                    .is_some_and(|s| !s.trim().is_empty()),
+                "{a}: annotation {key}"
+            );
+        }
+        let desc = r.annotations["description"].as_str().unwrap();
+        assert!(
+            desc.contains("$labels."),
+            "{a}: description built from $labels"
+        );
+        // The value of ceph_rbd_image_flatten_pending is always 1; every
+        // other alert's value (a count, a depth, an age) is in its text.
+        assert_eq!(
+            desc.contains("$value"),
+            a != "CephRBDFlattenPending",
+            "{a}: description uses $value"
+        );
+        let per_image = r.expr.contains("ceph_rbd_image_") || r.expr.contains("ceph_rbd_snapshot_");
+        if per_image {
+            for l in ["pool", "namespace", "image"] {
+                assert!(
+                    desc.contains(&format!("$labels.{l}")),
+                    "{a}: description names the {l}"
+                );
+            }
+        }
+        assert!(
+            desc.contains("First") || desc.contains("first"),
+            "{a}: description says what to do first"
+        );
+        // runbook_url: its own section of docs/runbook.md.
+        let url = r.annotations["runbook_url"].as_str().unwrap();
+        let anchor = a.to_lowercase();
+        assert_eq!(url, format!("{RUNBOOK_BASE}#{anchor}"), "{a}: runbook_url");
+        assert!(
+            runbook.lines().any(|l| l == format!("## {a}")),
+            "{a}: no '## {a}' section in {RUNBOOK}"
+        );
+        assert!(!r.hold.is_empty(), "{a}: has a `for:`");
+    }
+    // Durations and conditions the issue fixes.
+    let rule = |n: &str| rules.iter().find(|r| r.alert == n).unwrap();
+    assert_eq!(rule("CephRBDOrphanedWatcher").hold, "10m");
+    assert_eq!(
+        rule("CephRBDOrphanedWatcher").expr.trim(),
+        "ceph_rbd_image_orphaned_watchers > 0"
+    );
+    assert_eq!(rule("CephRBDStaleLock").hold, "5m");
+    assert_eq!(rule("CephRBDFlattenPending").hold, "1h");
+    assert_eq!(rule("CephRBDExporterClusterUnreachable").hold, "5m");
+    assert_eq!(rule("CephRBDExporterSourceDown").hold, "15m");
+    assert_eq!(
+        rule("CephRBDExporterSourceDown").expr.trim(),
+        "ceph_rbd_exporter_source_up == 0"
+    );
+    // The orphan page names every reason the exporter can give, in its
+    // annotations, and the runbook has a section for each.
+    let orphan = rule("CephRBDOrphanedWatcher");
+    for reason in [
+        "image_deleted",
+        "image_trashed",
+        "detached",
+        "unexpected_host",
+        "deleted_instance",
+        "unknown_client",
+    ] {
+        for key in ["summary", "description"] {
+            assert!(
+                orphan.annotations[key]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("\"{reason}\"")),
+                "CephRBDOrphanedWatcher: {key} has no words for reason {reason}"
+            );
+        }
+        if !reason.starts_with("image_") {
+            assert!(
+                runbook
+                    .lines()
+                    .any(|l| l == format!("### Reason `{reason}`")),
+                "{RUNBOOK}: no '### Reason `{reason}`' section"
+            );
+        }
+    }
+    assert!(rule("CephRBDSnapshotChildrenHigh").expr.contains("> 200"));
+    assert!(
+        rule("CephRBDExporterSampleStale")
+            .expr
+            .contains("ceph_rbd_exporter_sample_interval_seconds")
+    );
+    assert!(rule("CephRBDExporterDown").expr.contains("absent("));
+
+    // Every internal link of the runbook resolves.
+    for part in runbook.split("](#").skip(1) {
+        let anchor = part.split(')').next().unwrap();
+        assert!(
+            headings.contains(anchor),
+            "runbook link #{anchor} has no heading"
+        );
+    }
+
+    // Tunables: every `for:` is marked, and the runbook's table agrees with the file.
+    for line in rules_text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("for:"))
+    {
+        assert!(line.contains("# tunable:"), "unmarked tunable: {line}");
+    }
+    let readme = read("README.md");
+    let mut documented = BTreeSet::new();
+    for line in runbook.lines().filter(|l| l.starts_with("| `CephRBD")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let a = cells[1].trim_matches('`');
+        let r = rule(a);
+        assert_eq!(
+            cells[2].trim_matches('`'),
+            r.hold,
+            "{RUNBOOK} tuning table: `for` of {a}"
+        );
+        for span in code_spans(cells[3]) {
+            if span.starts_with("--") {
+                assert!(
+                    readme.contains(&format!("`{span}`")),
+                    "{a}: exporter flag {span} is not in README"
+                );
+            } else {
+                assert!(
+                    r.expr.contains(&span),
+                    "{RUNBOOK} tuning table: {a}'s threshold `{span}` is not in its expr"
+                );
+            }
+        }
+        documented.insert(a.to_string());
+    }
+    assert_eq!(
+        documented,
+        names.iter().map(|s| s.to_string()).collect(),
+        "every alert in the tuning table"
+    );
+
+    // promtool unit tests: a firing and a non-firing case per alert, and the
+    // rendered annotations at least once.
+    let tests = yaml(&path(RULE_TESTS));
+    let mut firing = BTreeSet::new();
+    let mut quiet = BTreeSet::new();
+    let mut annotated = BTreeSet::new();
+    for t in tests["tests"].as_array().unwrap() {
+        for case in t["alert_rule_test"].as_array().unwrap() {
+            let a = case["alertname"].as_str().unwrap().to_string();
+            let exp = case["exp_alerts"].as_array().cloned().unwrap_or_default();
+            if exp.is_empty() {
+                quiet.insert(a);
+            } else {
+                if exp.iter().any(|e| e["exp_annotations"].is_object()) {
+                    annotated.insert(a.clone());
+                }
+                firing.insert(a);
+            }
+        }
+    }
+    for a in &names {
+        assert!(firing.contains(*a), "{a}: no promtool case where it fires");
+        assert!(
+            quiet.contains(*a),
+            "{a}: no promtool case where it must not fire"
+        );
+        assert!(
+            annotated.contains(*a),
+            "{a}: no promtool case checks its annotations"
+        );
+    }
+
+    // The real tools.
+    let out = run("promtool", &["check", "rules", RULES]);
+    assert!(
+        out.contains(&format!("SUCCESS: {} rules found", ALERTS.len())),
+        "{out}"
+    );
+    let out = run("promtool", &["test", "rules", RULE_TESTS]);
+    assert!(out.contains("SUCCESS"), "{out}");
+    run("amtool", &["check-config", AM_EXAMPLE]);
+    eprintln!(
+        "rules: {} alerts, promtool check + {} unit test groups pass",
+        rules.len(),
+        tests["tests"].as_array().unwrap().len()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Metric names against the exporter's real output.
+
+#[test]
+fn rules_and_dashboards_use_only_exported_metric_names() {
+    let scratch = Scratch(scratch_dir("names"));
+    let (_exporter, addr) = start_exporter(&write_attachments(&scratch.0));
+    let (_, body) = http_get(&addr, "/metrics");
+    let exported: BTreeSet<String> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    for n in [
+        "ceph_rbd_image_orphaned_watchers",
+        "ceph_rbd_exporter_source_up",
+        "ceph_rbd_exporter_source_last_success_timestamp_seconds",
+    ] {
+        assert!(exported.contains(n), "{n} not exported:\n{body}");
+    }
+    // `up` is Prometheus' own.
+    let known = |n: &str| n == "up" || exported.contains(n);
+
+    let mut used: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut rule_names = BTreeSet::new();
+    for r in alert_rules() {
+        for n in metric_names(&r.expr) {
+            rule_names.insert(n.clone());
+            used.entry(n)
+                .or_default()
+                .insert(format!("{RULES}: {}", r.alert));
+        }
+    }
+    // Guards the extraction itself: the rules use exactly these.
+    let expected: BTreeSet<String> = [
+        "ceph_rbd_image_orphaned_watchers",
+        "ceph_rbd_image_stale_locks",
+        "ceph_rbd_image_clone_depth",
+        "ceph_rbd_image_flatten_pending",
+        "ceph_rbd_snapshot_children",
+        "ceph_rbd_exporter_up",
+        "ceph_rbd_exporter_last_success_timestamp_seconds",
+        "ceph_rbd_exporter_sample_interval_seconds",
+        "ceph_rbd_exporter_source_up",
+        "up",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(rule_names, expected, "metric names found in the rules");
+
+    for (file, d) in dashboards() {
+        for p in panels(&d) {
+            for t in p["targets"].as_array().cloned().unwrap_or_default() {
+                for n in metric_names(t["expr"].as_str().unwrap()) {
+                    used.entry(n)
+                        .or_default()
+                        .insert(format!("{file}: {}", p["title"]));
+                }
+            }
+        }
+        for v in variables(&d) {
+            if v["type"] != "query" {
+                continue;
+            }
+            let (selector, _) = parse_label_values(&var_query(v));
+            for n in metric_names(&selector.unwrap_or_default()) {
+                used.entry(n)
+                    .or_default()
+                    .insert(format!("{file}: ${}", v["name"].as_str().unwrap()));
+            }
+        }
+    }
+    let unknown: Vec<String> = used
+        .iter()
+        .filter(|(n, _)| !known(n))
+        .map(|(n, w)| format!("{n} (in {w:?})"))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "not exported by ceph-rbd-exporter:\n{}",
+        unknown.join("\n")
+    );
+    eprintln!(
+        "{} metric names used, all in the exporter's /metrics ({} names there)",
+        used.len(),
+        exported.len()
+    );
+}

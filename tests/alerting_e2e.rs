@@ -1,0 +1,375 @@
+//! Alerting end to end, with the real components: the exporter on the seeded
+//! test cluster of `make test`, Debian's `prometheus` with the project's
+//! rules, and `prometheus-alertmanager` with alerts/alertmanager.example.yml
+//! (both started here on 127.0.0.1 with ports the kernel picks and data in a
+//! scratch directory, killed on drop), and a webhook receiver in this test.
+//!
+//! - `alerts_fire_route_and_resolve_end_to_end`: exporter -> Prometheus with the
+//!   project's rules -> Alertmanager with alerts/alertmanager.example.yml ->
+//!   a webhook receiver in this test. THE `for:` DURATIONS ARE SHORTENED to
+//!   5 s in a temporary copy of the rules (and the example's group timings to
+//!   1 s), so the run takes about a minute instead of hours; nothing else of
+//!   the rules changes. The exporter reads an attachments file this test
+//!   writes (`images: []`); at the end the file is broken, so that
+//!   `CephRBDExporterSourceDown` fires for `source="file"`, and repaired.
+
+mod common;
+
+use common::alertmanager::Webhook;
+use common::artifacts::{ALERTS, AM_EXAMPLE, RULES, read};
+use common::exporter::{ATTACHMENTS_OK, start_exporter, write_attachments};
+use common::process::{Proc, Scratch, run, wait_for};
+use common::prometheus::{prom_query, prometheus_config, start_prometheus};
+use common::{Holder, ceph_cli, conf, rbd_json, scratch_dir};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The `for:` every alert gets in the end-to-end test's copy of the rules.
+const E2E_FOR: &str = "5s";
+
+/// Images this test created: locks removed and images deleted on drop (best
+/// effort: an image whose killed holder's watch has not expired yet stays).
+struct TestImages(Vec<String>);
+
+impl Drop for TestImages {
+    fn drop(&mut self) {
+        for spec in &self.0 {
+            let rbd = |args: &[&str]| {
+                Command::new("rbd")
+                    .args(args)
+                    .env("CEPH_CONF", conf())
+                    .output()
+            };
+            if let Ok(out) = rbd(&["lock", "ls", spec, "--format", "json"]) {
+                let locks: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+                for l in locks.as_array().cloned().unwrap_or_default() {
+                    let (id, locker) = (l["id"].as_str(), l["locker"].as_str());
+                    if let (Some(id), Some(locker)) = (id, locker) {
+                        let _ = rbd(&["lock", "rm", spec, id, locker]);
+                    }
+                }
+            }
+            let _ = rbd(&["rm", "--no-progress", spec]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// End to end: cluster -> exporter -> Prometheus -> Alertmanager -> webhook.
+
+/// The rules with every `for:` replaced by `E2E_FOR`.
+fn shortened_rules(dir: &Path) -> PathBuf {
+    let text = read(RULES);
+    let mut changed = 0;
+    let out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let indent = &l[..l.len() - l.trim_start().len()];
+            if l.trim_start().starts_with("for:") {
+                changed += 1;
+                format!("{indent}for: {E2E_FOR} # shortened by tests/alerting_e2e.rs")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert_eq!(changed, ALERTS.len(), "one `for:` per alert");
+    let p = dir.join("ceph-rbd-exporter.rules.yml");
+    std::fs::write(&p, out.join("\n") + "\n").unwrap();
+    run("promtool", &["check", "rules", p.to_str().unwrap()]);
+    p
+}
+
+/// alerts/alertmanager.example.yml with its receivers pointed at `webhook`
+/// and group timings of 1 s.
+fn test_alertmanager_config(dir: &Path, webhook: &str) -> PathBuf {
+    let text = read(AM_EXAMPLE);
+    assert!(
+        text.contains("http://127.0.0.1:5001/"),
+        "the example's placeholder URL changed"
+    );
+    let out: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let indent = &l[..l.len() - l.trim_start().len()];
+            let t = l.trim_start();
+            if t.starts_with("group_wait:") {
+                format!("{indent}group_wait: 1s")
+            } else if t.starts_with("group_interval:") {
+                format!("{indent}group_interval: 1s")
+            } else {
+                l.replace("http://127.0.0.1:5001/", &format!("http://{webhook}/"))
+            }
+        })
+        .collect();
+    let p = dir.join("alertmanager.yml");
+    std::fs::write(&p, out.join("\n") + "\n").unwrap();
+    run("amtool", &["check-config", p.to_str().unwrap()]);
+    p
+}
+
+#[test]
+fn alerts_fire_route_and_resolve_end_to_end() {
+    let t0 = Instant::now();
+    let pid = std::process::id();
+    let deleted = format!("volume-e2e-{pid}.deleted");
+    let locked = format!("volume-e2e-lock-{pid}");
+    let deleted_spec = format!("volumes/{deleted}");
+    let locked_spec = format!("volumes/{locked}");
+    let _images = TestImages(vec![deleted_spec.clone(), locked_spec.clone()]);
+    ceph_cli("rbd", &["create", "--size", "16M", &deleted_spec]);
+    ceph_cli("rbd", &["create", "--size", "16M", &locked_spec]);
+    // A stale advisory lock: `rbd lock add` exits, nobody watches the image.
+    ceph_cli("rbd", &["lock", "add", &locked_spec, "e2e-cookie"]);
+    // An orphaned watcher: a client holding a `.deleted` image open.
+    let mut holder = Holder::start("volumes", &deleted, &["--write"]);
+
+    let scratch = Scratch(scratch_dir("e2e"));
+    eprintln!(
+        "e2e: the `for:` of every alert is shortened to {E2E_FOR} in {} \
+         (Alertmanager group_wait/group_interval 1s)",
+        scratch.0.display()
+    );
+    let rules = shortened_rules(&scratch.0);
+    let attachments = write_attachments(&scratch.0);
+    let webhook = Webhook::start();
+    let am_config = test_alertmanager_config(&scratch.0, &webhook.addr);
+    let (am, am_addr) = Proc::start(
+        "alertmanager",
+        Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", am_config.display()))
+            .arg(format!("--storage.path={}", scratch.0.join("am").display()))
+            .args([
+                "--web.listen-address=127.0.0.1:0",
+                "--cluster.listen-address=",
+            ]),
+        "msg=\"Listening on\"",
+    );
+    let (exporter, exporter_addr) = start_exporter(&attachments);
+    let (prom, p) = start_prometheus(
+        &scratch.0,
+        &prometheus_config(&exporter_addr, &rules, Some(&am_addr)),
+    );
+    let diagnostics = || {
+        format!(
+            "received:\n{}\n{}\n{}\n{}",
+            webhook.summary(),
+            prom.tail(20),
+            am.tail(20),
+            exporter.tail(10)
+        )
+    };
+    eprintln!("e2e: stack up after {:.1}s", t0.elapsed().as_secs_f64());
+
+    // 1. The orphaned watcher pages, with the right labels, on the pager route.
+    let orphan = [
+        ("alertname", "CephRBDOrphanedWatcher"),
+        ("pool", "volumes"),
+        ("image", deleted.as_str()),
+    ];
+    let (route, fired_at, alert) =
+        wait_for(Duration::from_secs(90), "CephRBDOrphanedWatcher", || {
+            webhook.find("firing", &orphan)
+        })
+        .unwrap_or_else(|| panic!("CephRBDOrphanedWatcher never arrived\n{}", diagnostics()));
+    eprintln!(
+        "e2e: CephRBDOrphanedWatcher for {deleted_spec} after {:.1}s",
+        fired_at.duration_since(t0).as_secs_f64()
+    );
+    assert_eq!(route, "/pager", "critical goes to the pager: {alert}");
+    assert_eq!(alert["labels"]["severity"], "critical");
+    assert_eq!(alert["labels"]["reason"], "image_deleted");
+    assert!(
+        alert["labels"].get("namespace").is_none(),
+        "default namespace: no label {alert}"
+    );
+    let desc = alert["annotations"]["description"].as_str().unwrap();
+    assert!(
+        desc.contains(&deleted) && desc.contains("pool volumes"),
+        "{desc}"
+    );
+    assert!(
+        alert["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("#cephrbdorphanedwatcher")
+    );
+
+    // 2. The stale lock warns, on the queue route.
+    let stale = [
+        ("alertname", "CephRBDStaleLock"),
+        ("pool", "volumes"),
+        ("image", locked.as_str()),
+    ];
+    let (route, at, alert) = wait_for(Duration::from_secs(60), "CephRBDStaleLock", || {
+        webhook.find("firing", &stale)
+    })
+    .unwrap_or_else(|| panic!("CephRBDStaleLock never arrived\n{}", diagnostics()));
+    eprintln!(
+        "e2e: CephRBDStaleLock for {locked_spec} after {:.1}s",
+        at.duration_since(t0).as_secs_f64()
+    );
+    assert_eq!(route, "/queue", "warning goes to the queue: {alert}");
+    assert_eq!(alert["labels"]["severity"], "warning");
+
+    // 3. The client crashes: its watch expires (~30 s) and the page resolves.
+    //    Meanwhile the stale lock is removed, and that warning resolves too.
+    holder.kill();
+    let killed = Instant::now();
+    let locks = rbd_json(&["lock", "ls", &locked_spec]);
+    let locker = locks[0]["locker"].as_str().unwrap().to_string();
+    ceph_cli("rbd", &["lock", "rm", &locked_spec, "e2e-cookie", &locker]);
+
+    let (route, at, _) = wait_for(Duration::from_secs(60), "CephRBDStaleLock resolved", || {
+        webhook.find("resolved", &stale)
+    })
+    .unwrap_or_else(|| panic!("the removed lock's alert never resolved\n{}", diagnostics()));
+    assert_eq!(route, "/queue");
+    eprintln!(
+        "e2e: CephRBDStaleLock resolved {:.1}s after `rbd lock rm`",
+        at.duration_since(killed).as_secs_f64()
+    );
+    let (route, resolved_at, alert) = wait_for(
+        Duration::from_secs(120),
+        "CephRBDOrphanedWatcher resolved",
+        || webhook.find("resolved", &orphan),
+    )
+    .unwrap_or_else(|| panic!("the orphan page never resolved\n{}", diagnostics()));
+    assert_eq!(route, "/pager");
+    assert_eq!(alert["labels"]["reason"], "image_deleted");
+    eprintln!(
+        "e2e: CephRBDOrphanedWatcher resolved {:.1}s after the holder was killed",
+        resolved_at.duration_since(killed).as_secs_f64()
+    );
+    // The crashed client left its exclusive lock behind: now a stale lock.
+    let crash_lock = [
+        ("alertname", "CephRBDStaleLock"),
+        ("image", deleted.as_str()),
+    ];
+    wait_for(
+        Duration::from_secs(30),
+        "the crashed client's stale lock",
+        || webhook.find("firing", &crash_lock),
+    )
+    .unwrap_or_else(|| {
+        panic!(
+            "no CephRBDStaleLock for the crashed client's lock\n{}",
+            diagnostics()
+        )
+    });
+
+    // 4. Nothing that should stay quiet spoke, ever.
+    let received = webhook.alerts();
+    for (route, _, a) in &received {
+        let name = a["labels"]["alertname"].as_str().unwrap_or("?");
+        assert_ne!(
+            a["labels"]["image"], "volume-attached",
+            "an alert names the legitimately watched volumes/volume-attached: {a}"
+        );
+        assert!(
+            !matches!(
+                name,
+                "CephRBDExporterDown"
+                    | "CephRBDExporterClusterUnreachable"
+                    | "CephRBDExporterSourceDown"
+                    | "CephRBDExporterSampleStale"
+                    | "CephRBDSnapshotChildrenHigh"
+            ),
+            "{name} fired on a healthy exporter and a seeded cluster: {a}"
+        );
+        let expected_route = match a["labels"]["severity"].as_str() {
+            Some("critical") => "/pager",
+            _ => "/queue",
+        };
+        assert_eq!(route, expected_route, "routing of {a}");
+        for k in ["summary", "description", "runbook_url"] {
+            assert!(a["annotations"][k].is_string(), "{name}: no {k}");
+        }
+    }
+    // Not even pending, in Prometheus.
+    let attached = prom_query(
+        &p,
+        "count_over_time(ALERTS{image=\"volume-attached\"}[30m])",
+    )
+    .unwrap();
+    assert!(
+        attached.is_empty(),
+        "ALERTS for volume-attached: {attached:?}"
+    );
+
+    // 5. The attachments file is truncated (an inventory job writing half a
+    //    file): the source goes down, its verdicts are suspended, and
+    //    CephRBDExporterSourceDown warns, naming it. Repaired, it resolves.
+    std::fs::write(&attachments, "images:\n  - {image: volume-half-wri").unwrap();
+    let broken = Instant::now();
+    let source_down = [
+        ("alertname", "CephRBDExporterSourceDown"),
+        ("source", "file"),
+    ];
+    let (route, at, alert) = wait_for(Duration::from_secs(60), "CephRBDExporterSourceDown", || {
+        webhook.find("firing", &source_down)
+    })
+    .unwrap_or_else(|| panic!("CephRBDExporterSourceDown never arrived\n{}", diagnostics()));
+    eprintln!(
+        "e2e: CephRBDExporterSourceDown for source=file {:.1}s after the file broke",
+        at.duration_since(broken).as_secs_f64()
+    );
+    assert_eq!(route, "/queue", "warning goes to the queue: {alert}");
+    assert_eq!(alert["labels"]["severity"], "warning");
+    let desc = alert["annotations"]["description"].as_str().unwrap();
+    assert!(
+        desc.contains("attachment source file") && desc.contains("suspended"),
+        "{desc}"
+    );
+    assert!(
+        alert["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("#cephrbdexportersourcedown")
+    );
+    // What the runbook says to look at first: the errors, by kind.
+    let errors = prom_query(
+        &p,
+        "ceph_rbd_exporter_source_errors_total{source=\"file\",kind=\"config\"} > 0",
+    )
+    .unwrap();
+    assert_eq!(
+        errors.len(),
+        1,
+        "config errors of the file source: {errors:?}"
+    );
+    assert!(
+        exporter.log.lock().unwrap().iter().any(|l| l
+            .contains("attachment source failed; no verdicts from it until it answers")
+            && l.contains("source=\"file\"")),
+        "no log line \"attachment source failed\" (the alert points at it):\n{}",
+        exporter.tail(20)
+    );
+    std::fs::write(&attachments, ATTACHMENTS_OK).unwrap();
+    let repaired = Instant::now();
+    let (route, at, _) = wait_for(
+        Duration::from_secs(60),
+        "CephRBDExporterSourceDown resolved",
+        || webhook.find("resolved", &source_down),
+    )
+    .unwrap_or_else(|| panic!("the source-down warning never resolved\n{}", diagnostics()));
+    assert_eq!(route, "/queue");
+    eprintln!(
+        "e2e: CephRBDExporterSourceDown resolved {:.1}s after the file was repaired",
+        at.duration_since(repaired).as_secs_f64()
+    );
+
+    let received = webhook.alerts();
+    let names: BTreeSet<&str> = received
+        .iter()
+        .filter_map(|(_, _, a)| a["labels"]["alertname"].as_str())
+        .collect();
+    eprintln!(
+        "e2e: done in {:.1}s; {} notifications, alerts seen: {names:?}",
+        t0.elapsed().as_secs_f64(),
+        webhook.all().len()
+    );
+}

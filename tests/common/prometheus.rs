@@ -1,0 +1,79 @@
+//! Prometheus started by the tests (on 127.0.0.1, a port the kernel picks,
+//! data in a scratch directory) and its HTTP API.
+
+use super::http::{encode, http_get};
+use super::process::{Proc, run};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub const JOB: &str = "ceph-rbd-exporter";
+
+pub fn prom_api(prom: &str, path_and_query: &str) -> Result<Value, String> {
+    let (status, body) = http_get(prom, path_and_query);
+    let v: Value = serde_json::from_str(&body)
+        .map_err(|e| format!("HTTP {status}, not JSON ({e}): {body}"))?;
+    if v["status"] == "success" {
+        Ok(v["data"].clone())
+    } else {
+        Err(format!("{}: {}", v["errorType"], v["error"]))
+    }
+}
+
+/// Instant query: the result vector.
+pub fn prom_query(prom: &str, expr: &str) -> Result<Vec<Value>, String> {
+    let data = prom_api(prom, &format!("/api/v1/query?query={}", encode(expr)))?;
+    Ok(match &data["result"] {
+        Value::Array(a) => a.clone(),
+        Value::Null => Vec::new(),
+        scalar => vec![scalar.clone()],
+    })
+}
+
+/// Prometheus on 127.0.0.1 with `config` (a YAML text), killed on drop.
+pub fn start_prometheus(dir: &Path, config: &str) -> (Proc, String) {
+    let cfg = dir.join("prometheus.yml");
+    std::fs::write(&cfg, config).unwrap();
+    run("promtool", &["check", "config", cfg.to_str().unwrap()]);
+    let (prom, addr) = Proc::start(
+        "prometheus",
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .args([
+                "--web.listen-address=127.0.0.1:0",
+                "--rules.alert.resend-delay=1s",
+                "--log.level=info",
+            ]),
+        "msg=\"Listening on\"",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(&addr, "/-/ready").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "prometheus not ready:\n{}",
+            prom.tail(30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (prom, addr)
+}
+
+pub fn prometheus_config(exporter: &str, rules: &Path, alertmanager: Option<&str>) -> String {
+    let mut cfg = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+         rule_files:\n  - {}\n\
+         scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['{exporter}']\n",
+        rules.display()
+    );
+    if let Some(am) = alertmanager {
+        cfg.push_str(&format!(
+            "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{am}']\n"
+        ));
+    }
+    cfg
+}
