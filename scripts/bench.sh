@@ -91,7 +91,7 @@ fi
 say "building"
 cargo build --release --locked
 bench_bin=$(cargo bench --locked --bench bench --no-run 2>&1 \
-    | sed -n 's/.*Executable benches\/bench.rs (\(.*\))$/\1/p' | tail -1)
+    | sed -n 's/.*Executable benches\/bench\/main.rs (\(.*\))$/\1/p' | tail -1)
 [ -x "$bench_bin" ] || { say "cannot find the bench binary"; exit 1; }
 
 mkdir -p "$results"
