@@ -119,8 +119,8 @@ pub struct WatcherContext<'a> {
 pub struct Host {
     /// Host name (inventory name, Kubernetes node name, or reverse DNS).
     pub name: String,
-    /// Role from the inventory (`compute`, `rbd-mirror`, ...), or
-    /// `k8s-node` for a Kubernetes node.
+    /// Role from the inventory (`compute`, `rbd-mirror`, ...); `None` for
+    /// a host named by an attachment source or by reverse DNS.
     pub role: Option<String>,
     /// Where the attribution came from: `inventory`, a source name, or
     /// `reverse_dns`.

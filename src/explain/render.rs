@@ -9,6 +9,18 @@ use std::fmt::Write as _;
 /// Renders an image explanation for a terminal.
 pub fn render_image(e: &ImageExplanation) -> String {
     let mut out = String::new();
+    render_header(&mut out, e);
+    render_watchers(&mut out, e);
+    render_locks(&mut out, e);
+    render_parents(&mut out, e);
+    render_snapshots(&mut out, e);
+    render_blockers(&mut out, e);
+    render_fixes(&mut out, &e.fixes);
+    out
+}
+
+/// The image, its size and trash state, and its owners.
+fn render_header(out: &mut String, e: &ImageExplanation) {
     let spec = image_spec(&e.pool, &e.namespace, &e.image);
     let _ = writeln!(
         out,
@@ -32,6 +44,10 @@ pub fn render_image(e: &ImageExplanation) -> String {
             o.expectation.owner, o.source
         );
     }
+}
+
+/// Every watcher with its host and verdict.
+fn render_watchers(out: &mut String, e: &ImageExplanation) {
     let _ = writeln!(out, "\nwatchers  {}", e.watchers.len());
     for w in &e.watchers {
         let _ = writeln!(
@@ -46,6 +62,10 @@ pub fn render_image(e: &ImageExplanation) -> String {
             }
         );
     }
+}
+
+/// Every lock with its host and whether it is stale.
+fn render_locks(out: &mut String, e: &ImageExplanation) {
     let _ = writeln!(out, "\nlocks     {}", e.locks.len());
     for l in &e.locks {
         let _ = writeln!(
@@ -62,6 +82,10 @@ pub fn render_image(e: &ImageExplanation) -> String {
             if l.stale { "STALE" } else { "held" }
         );
     }
+}
+
+/// The clone depth, the parent chain and the flatten reasons.
+fn render_parents(out: &mut String, e: &ImageExplanation) {
     let _ = writeln!(
         out,
         "\nparents   depth {}{}",
@@ -106,6 +130,10 @@ pub fn render_image(e: &ImageExplanation) -> String {
                 .join(", ")
         );
     }
+}
+
+/// Every snapshot with its children, by pool.
+fn render_snapshots(out: &mut String, e: &ImageExplanation) {
     let _ = writeln!(out, "\nsnapshots {}", e.snapshots.len());
     for s in &e.snapshots {
         let n: usize = s.children.values().map(Vec::len).sum();
@@ -124,6 +152,10 @@ pub fn render_image(e: &ImageExplanation) -> String {
             let _ = writeln!(out, "    {pool}: {}", children.join(", "));
         }
     }
+}
+
+/// What stops `rbd rm` now.
+fn render_blockers(out: &mut String, e: &ImageExplanation) {
     let _ = writeln!(out, "\nwhy it cannot be deleted now");
     if e.blockers.is_empty() {
         let _ = writeln!(out, "  nothing: no watchers, locks or clones");
@@ -131,8 +163,6 @@ pub fn render_image(e: &ImageExplanation) -> String {
     for b in &e.blockers {
         let _ = writeln!(out, "  - {b}");
     }
-    render_fixes(&mut out, &e.fixes);
-    out
 }
 
 fn render_fixes(out: &mut String, fixes: &[Fix]) {
