@@ -12,12 +12,14 @@
 //!   (`shim.cc`) that builds, submits and reads compound reads;
 //! * [`decode`]: bounds-checked decoders of the binary replies;
 //! * `rbd.rs`: RBD domain rules (lock kinds, rbd_support tasks, ...) that
-//!   turn decoded replies into the model's types.
+//!   turn decoded replies into the model's types;
+//! * [`fake`]: an in-memory cluster implementing [`Conn`], for tests.
 
 mod batch;
 mod conn_impl;
 mod connection;
 pub mod decode;
+pub mod fake;
 mod ffi;
 mod rbd;
 mod throttle;
