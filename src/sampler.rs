@@ -387,3 +387,252 @@ mod tests {
         assert_eq!(unknown, vec!["nope".to_string()]);
     }
 }
+
+#[cfg(test)]
+mod fake_cluster_tests {
+    //! `sample_once` against the in-memory cluster of `ceph::fake`.
+
+    use super::*;
+    use crate::ceph::fake::{self, FakeCluster, FakeImage, Fault, Method};
+    use crate::model::{ImageKey, PoolId};
+
+    fn config(pools: Option<&[&str]>, max_inflight: usize) -> SampleConfig {
+        SampleConfig {
+            pools: pools.map(|p| p.iter().map(|s| s.to_string()).collect()),
+            max_inflight,
+        }
+    }
+
+    fn namespace<'a>(s: &'a Sample, pool: PoolId, name: &str) -> &'a NamespaceSample {
+        let pool = &s.pools[&pool];
+        let nss = pool.outcome.as_ref().expect("pool sampled");
+        nss.iter()
+            .find(|ns| ns.namespace == name)
+            .expect("namespace sampled")
+    }
+
+    fn image_ids(ns: &NamespaceSample) -> Vec<&str> {
+        ns.images.keys().map(String::as_str).collect()
+    }
+
+    fn key(pool_id: PoolId, namespace: &str, image_id: &str) -> ImageKey {
+        ImageKey {
+            pool_id,
+            namespace: namespace.into(),
+            image_id: image_id.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn first_timeout_in_a_namespace_stops_it_and_fails_the_pool() {
+        let mut b = FakeCluster::builder()
+            .rbd_pool(1, "volumes")
+            .image(1, "", FakeImage::new("d1", "default-1"))
+            .image(1, "", FakeImage::new("d2", "default-2"))
+            .rbd_pool(2, "images")
+            .image(2, "", FakeImage::new("g", "golden"));
+        for i in 0..6 {
+            b = b.image(1, "tenant", FakeImage::new(&format!("t{i}"), "vm"));
+        }
+        // Only the first header read of the namespace times out: the reads
+        // after it would succeed, but must not be started.
+        let cluster = b
+            .fault(
+                Fault::on(Method::Header, fake::timeout)
+                    .pool(1)
+                    .namespace("tenant")
+                    .times(1),
+            )
+            .build();
+        let (sample, unknown) = sample_once(&cluster, &config(None, 1)).await.unwrap();
+        assert!(unknown.is_empty());
+
+        let err = sample.pools[&1].outcome.as_ref().unwrap_err();
+        assert_eq!(err.kind, "timeout");
+        assert!(
+            err.message.contains("volumes/tenant/rbd_header.t0"),
+            "{err:?}"
+        );
+        assert!(sample.pools[&1].skipped.is_empty());
+        let headers_in = |ns: &str| {
+            cluster
+                .count_where(|c| c.method == Method::Header && c.namespace.as_deref() == Some(ns))
+        };
+        // With one read in flight, at most the read already waiting for the
+        // permit when the error came back is sent after the failing one.
+        let tenant_reads = headers_in("tenant");
+        assert!(
+            (1..=2).contains(&tenant_reads),
+            "{tenant_reads} header reads in a namespace of 6 images"
+        );
+        // The namespace before it was read in full; the other pool is fine.
+        assert_eq!(headers_in(""), 3);
+        assert_eq!(image_ids(namespace(&sample, 2, "")), vec!["g"]);
+        assert!(sample.finished_at >= sample.started_at);
+    }
+
+    #[tokio::test]
+    async fn ancestors_in_unsampled_pools_are_followed_across_hops() {
+        let cluster = FakeCluster::builder()
+            .rbd_pool(1, "images")
+            .trashed(
+                1,
+                "",
+                FakeImage::new("g", "golden").protected_snapshot(4, "base"),
+            )
+            .rbd_pool(2, "templates")
+            .image(
+                2,
+                "gold",
+                FakeImage::new("m", "middle")
+                    .clone_of(1, "", "g", 4)
+                    .protected_snapshot(7, "tpl"),
+            )
+            .rbd_pool(3, "volumes")
+            .image(3, "", FakeImage::new("v", "vm").clone_of(2, "gold", "m", 7))
+            // A parent in a pool that is gone stays missing, without error.
+            .image(
+                3,
+                "",
+                FakeImage::new("w", "orphan").clone_of(99, "", "x", 1),
+            )
+            .build();
+        let (sample, unknown) = sample_once(&cluster, &config(Some(&["volumes"]), 4))
+            .await
+            .unwrap();
+        assert!(unknown.is_empty());
+        assert_eq!(sample.pools.keys().copied().collect::<Vec<_>>(), vec![3]);
+        assert_eq!(image_ids(namespace(&sample, 3, "")), vec!["v", "w"]);
+
+        let middle = &sample.ancestors[&key(2, "gold", "m")];
+        assert_eq!((middle.name.as_str(), middle.in_trash), ("middle", false));
+        assert_eq!(middle.snapshots.len(), 1);
+        let golden = &sample.ancestors[&key(1, "", "g")];
+        assert_eq!((golden.name.as_str(), golden.in_trash), ("golden", true));
+        assert!(golden.snapshots[0].protected);
+        assert_eq!(sample.ancestors.len(), 2);
+        assert_eq!(sample.missing_parents(), vec![key(99, "", "x")]);
+        // Unsampled pools are only read for those ancestors.
+        assert_eq!(cluster.count(Method::ImageName), 3);
+        assert_eq!(cluster.count_where(|c| c.method == Method::Directory), 1);
+    }
+
+    #[tokio::test]
+    async fn undecodable_images_are_skipped_and_counted() {
+        let cluster = FakeCluster::builder()
+            .rbd_pool(1, "volumes")
+            .image(1, "", FakeImage::new("a", "good"))
+            .image(1, "", FakeImage::new("b", "bad-header"))
+            .image(1, "", FakeImage::new("c", "bad-snaps").snapshot(3, "s"))
+            .image(1, "", FakeImage::new("d", "good-too").snapshot(5, "s"))
+            .fault(Fault::on(Method::Header, fake::undecodable).image("b"))
+            .fault(Fault::on(Method::Snapshots, fake::undecodable).image("c"))
+            .build();
+        let (sample, _) = sample_once(&cluster, &config(None, 1)).await.unwrap();
+        let pool = &sample.pools[&1];
+        let ns = namespace(&sample, 1, "");
+        assert_eq!(image_ids(ns), vec!["a", "d"]);
+        assert_eq!(ns.images["d"].snapshots.len(), 1);
+        let mut skipped: Vec<_> = pool.skipped.iter().map(|s| s.message.clone()).collect();
+        skipped.sort();
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(skipped[0].contains("rbd_header.b"), "{skipped:?}");
+        assert!(skipped[1].contains("rbd_header.c"), "{skipped:?}");
+        assert!(pool.skipped.iter().all(|s| s.kind == "decode"));
+        // Every image was tried: a decode error does not stop the namespace.
+        assert_eq!(cluster.count(Method::Header), 4);
+    }
+
+    #[tokio::test]
+    async fn an_image_gone_before_its_header_read_is_simply_absent() {
+        let cluster = FakeCluster::builder()
+            .rbd_pool(1, "volumes")
+            .image(1, "", FakeImage::new("a", "kept"))
+            .vanishing(1, "", "v", "removed-meanwhile")
+            .image(1, "", FakeImage::new("z", "kept-too"))
+            .build();
+        let (sample, _) = sample_once(&cluster, &config(None, 2)).await.unwrap();
+        let pool = &sample.pools[&1];
+        assert!(pool.skipped.is_empty());
+        assert_eq!(image_ids(namespace(&sample, 1, "")), vec!["a", "z"]);
+        assert_eq!(
+            cluster
+                .count_where(|c| c.method == Method::Header && c.image_id.as_deref() == Some("v")),
+            1
+        );
+        assert_eq!(cluster.count(Method::Snapshots), 0);
+    }
+
+    #[tokio::test]
+    async fn pool_selection_unknown_names_and_non_rbd_pools() {
+        let cluster = FakeCluster::builder()
+            .rbd_pool(1, "volumes")
+            .pool(2, "rgw-data", &["rgw"])
+            .pool(3, "scratch", &[])
+            .rbd_pool(4, "images")
+            .build();
+        let (sample, unknown) = sample_once(&cluster, &config(None, 4)).await.unwrap();
+        assert!(unknown.is_empty());
+        assert_eq!(sample.pools.keys().copied().collect::<Vec<_>>(), vec![1, 4]);
+        assert_eq!(sample.pool_names.len(), 4);
+        assert_eq!(
+            cluster.count_where(|c| matches!(c.pool_id, Some(2) | Some(3))),
+            0,
+            "pools without the rbd application are not read"
+        );
+
+        let wanted = config(Some(&["rgw-data", "nope", "volumes"]), 4);
+        let (sample, unknown) = sample_once(&cluster, &wanted).await.unwrap();
+        assert_eq!(unknown, vec!["nope".to_string()]);
+        assert_eq!(sample.pools.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+        assert!(sample.pools.values().all(|p| p.outcome.is_ok()));
+    }
+
+    #[tokio::test]
+    async fn a_failing_pool_list_fails_the_sample() {
+        let cluster = FakeCluster::builder()
+            .rbd_pool(1, "volumes")
+            .image(1, "", FakeImage::new("a", "x"))
+            .fault(Fault::on(Method::Pools, fake::timeout))
+            .build();
+        let err = sample_once(&cluster, &config(None, 4)).await.unwrap_err();
+        assert_eq!(err.metric_label(), "timeout");
+        assert_eq!(
+            cluster.calls().len(),
+            1,
+            "nothing is read without the pool list"
+        );
+
+        cluster.change(|c| {
+            c.clear_faults()
+                .fault(Fault::on(Method::Pools, |_| Error::Config("no".into())))
+        });
+        let err = sample_once(&cluster, &config(None, 4)).await.unwrap_err();
+        assert_eq!(err.metric_label(), "config");
+    }
+
+    #[tokio::test]
+    async fn reads_in_flight_stay_within_max_inflight() {
+        let mut b = FakeCluster::builder()
+            .latency(Duration::from_millis(2))
+            .rbd_pool(1, "a")
+            .rbd_pool(2, "b");
+        for i in 0..12 {
+            b = b
+                .image(
+                    1,
+                    "",
+                    FakeImage::new(&format!("a{i}"), "x").snapshot(1, "s"),
+                )
+                .image(2, "ns", FakeImage::new(&format!("b{i}"), "y"));
+        }
+        let cluster = b.build();
+        let (sample, _) = sample_once(&cluster, &config(None, 3)).await.unwrap();
+        assert_eq!(namespace(&sample, 1, "").images.len(), 12);
+        assert_eq!(namespace(&sample, 2, "ns").images.len(), 12);
+        // The pool list is read before any other; then at most 3 at once.
+        let peak = cluster.inflight_peak();
+        assert!((2..=3).contains(&peak), "peak {peak}");
+        assert_eq!(cluster.ops_sent(), cluster.calls().len() as u64);
+    }
+}

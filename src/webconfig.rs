@@ -17,6 +17,9 @@
 //! logged.
 
 use crate::error::Error;
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -161,31 +164,24 @@ fn decode_basic(value: &str) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
+/// Standard alphabet, no padding (it is stripped first), and non-zero
+/// trailing bits accepted: lenient the way Basic credentials are in practice.
+const BASIC_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Decodes the credentials of a Basic `Authorization` value: any number of
+/// trailing `=` is ignored; other characters outside the standard alphabet,
+/// an impossible length, or more than 8192 characters give `None`.
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    fn val(c: u8) -> Option<u32> {
-        match c {
-            b'A'..=b'Z' => Some(u32::from(c - b'A')),
-            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
-            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
-            b'+' => Some(62),
-            b'/' => Some(63),
-            _ => None,
-        }
-    }
-    let s = s.trim_end_matches('=').as_bytes();
-    if s.len() % 4 == 1 || s.len() > 8192 {
+    let s = s.trim_end_matches('=');
+    if s.len() > 8192 {
         return None;
     }
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    for chunk in s.chunks(4) {
-        let mut acc = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            acc |= val(c)? << (18 - 6 * i);
-        }
-        let bytes = acc.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    Some(out)
+    BASIC_BASE64.decode(s).ok()
 }
 
 fn resolve(base: &Path, p: &str) -> PathBuf {
@@ -197,53 +193,74 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
     }
 }
 
-fn tls_config(path: &Path, base: &Path, t: TlsFile) -> Result<rustls::ServerConfig, Error> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let cert_file = t
-        .cert_file
-        .ok_or_else(|| bad(path, "tls_server_config needs cert_file"))?;
-    let key_file = t
-        .key_file
-        .ok_or_else(|| bad(path, "tls_server_config needs key_file"))?;
-    let read_certs = |file: &str| -> Result<Vec<CertificateDer<'static>>, Error> {
-        let full = resolve(base, file);
-        let pem = std::fs::read(&full)
-            .map_err(|e| bad(path, format!("cannot read {}: {e}", full.display())))?;
-        let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
-            .collect::<Result<_, _>>()
-            .map_err(|e| bad(path, format!("{}: {e}", full.display())))?;
-        if certs.is_empty() {
-            return Err(bad(
-                path,
-                format!("{} holds no PEM certificate", full.display()),
-            ));
-        }
-        Ok(certs)
-    };
-    let certs = read_certs(&cert_file)?;
-    let key_path = resolve(base, &key_file);
+/// The certificates in a PEM file; none is an error.
+fn read_certs(path: &Path, base: &Path, file: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let full = resolve(base, file);
+    let pem = std::fs::read(&full)
+        .map_err(|e| bad(path, format!("cannot read {}: {e}", full.display())))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(path, format!("{}: {e}", full.display())))?;
+    if certs.is_empty() {
+        return Err(bad(
+            path,
+            format!("{} holds no PEM certificate", full.display()),
+        ));
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM file.
+fn read_key(path: &Path, base: &Path, file: &str) -> Result<PrivateKeyDer<'static>, Error> {
+    let key_path = resolve(base, file);
     let key_pem = std::fs::read(&key_path)
         .map_err(|e| bad(path, format!("cannot read {}: {e}", key_path.display())))?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
+    rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| bad(path, format!("{}: {e}", key_path.display())))?
         .ok_or_else(|| {
             bad(
                 path,
                 format!("{} holds no PEM private key", key_path.display()),
             )
-        })?;
+        })
+}
+
+fn tls_config(path: &Path, base: &Path, t: TlsFile) -> Result<rustls::ServerConfig, Error> {
+    let cert_file = t
+        .cert_file
+        .ok_or_else(|| bad(path, "tls_server_config needs cert_file"))?;
+    let key_file = t
+        .key_file
+        .ok_or_else(|| bad(path, "tls_server_config needs key_file"))?;
+    let certs = read_certs(path, base, &cert_file)?;
+    let key = read_key(path, base, &key_file)?;
 
     let versions = tls_versions(path, t.min_version.as_deref(), t.max_version.as_deref())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
         .map_err(|e| bad(path, e))?;
-
     let auth_type = t.client_auth_type.as_deref().unwrap_or("NoClientCert");
-    let builder = match auth_type {
-        "NoClientCert" | "RequestClientCert" | "RequireAnyClientCert"
-            if t.client_ca_file.is_none() =>
-        {
+    let ca_file = t.client_ca_file.as_deref();
+    let builder = client_auth(path, base, builder, auth_type, ca_file, provider)?;
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| bad(path, format!("certificate and key do not fit: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Client certificates as `client_auth_type` and `client_ca_file` ask.
+fn client_auth(
+    path: &Path,
+    base: &Path,
+    builder: rustls::ConfigBuilder<rustls::ServerConfig, rustls::WantsVerifier>,
+    auth_type: &str,
+    ca_file: Option<&str>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<rustls::ConfigBuilder<rustls::ServerConfig, rustls::server::WantsServerCert>, Error> {
+    Ok(match auth_type {
+        "NoClientCert" | "RequestClientCert" | "RequireAnyClientCert" if ca_file.is_none() => {
             if auth_type == "RequireAnyClientCert" {
                 return Err(bad(path, "RequireAnyClientCert needs client_ca_file here"));
             }
@@ -254,14 +271,14 @@ fn tls_config(path: &Path, base: &Path, t: TlsFile) -> Result<rustls::ServerConf
         | "RequireAnyClientCert"
         | "RequestClientCert"
         | "NoClientCert" => {
-            let ca_file = t.client_ca_file.as_deref().ok_or_else(|| {
+            let ca_file = ca_file.ok_or_else(|| {
                 bad(
                     path,
                     format!("client_auth_type {auth_type} needs client_ca_file"),
                 )
             })?;
             let mut roots = rustls::RootCertStore::empty();
-            for c in read_certs(ca_file)? {
+            for c in read_certs(path, base, ca_file)? {
                 roots
                     .add(c)
                     .map_err(|e| bad(path, format!("client_ca_file: {e}")))?;
@@ -286,12 +303,7 @@ fn tls_config(path: &Path, base: &Path, t: TlsFile) -> Result<rustls::ServerConf
                 ),
             ));
         }
-    };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| bad(path, format!("certificate and key do not fit: {e}")))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    })
 }
 
 fn tls_versions(
@@ -358,6 +370,45 @@ mod tests {
         assert_eq!(decode_basic("Bearer x"), None);
         assert_eq!(decode_basic("Basic !!!!"), None);
         assert_eq!(decode_basic("Basic QQ"), None); // "A" with no colon
+    }
+
+    #[test]
+    fn base64_edges_padding_invalid_characters_and_length() {
+        let ok = |s: &str| base64_decode(s).map(|b| String::from_utf8(b).unwrap());
+        // Padding: canonical, missing, or any number of trailing `=`.
+        assert_eq!(ok("YWI="), Some("ab".into()));
+        assert_eq!(ok("YWI"), Some("ab".into()));
+        assert_eq!(ok("YWI=="), Some("ab".into()));
+        assert_eq!(ok("YQ"), Some("a".into()));
+        assert_eq!(ok("YQ="), Some("a".into()));
+        assert_eq!(ok("YQ==="), Some("a".into()));
+        assert_eq!(ok(""), Some(String::new()));
+        assert_eq!(ok("===="), Some(String::new()));
+        // Non-zero trailing bits are tolerated ("QR" and "QQ" are both "A").
+        assert_eq!(ok("QR"), Some("A".into()));
+        // A lone symbol after full quads cannot be decoded.
+        assert_eq!(base64_decode("YWJjZ"), None);
+        assert_eq!(base64_decode("Y"), None);
+        // `=` inside, the URL-safe alphabet, blanks and non-ASCII are invalid.
+        assert_eq!(base64_decode("YQ==YQ=="), None);
+        assert_eq!(base64_decode("YW=j"), None);
+        assert_eq!(base64_decode("a-_b"), None);
+        assert_eq!(base64_decode("YW Jj"), None);
+        assert_eq!(base64_decode("YWJ\u{e9}"), None);
+        assert_eq!(decode_basic("Basic YW\njZDpl"), None);
+        // At most 8192 characters before the padding.
+        let long = "QUJD".repeat(2048);
+        assert_eq!(base64_decode(&long).map(|b| b.len()), Some(6144));
+        assert_eq!(
+            base64_decode(&format!("{long}==")).map(|b| b.len()),
+            Some(6144)
+        );
+        assert_eq!(base64_decode(&format!("{long}QQ")), None);
+        // Both `Basic ` spellings; blanks around the token are trimmed.
+        assert_eq!(decode_basic("basic  YTpi "), Some(("a".into(), "b".into())));
+        assert_eq!(decode_basic("BASIC YTpi"), None);
+        // Credentials must be UTF-8.
+        assert_eq!(decode_basic("Basic /w=="), None);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Declarations of the C++ shim (`shim.cc`). Only `rados.rs` uses them.
+//! Declarations of the C++ shim (`shim.cc`). Only `batch.rs` uses them.
 
 use ceph::rados::rados_ioctx_t;
 use std::os::raw::{c_char, c_int, c_void};

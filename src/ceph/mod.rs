@@ -1,11 +1,30 @@
 //! Everything that touches the cluster. The rest of the exporter sees only the
 //! [`Conn`] trait and plain data.
+//!
+//! Layout:
+//!
+//! * `connection.rs`: [`ConnectOptions`], [`RadosConn`]'s set-up, the
+//!   cluster handle, mon commands and their JSON replies;
+//! * `conn_impl.rs`: the [`Conn`] implementation of [`RadosConn`] (the
+//!   compound reads);
+//! * `throttle.rs`: in-flight accounting and the ops-per-second pacer;
+//! * `batch.rs` and `ffi.rs`: the unsafe wrappers around the C++ shim
+//!   (`shim.cc`) that builds, submits and reads compound reads;
+//! * [`decode`]: bounds-checked decoders of the binary replies;
+//! * `rbd.rs`: RBD domain rules (lock kinds, rbd_support tasks, ...) that
+//!   turn decoded replies into the model's types;
+//! * [`fake`]: an in-memory cluster implementing [`Conn`], for tests.
 
+mod batch;
+mod conn_impl;
+mod connection;
 pub mod decode;
+pub mod fake;
 mod ffi;
-mod rados;
+mod rbd;
+mod throttle;
 
-pub use rados::{ConnectOptions, RadosConn};
+pub use connection::{ConnectOptions, RadosConn};
 
 use crate::error::Error;
 use crate::model::{
@@ -96,4 +115,11 @@ pub trait Conn: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<(String, bool)>, Error>> + Send;
     /// RADOS operations sent so far (each compound read counts once).
     fn ops_sent(&self) -> u64;
+}
+
+/// `s` as a C string, or a configuration error naming `what` when it holds
+/// a NUL byte.
+fn cstring(s: &str, what: &str) -> Result<std::ffi::CString, Error> {
+    std::ffi::CString::new(s)
+        .map_err(|_| Error::Config(format!("{what} contains a NUL byte: {s:?}")))
 }
