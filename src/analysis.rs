@@ -1035,4 +1035,32 @@ mod tests {
         let a = analyse(&s, &Settings::default());
         assert_eq!(a.children_of(&key(1, "g"), &snap), 3);
     }
+
+    #[test]
+    fn v1_children_count_against_their_parent_in_the_same_namespace() {
+        let mut base = image("p", "csi-golden");
+        let snap = snapshot(3, "base", true);
+        base.snapshots.push(snap.clone());
+        let mut ns = namespace("tenant-a", vec![base, image("c", "csi-clone")]);
+        ns.v1_children.push(V1ChildLink {
+            parent_pool_id: 1,
+            parent_image_id: "p".into(),
+            parent_snap_id: 3,
+            child_image_ids: vec!["c".into()],
+        });
+        let s = sample(vec![(1, "k8s", vec![namespace("", vec![]), ns])]);
+        let a = analyse(&s, &Settings::default());
+        let parent = ImageKey {
+            pool_id: 1,
+            namespace: "tenant-a".into(),
+            image_id: "p".into(),
+        };
+        assert_eq!(a.children_of(&parent, &snap), 1);
+        assert_eq!(a.children(&parent, &snap)[0].namespace, "tenant-a");
+        assert_eq!(
+            a.children_of(&key(1, "p"), &snap),
+            0,
+            "not the default namespace"
+        );
+    }
 }

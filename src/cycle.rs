@@ -261,3 +261,206 @@ impl Cycle {
         published
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The cycle against the in-memory cluster of `crate::ceph::fake`.
+
+    use super::*;
+    use crate::analysis::{OrphanReason, Verdict};
+    use crate::ceph::fake::{self, FakeCluster, FakeImage, Fault, Method};
+    use crate::model::ImageKey;
+
+    fn config(pools: Option<&[&str]>) -> CycleConfig {
+        CycleConfig {
+            sample: SampleConfig {
+                pools: pools.map(|p| p.iter().map(|s| s.to_string()).collect()),
+                max_inflight: 4,
+            },
+            settings: Settings::default(),
+            render: RenderOptions::default(),
+            interval: Duration::from_secs(60),
+        }
+    }
+
+    /// Two pools: `volumes` with a deleted-but-open volume, `images` with
+    /// one image.
+    fn cluster() -> Arc<FakeCluster> {
+        FakeCluster::builder()
+            .rbd_pool(1, "volumes")
+            .image(
+                1,
+                "",
+                FakeImage::new("v1", "volume-1.deleted").watcher("client.7", "10.0.0.7:0/1", 5),
+            )
+            .rbd_pool(2, "images")
+            .image(2, "", FakeImage::new("g1", "golden"))
+            .build()
+    }
+
+    fn key(pool_id: i64, image_id: &str) -> ImageKey {
+        ImageKey {
+            pool_id,
+            namespace: String::new(),
+            image_id: image_id.into(),
+        }
+    }
+
+    fn errors(p: &Published, pool: &str, kind: &str) -> u64 {
+        p.status
+            .sample_errors_total
+            .get(&(pool.to_string(), kind.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_failed_pool_keeps_its_last_good_data_and_is_counted() {
+        let c = cluster();
+        let mut cycle = Cycle::new(config(None), None);
+        let first = cycle.step(&c).await;
+        let first_success = first.status.last_success_timestamp_seconds["volumes"];
+        assert!(first.last_error.is_none());
+
+        c.change(|b| b.fault(Fault::on(Method::Directory, fake::timeout).pool(1)));
+        let second = cycle.step(&c).await;
+        assert!(second.status.up, "the other pool was sampled");
+        assert_eq!(errors(&second, "volumes", "timeout"), 1);
+        assert!(
+            second
+                .last_error
+                .as_deref()
+                .unwrap()
+                .starts_with("volumes: ")
+        );
+        assert_eq!(
+            second.status.last_success_timestamp_seconds["volumes"], first_success,
+            "no new success for the failed pool"
+        );
+        let a = second.analysed.as_ref().unwrap();
+        let findings = &a.analysis.images[&key(1, "v1")];
+        assert_eq!(
+            findings.watchers[0].verdict,
+            Verdict::Orphan(OrphanReason::ImageDeleted),
+            "the failed pool's last verdicts are still served"
+        );
+        assert!(
+            std::str::from_utf8(&second.metrics)
+                .unwrap()
+                .contains("ceph_rbd_image_orphaned_watchers{image=\"volume-1.deleted\"")
+        );
+    }
+
+    #[tokio::test]
+    async fn every_pool_failing_is_down_and_an_unreachable_cluster_counts_without_a_pool() {
+        let c = cluster();
+        let mut cycle = Cycle::new(config(None), None);
+        c.change(|b| b.fault(Fault::on(Method::Directory, fake::timeout)));
+        let p = cycle.step(&c).await;
+        assert!(!p.status.up);
+        assert_eq!(
+            errors(&p, "volumes", "timeout") + errors(&p, "images", "timeout"),
+            2
+        );
+        assert!(
+            std::str::from_utf8(&p.metrics)
+                .unwrap()
+                .contains("ceph_rbd_exporter_up 0")
+        );
+
+        c.change(|b| {
+            b.clear_faults()
+                .fault(Fault::on(Method::Pools, fake::timeout))
+        });
+        let p = cycle.step(&c).await;
+        assert!(!p.status.up);
+        assert_eq!(errors(&p, "", "timeout"), 1);
+
+        c.change(|b| b.clear_faults());
+        let p = cycle.step(&c).await;
+        assert!(p.status.up, "recovers by itself");
+    }
+
+    #[tokio::test]
+    async fn first_seen_times_survive_cycles_and_unknown_pools_are_counted() {
+        let c = cluster();
+        let mut cycle = Cycle::new(config(Some(&["volumes", "nope"])), None);
+        let first = cycle.step(&c).await;
+        let seen = |p: &Published| {
+            p.analysed.as_ref().unwrap().analysis.images[&key(1, "v1")].watchers[0].first_seen
+        };
+        let t0 = seen(&first);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = cycle.step(&c).await;
+        assert_eq!(seen(&second), t0);
+        assert_eq!(errors(&second, "nope", "unknown_pool"), 2);
+        assert!(
+            !second
+                .analysed
+                .as_ref()
+                .unwrap()
+                .sample
+                .pools
+                .contains_key(&2),
+            "--pools leaves images out"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pool_that_goes_away_stops_being_reported() {
+        let c = cluster();
+        let mut cycle = Cycle::new(config(None), None);
+        let p = cycle.step(&c).await;
+        assert!(p.status.sample_duration_seconds.contains_key("images"));
+        c.change(|b| b.remove_pool(2));
+        let p = cycle.step(&c).await;
+        assert!(!p.status.sample_duration_seconds.contains_key("images"));
+        assert!(
+            !p.status
+                .last_success_timestamp_seconds
+                .contains_key("images")
+        );
+    }
+
+    #[tokio::test]
+    async fn run_publishes_every_attempt_and_retries_connecting() {
+        let c = cluster();
+        let cycle = Cycle::new(
+            CycleConfig {
+                interval: Duration::from_millis(50),
+                ..config(None)
+            },
+            None,
+        );
+        let (publish, mut published) = watch::channel(Arc::new(cycle.initial()));
+        let (stop, stopped) = watch::channel(false);
+        let attempts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let counted = attempts.clone();
+        let connect = move || {
+            let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let c = c.clone();
+            async move {
+                if n == 0 {
+                    Err(Error::Connect {
+                        user: "u".into(),
+                        conf: "c".into(),
+                        message: "down".into(),
+                    })
+                } else {
+                    Ok(c)
+                }
+            }
+        };
+        let task = tokio::spawn(cycle.run(None, connect, publish, stopped));
+        published.changed().await.unwrap();
+        assert_eq!(errors(&published.borrow_and_update(), "", "connect"), 1);
+        published.changed().await.unwrap();
+        assert!(
+            published.borrow_and_update().status.up,
+            "connected on retry"
+        );
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+}

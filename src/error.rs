@@ -2,8 +2,6 @@
 //! and failures reaching, reading or decoding the cluster. `metric_label()`
 //! gives the stable `kind` label of `ceph_rbd_exporter_sample_errors_total`.
 
-use crate::ceph::decode::DecodeError;
-
 /// Everything that can go wrong configuring the exporter or talking to the
 /// cluster.
 #[derive(Debug, thiserror::Error)]
@@ -96,4 +94,17 @@ pub mod libc_errno {
 pub fn errno_text(code: i32) -> String {
     let e = std::io::Error::from_raw_os_error(code.saturating_abs());
     format!("error {code} ({e})")
+}
+
+/// A reply or omap value that could not be decoded. `field` names what was
+/// being read; callers add the object name. (Defined here rather than with
+/// the decoders in `crate::ceph::decode` so that this module depends on
+/// nothing.)
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot decode {field}: {reason}")]
+pub struct DecodeError {
+    /// The field (or struct) being decoded, e.g. `snapshot_info.name`.
+    pub field: &'static str,
+    /// Why it could not be decoded.
+    pub reason: String,
 }

@@ -395,6 +395,7 @@ mod fake_cluster_tests {
     use super::*;
     use crate::ceph::fake::{self, FakeCluster, FakeImage, Fault, Method};
     use crate::model::{ImageKey, PoolId};
+    use std::time::Duration;
 
     fn config(pools: Option<&[&str]>, max_inflight: usize) -> SampleConfig {
         SampleConfig {

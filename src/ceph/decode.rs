@@ -27,16 +27,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// A reply or omap value that could not be decoded. `field` names what was
-/// being read; callers add the object name.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot decode {field}: {reason}")]
-pub struct DecodeError {
-    /// The field (or struct) being decoded, e.g. `snapshot_info.name`.
-    pub field: &'static str,
-    /// Why it could not be decoded.
-    pub reason: String,
-}
+pub use crate::error::DecodeError;
 
 /// Result of a decoder.
 pub type Result<T> = std::result::Result<T, DecodeError>;

@@ -857,7 +857,11 @@ mod tests {
     async fn unknown_pools_fail_like_librados_and_changes_apply() {
         let c = scenario();
         let e = c.directory(&loc(99, "")).await.unwrap_err();
-        assert!(e.is_not_found(), "{e}");
+        let enoent = -crate::error::libc_errno::ENOENT;
+        assert!(
+            matches!(e, Error::Rados { code, .. } if code == enoent),
+            "{e}"
+        );
         c.change(|b| b.remove_image(2, "t", "c").namespace(2, "u"));
         assert_eq!(c.header(&loc(2, "t"), "c").await.unwrap(), None);
         let pools = c.pools().await.unwrap();
