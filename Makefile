@@ -19,6 +19,7 @@ build: deps
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
+	python3 scripts/check-layout.py
 
 fmt:
 	$(CARGO) fmt

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 dir="$PWD/.cluster-test"
 port=${CEPH_TEST_MON_PORT:-40790}
 
+echo "== layout: no import circles, no function over 80 lines, librados only in src/ceph"
+python3 scripts/check-layout.py
+
 echo "== unit tests"
 cargo test --release --locked --lib --bins
 
