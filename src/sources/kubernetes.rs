@@ -192,25 +192,55 @@ fn decode_data(origin: &str, field: &str, data: &str) -> Result<Vec<u8>, SourceE
         .map_err(|e| config(format!("{origin}: {field} is not base64: {e}")))
 }
 
-impl KubernetesSource {
-    /// The source for the current context of the kubeconfig at `path`.
-    /// Relative file names in it are relative to its directory. `timeout`
-    /// bounds each HTTP request.
-    pub fn from_kubeconfig(
-        path: &Path,
-        timeout: Duration,
-    ) -> Result<KubernetesSource, SourceError> {
-        let shown = path.display().to_string();
+/// A `*-data` field (base64 PEM) or, when it is not set, the file a
+/// sibling field names; `field` is the file field's name, e.g.
+/// `client-key`, and `origin` starts error messages.
+fn inline_or_file(
+    origin: &str,
+    field: &str,
+    data: Option<&String>,
+    file: Option<&String>,
+    base: &Path,
+) -> Result<Option<Vec<u8>>, SourceError> {
+    match (data, file) {
+        (Some(d), _) => Ok(Some(decode_data(origin, &format!("{field}-data"), d)?)),
+        (None, Some(f)) => Ok(Some(read_pem_file(
+            NAME,
+            &format!("{origin}: {field}"),
+            &resolve(base, f),
+        )?)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The parts of a kubeconfig its current context picks.
+struct CurrentContext {
+    /// The cluster's name.
+    cluster_name: String,
+    /// The cluster.
+    cluster: Cluster,
+    /// The user's name; empty for none.
+    user_name: String,
+    /// The user; none means anonymous.
+    user: Option<User>,
+}
+
+impl KubeConfig {
+    /// Reads and parses the kubeconfig at `path` (`shown` in messages).
+    fn read(path: &Path, shown: &str) -> Result<KubeConfig, SourceError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| config(format!("kubeconfig {shown}: cannot read: {e}")))?;
-        let kc: KubeConfig =
-            serde_yaml::from_str(&text).map_err(|e| config(format!("kubeconfig {shown}: {e}")))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let current = kc
+        serde_yaml::from_str(&text).map_err(|e| config(format!("kubeconfig {shown}: {e}")))
+    }
+
+    /// The current context with its cluster and user; an error names
+    /// whichever is not set or not defined.
+    fn into_current(self, shown: &str) -> Result<CurrentContext, SourceError> {
+        let current = self
             .current_context
             .filter(|c| !c.is_empty())
             .ok_or_else(|| config(format!("kubeconfig {shown}: current-context is not set")))?;
-        let context = kc
+        let context = self
             .contexts
             .unwrap_or_default()
             .into_iter()
@@ -221,7 +251,7 @@ impl KubernetesSource {
                 ))
             })?
             .context;
-        let cluster = kc
+        let cluster = self
             .clusters
             .unwrap_or_default()
             .into_iter()
@@ -237,7 +267,7 @@ impl KubernetesSource {
             None => None,
             Some(name) if name.is_empty() => None,
             Some(name) => Some(
-                kc.users
+                self.users
                     .unwrap_or_default()
                     .into_iter()
                     .find(|u| &u.name == name)
@@ -249,82 +279,126 @@ impl KubernetesSource {
                     .user,
             ),
         };
-        let origin = format!("kubeconfig {shown}");
+        Ok(CurrentContext {
+            cluster_name: context.cluster,
+            cluster,
+            user_name: context.user.unwrap_or_default(),
+            user,
+        })
+    }
+}
+
+impl CurrentContext {
+    /// TLS settings from the cluster: verification, server name and CA
+    /// (client identity comes from the user). A proxy is refused.
+    fn cluster_tls(&self, origin: &str, base: &Path) -> Result<TlsOptions, SourceError> {
+        let cluster = &self.cluster;
         if cluster.proxy_url.is_some() {
             return Err(config(format!(
                 "{origin}: cluster {:?}: proxy-url is not supported",
-                context.cluster
+                self.cluster_name
             )));
         }
-        let mut tls = TlsOptions {
+        Ok(TlsOptions {
             insecure: cluster.insecure_skip_tls_verify,
             server_name: cluster.tls_server_name.clone(),
+            ca_pem: inline_or_file(
+                origin,
+                "certificate-authority",
+                cluster.certificate_authority_data.as_ref(),
+                cluster.certificate_authority.as_ref(),
+                base,
+            )?,
             ..TlsOptions::default()
-        };
-        if let Some(data) = &cluster.certificate_authority_data {
-            tls.ca_pem = Some(decode_data(&origin, "certificate-authority-data", data)?);
-        } else if let Some(file) = &cluster.certificate_authority {
-            tls.ca_pem = Some(read_pem_file(
-                NAME,
-                &format!("{origin}: certificate-authority"),
-                &resolve(base, file),
-            )?);
+        })
+    }
+}
+
+impl User {
+    /// Refuses what this exporter cannot do: credential plugins and basic
+    /// auth.
+    fn check_supported(&self, uorigin: &str) -> Result<(), SourceError> {
+        if self.exec.is_some() || self.auth_provider.is_some() {
+            return Err(config(format!(
+                "{uorigin}: exec and auth-provider plugins are not supported; use a token, tokenFile or client certificate"
+            )));
         }
+        if self.username.is_some() {
+            return Err(config(format!(
+                "{uorigin}: basic auth (username/password) is not supported; use a token or client certificate"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The bearer token: `token` if not blank, else `tokenFile`, else none.
+    fn bearer_token(&self, base: &Path) -> Token {
+        match (&self.token, &self.token_file) {
+            (Some(t), _) if !t.trim().is_empty() => Token::Static(t.trim().to_string()),
+            (_, Some(f)) if !f.is_empty() => Token::File(resolve(base, f)),
+            _ => Token::None,
+        }
+    }
+
+    /// The client certificate and key, both or neither.
+    fn client_identity(
+        &self,
+        uorigin: &str,
+        base: &Path,
+    ) -> Result<Option<ClientIdentity>, SourceError> {
+        let cert = inline_or_file(
+            uorigin,
+            "client-certificate",
+            self.client_certificate_data.as_ref(),
+            self.client_certificate.as_ref(),
+            base,
+        )?;
+        let key = inline_or_file(
+            uorigin,
+            "client-key",
+            self.client_key_data.as_ref(),
+            self.client_key.as_ref(),
+            base,
+        )?;
+        match (cert, key) {
+            (Some(cert_pem), Some(key_pem)) => Ok(Some(ClientIdentity { cert_pem, key_pem })),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(config(format!(
+                "{uorigin}: client-certificate without client-key"
+            ))),
+            (None, Some(_)) => Err(config(format!(
+                "{uorigin}: client-key without client-certificate"
+            ))),
+        }
+    }
+}
+
+impl KubernetesSource {
+    /// The source for the current context of the kubeconfig at `path`.
+    /// Relative file names in it are relative to its directory. `timeout`
+    /// bounds each HTTP request.
+    pub fn from_kubeconfig(
+        path: &Path,
+        timeout: Duration,
+    ) -> Result<KubernetesSource, SourceError> {
+        let shown = path.display().to_string();
+        let kc = KubeConfig::read(path, &shown)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let current = kc.into_current(&shown)?;
+        let origin = format!("kubeconfig {shown}");
+        let mut tls = current.cluster_tls(&origin, base)?;
         let mut token = Token::None;
-        if let Some(user) = user {
-            let uorigin = format!("{origin}: user {:?}", context.user.as_deref().unwrap_or(""));
-            if user.exec.is_some() || user.auth_provider.is_some() {
-                return Err(config(format!(
-                    "{uorigin}: exec and auth-provider plugins are not supported; use a token, tokenFile or client certificate"
-                )));
-            }
-            if user.username.is_some() {
-                return Err(config(format!(
-                    "{uorigin}: basic auth (username/password) is not supported; use a token or client certificate"
-                )));
-            }
-            token = match (&user.token, &user.token_file) {
-                (Some(t), _) if !t.trim().is_empty() => Token::Static(t.trim().to_string()),
-                (_, Some(f)) if !f.is_empty() => Token::File(resolve(base, f)),
-                _ => Token::None,
-            };
-            let cert = match (&user.client_certificate_data, &user.client_certificate) {
-                (Some(d), _) => Some(decode_data(&uorigin, "client-certificate-data", d)?),
-                (None, Some(f)) => Some(read_pem_file(
-                    NAME,
-                    &format!("{uorigin}: client-certificate"),
-                    &resolve(base, f),
-                )?),
-                (None, None) => None,
-            };
-            let key = match (&user.client_key_data, &user.client_key) {
-                (Some(d), _) => Some(decode_data(&uorigin, "client-key-data", d)?),
-                (None, Some(f)) => Some(read_pem_file(
-                    NAME,
-                    &format!("{uorigin}: client-key"),
-                    &resolve(base, f),
-                )?),
-                (None, None) => None,
-            };
-            tls.client_identity = match (cert, key) {
-                (Some(cert_pem), Some(key_pem)) => Some(ClientIdentity { cert_pem, key_pem }),
-                (None, None) => None,
-                (Some(_), None) => {
-                    return Err(config(format!(
-                        "{uorigin}: client-certificate without client-key"
-                    )));
-                }
-                (None, Some(_)) => {
-                    return Err(config(format!(
-                        "{uorigin}: client-key without client-certificate"
-                    )));
-                }
-            };
+        if let Some(user) = &current.user {
+            let uorigin = format!("{origin}: user {:?}", current.user_name);
+            user.check_supported(&uorigin)?;
+            token = user.bearer_token(base);
+            tls.client_identity = user.client_identity(&uorigin, base)?;
         }
+        let cluster = &current.cluster;
         if !cluster.server.starts_with("https://") && !cluster.server.starts_with("http://") {
             return Err(config(format!(
                 "{origin}: cluster {:?}: server {:?} is not an http(s) URL",
-                context.cluster, cluster.server
+                current.cluster_name, cluster.server
             )));
         }
         Ok(KubernetesSource {
