@@ -533,6 +533,8 @@ impl KubernetesSource {
             .bad_response(&url, format!("more than {MAX_PAGES} pages")))
     }
 
+    /// Lists PVs, VolumeAttachments and Nodes together and turns them into
+    /// one report; any bad item fails the whole fetch.
     async fn fetch_now(&self) -> Result<AttachmentReport, SourceError> {
         let bearer = self.bearer().await?;
         let bearer = bearer.as_deref();
@@ -541,93 +543,128 @@ impl KubernetesSource {
             self.list(bearer, "/apis/storage.k8s.io/v1/volumeattachments"),
             self.list(bearer, "/api/v1/nodes"),
         )?;
+        let attached = self.attached_nodes(&attachments)?;
+        let mut report = AttachmentReport::default();
+        self.add_persistent_volumes(&mut report, &pvs, &attached)?;
+        self.add_node_addresses(&mut report, &nodes)?;
+        Ok(report)
+    }
 
-        // PV name -> nodes it is attached to.
+    /// The error for `items[index]` of the page at `url`.
+    fn item_error(&self, url: &str, index: usize, message: String) -> SourceError {
+        self.client
+            .bad_response(url, format!("items[{index}]: {message}"))
+    }
+
+    /// PV name -> the nodes VolumeAttachments say it is attached to.
+    fn attached_nodes(
+        &self,
+        attachments: &[(String, Value)],
+    ) -> Result<BTreeMap<String, BTreeSet<String>>, SourceError> {
         let mut attached: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (index, (url, va)) in attachments.iter().enumerate() {
-            let at = |m: String| {
-                self.client
-                    .bad_response(url, format!("items[{index}]: {m}"))
-            };
-            let Some(pv) = optional_str(va, "/spec/source/persistentVolumeName").map_err(at)?
-            else {
-                // Inline CSI volumes have no PV.
-                continue;
-            };
-            let node = required_str(va, "/spec/nodeName").map_err(at)?;
-            let is_attached = match va.pointer("/status/attached") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => return Err(at("field `status.attached` is not a boolean".into())),
-            };
-            if is_attached {
+            let attachment = volume_attachment(va).map_err(|m| self.item_error(url, index, m))?;
+            if let Some((pv, node)) = attachment {
                 attached
                     .entry(pv.to_string())
                     .or_default()
                     .insert(node.to_string());
             }
         }
+        Ok(attached)
+    }
 
-        let mut report = AttachmentReport::default();
+    /// Adds the image of every RBD PV to `report`.
+    fn add_persistent_volumes(
+        &self,
+        report: &mut AttachmentReport,
+        pvs: &[(String, Value)],
+        attached: &BTreeMap<String, BTreeSet<String>>,
+    ) -> Result<(), SourceError> {
         for (index, (url, pv)) in pvs.iter().enumerate() {
-            let at = |m: String| {
-                self.client
-                    .bad_response(url, format!("items[{index}]: {m}"))
-            };
-            let Some((image, expectation)) = persistent_volume(pv, &attached).map_err(at)? else {
+            let Some((image, expectation)) =
+                persistent_volume(pv, attached).map_err(|m| self.item_error(url, index, m))?
+            else {
                 continue;
             };
             match report.images.get_mut(&image) {
-                // Two PVs for one image (static PVs): either's nodes are fine.
-                Some(existing) => {
-                    existing.hosts = match (existing.hosts.take(), expectation.hosts) {
-                        (Some(mut a), Some(b)) => {
-                            a.extend(b);
-                            Some(a)
-                        }
-                        _ => None,
-                    };
-                    existing.multi_attach |= expectation.multi_attach;
-                    existing.owner = format!("{}; {}", existing.owner, expectation.owner);
-                }
+                Some(existing) => merge_expectation(existing, expectation),
                 None => {
                     report.images.insert(image, expectation);
                 }
             }
         }
+        Ok(())
+    }
 
+    /// Adds every node's InternalIP addresses to `report`.
+    fn add_node_addresses(
+        &self,
+        report: &mut AttachmentReport,
+        nodes: &[(String, Value)],
+    ) -> Result<(), SourceError> {
         for (index, (url, node)) in nodes.iter().enumerate() {
-            let at = |m: String| {
-                self.client
-                    .bad_response(url, format!("items[{index}]: {m}"))
-            };
-            let name = required_str(node, "/metadata/name").map_err(at)?;
-            let addresses = match node.pointer("/status/addresses") {
-                None | Some(Value::Null) => continue,
-                Some(Value::Array(a)) => a,
-                Some(_) => {
-                    return Err(at(format!("node {name}: `status.addresses` is not a list")));
-                }
-            };
-            for (i, address) in addresses.iter().enumerate() {
-                if address["type"].as_str() != Some("InternalIP") {
-                    continue;
-                }
-                let text = address["address"].as_str().ok_or_else(|| {
-                    at(format!(
-                        "node {name}: status.addresses[{i}].address is missing"
-                    ))
-                })?;
-                let ip: IpAddr = text.parse().map_err(|_| {
-                    at(format!(
-                        "node {name}: status.addresses[{i}].address {text:?} is not an IP address"
-                    ))
-                })?;
+            let (name, ips) = internal_ips(node).map_err(|m| self.item_error(url, index, m))?;
+            for ip in ips {
                 report.host_addresses.insert(ip, name.to_string());
             }
         }
-        Ok(report)
+        Ok(())
     }
+}
+
+/// Two PVs for one image (static PVs): either's nodes are fine, either's
+/// access modes count, and both are named as owners.
+fn merge_expectation(existing: &mut Expectation, other: Expectation) {
+    existing.hosts = match (existing.hosts.take(), other.hosts) {
+        (Some(mut a), Some(b)) => {
+            a.extend(b);
+            Some(a)
+        }
+        _ => None,
+    };
+    existing.multi_attach |= other.multi_attach;
+    existing.owner = format!("{}; {}", existing.owner, other.owner);
+}
+
+/// The PV and node of a VolumeAttachment that is attached; `None` when it
+/// is not attached, or is for an inline CSI volume (which has no PV).
+fn volume_attachment(va: &Value) -> Result<Option<(&str, &str)>, String> {
+    let Some(pv) = optional_str(va, "/spec/source/persistentVolumeName")? else {
+        return Ok(None);
+    };
+    let node = required_str(va, "/spec/nodeName")?;
+    let is_attached = match va.pointer("/status/attached") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err("field `status.attached` is not a boolean".into()),
+    };
+    Ok(is_attached.then_some((pv, node)))
+}
+
+/// A node's name and its InternalIP addresses (none when it lists no
+/// addresses).
+fn internal_ips(node: &Value) -> Result<(&str, Vec<IpAddr>), String> {
+    let name = required_str(node, "/metadata/name")?;
+    let addresses = match node.pointer("/status/addresses") {
+        None | Some(Value::Null) => return Ok((name, Vec::new())),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(format!("node {name}: `status.addresses` is not a list")),
+    };
+    let mut ips = Vec::new();
+    for (i, address) in addresses.iter().enumerate() {
+        if address["type"].as_str() != Some("InternalIP") {
+            continue;
+        }
+        let text = address["address"]
+            .as_str()
+            .ok_or_else(|| format!("node {name}: status.addresses[{i}].address is missing"))?;
+        let ip: IpAddr = text.parse().map_err(|_| {
+            format!("node {name}: status.addresses[{i}].address {text:?} is not an IP address")
+        })?;
+        ips.push(ip);
+    }
+    Ok((name, ips))
 }
 
 impl AttachmentSource for KubernetesSource {
@@ -687,72 +724,11 @@ fn persistent_volume(
 ) -> Result<Option<(ImageRef, Expectation)>, String> {
     let name = required_str(pv, "/metadata/name")?;
     let in_pv = |m: String| format!("pv {name}: {m}");
-    let (image, hosts) = if let Some(driver) =
-        optional_str(pv, "/spec/csi/driver").map_err(in_pv)?
-    {
-        if !is_ceph_rbd_driver(driver) {
-            return Ok(None);
-        }
-        let pool = required_str(pv, "/spec/csi/volumeAttributes/pool").map_err(in_pv)?;
-        let namespace = optional_str(pv, "/spec/csi/volumeAttributes/radosNamespace")
-            .map_err(in_pv)?
-            .unwrap_or("");
-        let static_volume = optional_str(pv, "/spec/csi/volumeAttributes/staticVolume")
-            .map_err(in_pv)?
-            == Some("true");
-        // A static ceph-csi PV names its image in volumeHandle.
-        let image = match optional_str(pv, "/spec/csi/volumeAttributes/imageName").map_err(in_pv)? {
-            Some(image) if !image.is_empty() => image,
-            _ if static_volume => required_str(pv, "/spec/csi/volumeHandle").map_err(in_pv)?,
-            _ => {
-                return Err(in_pv(
-                    "missing field `spec.csi.volumeAttributes.imageName`".to_string(),
-                ));
-            }
-        };
-        let hosts = attached.get(name).cloned().unwrap_or_default();
-        (
-            ImageRef {
-                pool: Some(pool.to_string()),
-                namespace: Some(namespace.to_string()),
-                image: image.to_string(),
-            },
-            // Attached nowhere when no VolumeAttachment says otherwise.
-            Some(hosts),
-        )
-    } else if pv.pointer("/spec/rbd").is_some_and(|v| !v.is_null()) {
-        let pool = optional_str(pv, "/spec/rbd/pool")
-            .map_err(in_pv)?
-            .filter(|p| !p.is_empty())
-            .unwrap_or("rbd");
-        let image = required_str(pv, "/spec/rbd/image").map_err(in_pv)?;
-        (
-            ImageRef {
-                pool: Some(pool.to_string()),
-                namespace: Some(String::new()),
-                image: image.to_string(),
-            },
-            // In-tree RBD has no VolumeAttachments: no opinion on nodes.
-            None,
-        )
-    } else {
+    let Some((image, hosts)) = rbd_image(pv, name, attached).map_err(in_pv)? else {
         return Ok(None);
     };
-    let multi_attach = match pv.pointer("/spec/accessModes") {
-        None | Some(Value::Null) => false,
-        Some(Value::Array(modes)) => modes
-            .iter()
-            .any(|m| matches!(m.as_str(), Some("ReadWriteMany" | "ReadOnlyMany"))),
-        Some(_) => return Err(in_pv("field `spec.accessModes` is not a list".to_string())),
-    };
-    let claim = match (
-        optional_str(pv, "/spec/claimRef/namespace").map_err(in_pv)?,
-        optional_str(pv, "/spec/claimRef/name").map_err(in_pv)?,
-    ) {
-        (Some(ns), Some(claim)) => format!("claim {ns}/{claim}"),
-        (None, Some(claim)) => format!("claim {claim}"),
-        _ => "no claim".to_string(),
-    };
+    let multi_attach = is_multi_attach(pv).map_err(in_pv)?;
+    let claim = claim(pv).map_err(in_pv)?;
     Ok(Some((
         image,
         Expectation {
@@ -761,6 +737,92 @@ fn persistent_volume(
             owner: format!("kubernetes pv {name} ({claim})"),
         },
     )))
+}
+
+/// The nodes an image may be open on, as [`Expectation::hosts`]; `None`
+/// means no opinion.
+type ExpectedHosts = Option<BTreeSet<String>>;
+
+/// The RBD image of PV `name` and the nodes it may be open on (`None`: no
+/// opinion); `None` for PVs that are not RBD.
+fn rbd_image(
+    pv: &Value,
+    name: &str,
+    attached: &BTreeMap<String, BTreeSet<String>>,
+) -> Result<Option<(ImageRef, ExpectedHosts)>, String> {
+    if let Some(driver) = optional_str(pv, "/spec/csi/driver")? {
+        if !is_ceph_rbd_driver(driver) {
+            return Ok(None);
+        }
+        let image = csi_image(pv)?;
+        // Attached nowhere when no VolumeAttachment says otherwise.
+        let hosts = attached.get(name).cloned().unwrap_or_default();
+        Ok(Some((image, Some(hosts))))
+    } else if pv.pointer("/spec/rbd").is_some_and(|v| !v.is_null()) {
+        // In-tree RBD has no VolumeAttachments: no opinion on nodes.
+        Ok(Some((in_tree_image(pv)?, None)))
+    } else {
+        Ok(None)
+    }
+}
+
+/// The image of a ceph-csi PV: pool, RADOS namespace and image from its
+/// volume attributes; a static PV names its image in `volumeHandle`.
+fn csi_image(pv: &Value) -> Result<ImageRef, String> {
+    let pool = required_str(pv, "/spec/csi/volumeAttributes/pool")?;
+    let namespace = optional_str(pv, "/spec/csi/volumeAttributes/radosNamespace")?.unwrap_or("");
+    let static_volume =
+        optional_str(pv, "/spec/csi/volumeAttributes/staticVolume")? == Some("true");
+    let image = match optional_str(pv, "/spec/csi/volumeAttributes/imageName")? {
+        Some(image) if !image.is_empty() => image,
+        _ if static_volume => required_str(pv, "/spec/csi/volumeHandle")?,
+        _ => return Err("missing field `spec.csi.volumeAttributes.imageName`".to_string()),
+    };
+    Ok(ImageRef {
+        pool: Some(pool.to_string()),
+        namespace: Some(namespace.to_string()),
+        image: image.to_string(),
+    })
+}
+
+/// The image of an in-tree `spec.rbd` PV; the pool defaults to `rbd`.
+fn in_tree_image(pv: &Value) -> Result<ImageRef, String> {
+    let pool = optional_str(pv, "/spec/rbd/pool")?
+        .filter(|p| !p.is_empty())
+        .unwrap_or("rbd");
+    let image = required_str(pv, "/spec/rbd/image")?;
+    Ok(ImageRef {
+        pool: Some(pool.to_string()),
+        namespace: Some(String::new()),
+        image: image.to_string(),
+    })
+}
+
+/// True if the PV's access modes let more than one node use it
+/// (`ReadWriteMany`, `ReadOnlyMany`).
+fn is_multi_attach(pv: &Value) -> Result<bool, String> {
+    match pv.pointer("/spec/accessModes") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Array(modes)) => Ok(modes
+            .iter()
+            .any(|m| matches!(m.as_str(), Some("ReadWriteMany" | "ReadOnlyMany")))),
+        Some(_) => Err("field `spec.accessModes` is not a list".to_string()),
+    }
+}
+
+/// The PV's claim for the owner text: `claim ns/name`, `claim name` or
+/// `no claim`.
+fn claim(pv: &Value) -> Result<String, String> {
+    Ok(
+        match (
+            optional_str(pv, "/spec/claimRef/namespace")?,
+            optional_str(pv, "/spec/claimRef/name")?,
+        ) {
+            (Some(ns), Some(claim)) => format!("claim {ns}/{claim}"),
+            (None, Some(claim)) => format!("claim {claim}"),
+            _ => "no claim".to_string(),
+        },
+    )
 }
 
 #[cfg(test)]
