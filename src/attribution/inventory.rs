@@ -163,6 +163,7 @@ impl fmt::Display for IpNet {
     }
 }
 
+/// The address length in bits: 32 (IPv4) or 128 (IPv6).
 fn max_prefix(addr: IpAddr) -> u8 {
     match addr {
         IpAddr::V4(_) => 32,
@@ -170,6 +171,7 @@ fn max_prefix(addr: IpAddr) -> u8 {
     }
 }
 
+/// `bits` with all but the first `prefix` bits cleared.
 fn mask_v4(bits: u32, prefix: u8) -> u32 {
     if prefix == 0 {
         0
@@ -178,6 +180,7 @@ fn mask_v4(bits: u32, prefix: u8) -> u32 {
     }
 }
 
+/// `bits` with all but the first `prefix` bits cleared.
 fn mask_v6(bits: u128, prefix: u8) -> u128 {
     if prefix == 0 {
         0
@@ -201,6 +204,7 @@ struct PrefixTable<T> {
 impl<T> PrefixTable<T> {
     /// Inserts `net`; returns the value already there, if any, unchanged.
     fn insert(&mut self, net: IpNet, value: T) -> Option<&T> {
+        /// The map for `prefix` in `levels`, created in order if new.
         fn slot<K: std::hash::Hash + Eq, T>(
             levels: &mut Vec<(u8, HashMap<K, T>)>,
             prefix: u8,
@@ -240,6 +244,8 @@ impl<T> PrefixTable<T> {
         .map(|v| &*v)
     }
 
+    /// The value of the longest prefix holding `ip`; IPv4-mapped IPv6
+    /// addresses are looked up as IPv4.
     fn lookup(&self, ip: IpAddr) -> Option<&T> {
         match ip.to_canonical() {
             IpAddr::V4(a) => {
@@ -253,6 +259,7 @@ impl<T> PrefixTable<T> {
         }
     }
 
+    /// True if nothing was inserted.
     fn is_empty(&self) -> bool {
         self.v4.is_empty() && self.v6.is_empty()
     }

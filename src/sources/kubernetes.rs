@@ -12,6 +12,12 @@
 //! Credentials come from a kubeconfig (current context) or from the pod's
 //! service account. Token files are read on every fetch, since projected
 //! service-account tokens are rotated. Any failure fails the whole fetch.
+//!
+//! A kubeconfig is read in steps: parse it, pick the current context with
+//! its cluster and user, take TLS settings from the cluster, then the token
+//! and client certificate from the user. A fetch lists the three kinds
+//! concurrently, then turns VolumeAttachments into PV → nodes, PVs into
+//! images with their expectations, and Nodes into addresses.
 
 use super::http::{ClientIdentity, HttpClient, TlsOptions, read_pem_file};
 use super::{AttachmentReport, AttachmentSource, BoxFuture, Expectation, ImageRef, SourceError};
@@ -35,6 +41,7 @@ const MAX_PAGES: usize = 10_000;
 /// The service-account directory every pod has.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
+/// A configuration error of this source.
 fn config(message: impl Into<String>) -> SourceError {
     SourceError::Config {
         source_name: NAME,
@@ -42,6 +49,7 @@ fn config(message: impl Into<String>) -> SourceError {
     }
 }
 
+/// A kubeconfig file: the parts this source reads.
 #[derive(Debug, Deserialize)]
 struct KubeConfig {
     /// The context used.
@@ -55,6 +63,7 @@ struct KubeConfig {
     users: Option<Vec<NamedUser>>,
 }
 
+/// A `contexts` entry.
 #[derive(Debug, Deserialize)]
 struct NamedContext {
     /// Context name.
@@ -63,6 +72,7 @@ struct NamedContext {
     context: Context,
 }
 
+/// A context: which cluster, as which user.
 #[derive(Debug, Deserialize)]
 struct Context {
     /// Cluster name.
@@ -71,6 +81,7 @@ struct Context {
     user: Option<String>,
 }
 
+/// A `clusters` entry.
 #[derive(Debug, Deserialize)]
 struct NamedCluster {
     /// Cluster name.
@@ -79,6 +90,7 @@ struct NamedCluster {
     cluster: Cluster,
 }
 
+/// A cluster: the API server and how to trust it.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 struct Cluster {
@@ -97,6 +109,7 @@ struct Cluster {
     proxy_url: Option<String>,
 }
 
+/// A `users` entry.
 #[derive(Debug, Deserialize)]
 struct NamedUser {
     /// User name.
@@ -105,6 +118,8 @@ struct NamedUser {
     user: User,
 }
 
+/// A user: a token and/or a client certificate. Fields this source
+/// refuses are read only to say so.
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
 struct User {
@@ -472,6 +487,8 @@ impl KubernetesSource {
         &self.server
     }
 
+    /// The `Authorization` header value, if any; a token file is read
+    /// anew on every call.
     async fn bearer(&self) -> Result<Option<String>, SourceError> {
         match &self.token {
             Token::None => Ok(None),
@@ -695,6 +712,7 @@ fn field_name(pointer: &str) -> String {
     pointer.trim_start_matches('/').replace('/', ".")
 }
 
+/// The string at `pointer`; `None` when absent or null.
 fn optional_str<'a>(item: &'a Value, pointer: &str) -> Result<Option<&'a str>, String> {
     match item.pointer(pointer) {
         None | Some(Value::Null) => Ok(None),
@@ -703,6 +721,7 @@ fn optional_str<'a>(item: &'a Value, pointer: &str) -> Result<Option<&'a str>, S
     }
 }
 
+/// The non-empty string at `pointer`.
 fn required_str<'a>(item: &'a Value, pointer: &str) -> Result<&'a str, String> {
     match optional_str(item, pointer)? {
         Some(s) if !s.is_empty() => Ok(s),

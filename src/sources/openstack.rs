@@ -14,6 +14,11 @@
 //! Any failure fails the whole fetch: a partial list would make the images
 //! it misses look abandoned. The token, password and secret never appear in
 //! errors or logs.
+//!
+//! The cloud's `clouds.yaml` entry is read once, when the source is built:
+//! the Keystone token URL, the request body (password or application
+//! credential), the endpoint interface and the TLS settings, each by its
+//! own step, so a mistake is reported with the setting's path.
 
 use super::http::{
     ClientIdentity, HttpClient, JsonResponse, TlsOptions, read_pem_file, redact_url,
@@ -43,6 +48,7 @@ const GLANCE_PAGE: u32 = 1000;
 /// `next` cannot keep a fetch busy forever (1000 per page: 10 million items).
 const MAX_PAGES: usize = 10_000;
 
+/// A configuration error of this source.
 fn config(message: impl Into<String>) -> SourceError {
     SourceError::Config {
         source_name: NAME,
@@ -69,6 +75,8 @@ fn search_dirs(env: &dyn Fn(&str) -> Option<OsString>, cwd: &Path) -> Vec<PathBu
     dirs
 }
 
+/// The files openstacksdk would try for `<stem>.{yaml,yml,json}`, the
+/// file named by `override_var` first.
 fn candidates(
     env: &dyn Fn(&str) -> Option<OsString>,
     cwd: &Path,
@@ -130,6 +138,7 @@ fn merge(base: &mut Yaml, over: Yaml) {
     }
 }
 
+/// Reads and parses a YAML file; errors name the path.
 fn read_yaml(path: &Path) -> Result<Yaml, SourceError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| config(format!("{}: cannot read: {e}", path.display())))?;
@@ -171,10 +180,12 @@ impl CloudEntry<'_> {
         }
     }
 
+    /// An `auth.<key>` setting as text.
     fn auth(&self, key: &str) -> Result<Option<String>, SourceError> {
         self.text(Some("auth"), key)
     }
 
+    /// An `auth.<key>` setting that must be set; `why` says what for.
     fn required_auth(&self, key: &str, why: &str) -> Result<String, SourceError> {
         self.auth(key)?
             .ok_or_else(|| config(format!("{}.auth.{key} is missing ({why})", self.origin)))
@@ -346,7 +357,10 @@ fn named(
 
 /// The Keystone request, built once; holds a password or secret, so it
 /// is never printed.
-struct AuthRequest(Value);
+struct AuthRequest(
+    /// The JSON body.
+    Value,
+);
 
 impl std::fmt::Debug for AuthRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -642,6 +656,8 @@ impl OpenStackSource {
             .bad_response(&url, format!("more than {MAX_PAGES} pages")))
     }
 
+    /// Authenticates, lists volumes, servers and images together, and
+    /// turns them into one report.
     async fn fetch_now(&self) -> Result<AttachmentReport, SourceError> {
         let (token, endpoints) = self.authenticate().await?;
         let volume_base = format!("{}/volumes/detail", endpoints.volume);
@@ -717,6 +733,7 @@ fn link_next(body: &Value, key: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A string field that must be present and non-empty.
 fn string_field<'a>(item: &'a Value, key: &str) -> Result<&'a str, String> {
     match item.get(key) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s),
@@ -736,6 +753,7 @@ fn nullable_field<'a>(item: &'a Value, key: &str) -> Result<Option<&'a str>, Str
     }
 }
 
+/// An image named without pool or namespace (OpenStack does not say).
 fn image_ref(image: String) -> ImageRef {
     ImageRef {
         pool: None,
