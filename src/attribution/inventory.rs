@@ -10,6 +10,10 @@
 //!     addresses: [10.0.1.11, 10.0.2.0/28]
 //! ```
 //!
+//! Parsing takes two steps: the YAML as written (`RawInventory`, every
+//! scalar read as text), then each value checked, so every error names the
+//! file, the host and the field. [`Inventory::new`] then builds the index.
+//!
 //! Lookups are longest-prefix matches over every host's addresses: one hash
 //! probe per distinct prefix length in the file, whatever the number of
 //! hosts.
@@ -29,7 +33,9 @@ pub const DEFAULT_INFRASTRUCTURE_ROLES: [&str; 2] = ["rbd-mirror", "backup"];
 /// /32 (IPv4) or /128 (IPv6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IpNet {
+    /// The network address, host bits zero.
     addr: IpAddr,
+    /// The prefix length: at most 32 (IPv4) or 128 (IPv6).
     prefix: u8,
 }
 
@@ -157,6 +163,7 @@ impl fmt::Display for IpNet {
     }
 }
 
+/// The address length in bits: 32 (IPv4) or 128 (IPv6).
 fn max_prefix(addr: IpAddr) -> u8 {
     match addr {
         IpAddr::V4(_) => 32,
@@ -164,6 +171,7 @@ fn max_prefix(addr: IpAddr) -> u8 {
     }
 }
 
+/// `bits` with all but the first `prefix` bits cleared.
 fn mask_v4(bits: u32, prefix: u8) -> u32 {
     if prefix == 0 {
         0
@@ -172,6 +180,7 @@ fn mask_v4(bits: u32, prefix: u8) -> u32 {
     }
 }
 
+/// `bits` with all but the first `prefix` bits cleared.
 fn mask_v6(bits: u128, prefix: u8) -> u128 {
     if prefix == 0 {
         0
@@ -186,13 +195,16 @@ fn mask_v6(bits: u128, prefix: u8) -> u128 {
 /// handful, independent of the number of entries.
 #[derive(Debug, Clone, Default)]
 struct PrefixTable<T> {
+    /// IPv4: per prefix length, longest first, masked address -> value.
     v4: Vec<(u8, HashMap<u32, T>)>,
+    /// IPv6: per prefix length, longest first, masked address -> value.
     v6: Vec<(u8, HashMap<u128, T>)>,
 }
 
 impl<T> PrefixTable<T> {
     /// Inserts `net`; returns the value already there, if any, unchanged.
     fn insert(&mut self, net: IpNet, value: T) -> Option<&T> {
+        /// The map for `prefix` in `levels`, created in order if new.
         fn slot<K: std::hash::Hash + Eq, T>(
             levels: &mut Vec<(u8, HashMap<K, T>)>,
             prefix: u8,
@@ -232,6 +244,8 @@ impl<T> PrefixTable<T> {
         .map(|v| &*v)
     }
 
+    /// The value of the longest prefix holding `ip`; IPv4-mapped IPv6
+    /// addresses are looked up as IPv4.
     fn lookup(&self, ip: IpAddr) -> Option<&T> {
         match ip.to_canonical() {
             IpAddr::V4(a) => {
@@ -245,6 +259,7 @@ impl<T> PrefixTable<T> {
         }
     }
 
+    /// True if nothing was inserted.
     fn is_empty(&self) -> bool {
         self.v4.is_empty() && self.v6.is_empty()
     }
@@ -273,8 +288,11 @@ pub struct Inventory {
     pub client_networks: Vec<IpNet>,
     /// Roles whose watchers are never orphans, lower-cased.
     pub infrastructure_roles: BTreeSet<String>,
+    /// Index into `hosts` by each host's addresses and networks.
     by_address: PrefixTable<usize>,
+    /// Index into `hosts` by lower-cased name.
     by_name: HashMap<String, usize>,
+    /// The client networks, for membership tests.
     clients: PrefixTable<()>,
 }
 
@@ -331,7 +349,10 @@ pub enum InventoryError {
 /// A YAML scalar taken as text, so `name: 1234` or an unquoted number in an
 /// address list gives a message about the value, not about its YAML type.
 #[derive(Debug, Clone)]
-struct Text(String);
+struct Text(
+    /// The scalar as written (numbers and booleans in their usual form).
+    String,
+);
 
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
@@ -364,25 +385,154 @@ impl<'de> Deserialize<'de> for Text {
     }
 }
 
+/// The inventory file as written, before any value is checked.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawInventory {
+    /// `client_networks`: addresses or networks.
     #[serde(default)]
     client_networks: Option<Vec<Text>>,
+    /// `infrastructure_roles`; absent means the default roles.
     #[serde(default)]
     infrastructure_roles: Option<Vec<Text>>,
+    /// `hosts`, in file order.
     #[serde(default)]
     hosts: Option<Vec<RawHost>>,
 }
 
+/// One `hosts` entry as written, before any value is checked.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawHost {
+    /// `name`; required and non-empty once checked.
     name: Option<Text>,
+    /// `role`; non-empty when present.
     #[serde(default)]
     role: Option<Text>,
+    /// `addresses`: addresses or networks.
     #[serde(default)]
     addresses: Option<Vec<Text>>,
+}
+
+/// An [`InventoryError::Syntax`] from `origin`.
+fn syntax(origin: &str, message: String) -> InventoryError {
+    InventoryError::Syntax {
+        origin: origin.to_string(),
+        message,
+    }
+}
+
+/// An [`InventoryError::Invalid`] from `origin` about `field`.
+fn invalid(origin: &str, field: String, message: String) -> InventoryError {
+    InventoryError::Invalid {
+        origin: origin.to_string(),
+        field,
+        message,
+    }
+}
+
+impl RawInventory {
+    /// The document's fields, or `None` for an empty or comment-only
+    /// document (a YAML null: nothing configured). Anything but a mapping
+    /// is a syntax error.
+    fn from_yaml(text: &str, origin: &str) -> Result<Option<RawInventory>, InventoryError> {
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| syntax(origin, e.to_string()))?;
+        if value.is_null() {
+            return Ok(None);
+        }
+        if !value.is_mapping() {
+            return Err(syntax(
+                origin,
+                "expected a mapping with hosts, client_networks, infrastructure_roles".into(),
+            ));
+        }
+        serde_yaml::from_str(text)
+            .map(Some)
+            .map_err(|e| syntax(origin, e.to_string()))
+    }
+}
+
+impl RawHost {
+    /// Checks `hosts[i]`: a non-empty name, a non-empty role if any, and
+    /// addresses that parse (repeats within the host dropped).
+    fn into_host(self, i: usize, origin: &str) -> Result<InventoryHost, InventoryError> {
+        let name = self.name.map(|t| t.0).unwrap_or_default();
+        let name = name.trim().to_string();
+        if name.is_empty() {
+            return Err(invalid(
+                origin,
+                format!("hosts[{i}]"),
+                "name is missing or empty".into(),
+            ));
+        }
+        let at = format!("hosts[{i}] ({name})");
+        let role = match self.role {
+            None => None,
+            Some(Text(r)) if r.trim().is_empty() => {
+                return Err(invalid(
+                    origin,
+                    format!("{at}: role"),
+                    "is empty (leave the field out for no role)".into(),
+                ));
+            }
+            Some(Text(r)) => Some(r.trim().to_string()),
+        };
+        let mut addresses = Vec::new();
+        for (j, a) in self.addresses.unwrap_or_default().into_iter().enumerate() {
+            let net: IpNet = a.0.parse().map_err(|e: IpNetError| {
+                invalid(origin, format!("{at}: addresses[{j}]"), e.to_string())
+            })?;
+            if !addresses.contains(&net) {
+                addresses.push(net);
+            }
+        }
+        Ok(InventoryHost {
+            name,
+            role,
+            addresses,
+        })
+    }
+}
+
+/// The `client_networks` list, each entry an address or network.
+fn parse_client_networks(
+    raw: Option<Vec<Text>>,
+    origin: &str,
+) -> Result<Vec<IpNet>, InventoryError> {
+    raw.unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(j, a)| {
+            a.0.parse().map_err(|e: IpNetError| {
+                invalid(origin, format!("client_networks[{j}]"), e.to_string())
+            })
+        })
+        .collect()
+}
+
+/// The `infrastructure_roles` list, lower-cased; the default roles when
+/// the field is absent, none when it is an empty list.
+fn parse_infrastructure_roles(
+    raw: Option<Vec<Text>>,
+    origin: &str,
+) -> Result<BTreeSet<String>, InventoryError> {
+    let Some(roles) = raw else {
+        return Ok(Inventory::default().infrastructure_roles);
+    };
+    let mut set = BTreeSet::new();
+    for (j, Text(r)) in roles.into_iter().enumerate() {
+        let r = r.trim();
+        if r.is_empty() {
+            return Err(invalid(
+                origin,
+                format!("infrastructure_roles[{j}]"),
+                "is empty".into(),
+            ));
+        }
+        set.insert(r.to_lowercase());
+    }
+    Ok(set)
 }
 
 impl Inventory {
@@ -398,99 +548,20 @@ impl Inventory {
     /// Parses inventory YAML; `origin` (usually the file name) starts every
     /// error message. An empty document is an empty inventory.
     pub fn parse(text: &str, origin: &str) -> Result<Inventory, InventoryError> {
-        let syntax = |message: String| InventoryError::Syntax {
-            origin: origin.to_string(),
-            message,
-        };
-        let invalid = |field: String, message: String| InventoryError::Invalid {
-            origin: origin.to_string(),
-            field,
-            message,
-        };
-        // An empty or comment-only file is a YAML null: nothing configured.
-        let value: serde_yaml::Value =
-            serde_yaml::from_str(text).map_err(|e| syntax(e.to_string()))?;
-        if value.is_null() {
+        let Some(raw) = RawInventory::from_yaml(text, origin)? else {
             return Ok(Inventory::default());
-        }
-        if !value.is_mapping() {
-            return Err(syntax(
-                "expected a mapping with hosts, client_networks, infrastructure_roles".into(),
-            ));
-        }
-        let raw: RawInventory = serde_yaml::from_str(text).map_err(|e| syntax(e.to_string()))?;
-
-        let mut hosts = Vec::new();
-        for (i, h) in raw.hosts.unwrap_or_default().into_iter().enumerate() {
-            let name = h.name.map(|t| t.0).unwrap_or_default();
-            let name = name.trim().to_string();
-            if name.is_empty() {
-                return Err(invalid(
-                    format!("hosts[{i}]"),
-                    "name is missing or empty".into(),
-                ));
-            }
-            let at = format!("hosts[{i}] ({name})");
-            let role = match h.role {
-                None => None,
-                Some(Text(r)) if r.trim().is_empty() => {
-                    return Err(invalid(
-                        format!("{at}: role"),
-                        "is empty (leave the field out for no role)".into(),
-                    ));
-                }
-                Some(Text(r)) => Some(r.trim().to_string()),
-            };
-            let mut addresses = Vec::new();
-            for (j, a) in h.addresses.unwrap_or_default().into_iter().enumerate() {
-                let net: IpNet = a.0.parse().map_err(|e: IpNetError| {
-                    invalid(format!("{at}: addresses[{j}]"), e.to_string())
-                })?;
-                if !addresses.contains(&net) {
-                    addresses.push(net);
-                }
-            }
-            hosts.push(InventoryHost {
-                name,
-                role,
-                addresses,
-            });
-        }
-
-        let mut client_networks = Vec::new();
-        for (j, a) in raw
-            .client_networks
+        };
+        let hosts = raw
+            .hosts
             .unwrap_or_default()
             .into_iter()
             .enumerate()
-        {
-            let net: IpNet = a
-                .0
-                .parse()
-                .map_err(|e: IpNetError| invalid(format!("client_networks[{j}]"), e.to_string()))?;
-            client_networks.push(net);
-        }
-
-        let infrastructure_roles = match raw.infrastructure_roles {
-            None => Inventory::default().infrastructure_roles,
-            Some(roles) => {
-                let mut set = BTreeSet::new();
-                for (j, Text(r)) in roles.into_iter().enumerate() {
-                    let r = r.trim();
-                    if r.is_empty() {
-                        return Err(invalid(
-                            format!("infrastructure_roles[{j}]"),
-                            "is empty".into(),
-                        ));
-                    }
-                    set.insert(r.to_lowercase());
-                }
-                set
-            }
-        };
-
+            .map(|(i, h)| h.into_host(i, origin))
+            .collect::<Result<Vec<_>, _>>()?;
+        let client_networks = parse_client_networks(raw.client_networks, origin)?;
+        let infrastructure_roles = parse_infrastructure_roles(raw.infrastructure_roles, origin)?;
         Inventory::new(hosts, client_networks, infrastructure_roles).map_err(|e| match e {
-            InventoryError::Invalid { field, message, .. } => invalid(field, message),
+            InventoryError::Invalid { field, message, .. } => invalid(origin, field, message),
             other => other,
         })
     }

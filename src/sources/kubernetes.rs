@@ -12,6 +12,12 @@
 //! Credentials come from a kubeconfig (current context) or from the pod's
 //! service account. Token files are read on every fetch, since projected
 //! service-account tokens are rotated. Any failure fails the whole fetch.
+//!
+//! A kubeconfig is read in steps: parse it, pick the current context with
+//! its cluster and user, take TLS settings from the cluster, then the token
+//! and client certificate from the user. A fetch lists the three kinds
+//! concurrently, then turns VolumeAttachments into PV → nodes, PVs into
+//! images with their expectations, and Nodes into addresses.
 
 use super::http::{ClientIdentity, HttpClient, TlsOptions, read_pem_file};
 use super::{AttachmentReport, AttachmentSource, BoxFuture, Expectation, ImageRef, SourceError};
@@ -35,6 +41,7 @@ const MAX_PAGES: usize = 10_000;
 /// The service-account directory every pod has.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
+/// A configuration error of this source.
 fn config(message: impl Into<String>) -> SourceError {
     SourceError::Config {
         source_name: NAME,
@@ -42,6 +49,7 @@ fn config(message: impl Into<String>) -> SourceError {
     }
 }
 
+/// A kubeconfig file: the parts this source reads.
 #[derive(Debug, Deserialize)]
 struct KubeConfig {
     /// The context used.
@@ -55,6 +63,7 @@ struct KubeConfig {
     users: Option<Vec<NamedUser>>,
 }
 
+/// A `contexts` entry.
 #[derive(Debug, Deserialize)]
 struct NamedContext {
     /// Context name.
@@ -63,6 +72,7 @@ struct NamedContext {
     context: Context,
 }
 
+/// A context: which cluster, as which user.
 #[derive(Debug, Deserialize)]
 struct Context {
     /// Cluster name.
@@ -71,6 +81,7 @@ struct Context {
     user: Option<String>,
 }
 
+/// A `clusters` entry.
 #[derive(Debug, Deserialize)]
 struct NamedCluster {
     /// Cluster name.
@@ -79,6 +90,7 @@ struct NamedCluster {
     cluster: Cluster,
 }
 
+/// A cluster: the API server and how to trust it.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 struct Cluster {
@@ -97,6 +109,7 @@ struct Cluster {
     proxy_url: Option<String>,
 }
 
+/// A `users` entry.
 #[derive(Debug, Deserialize)]
 struct NamedUser {
     /// User name.
@@ -105,6 +118,8 @@ struct NamedUser {
     user: User,
 }
 
+/// A user: a token and/or a client certificate. Fields this source
+/// refuses are read only to say so.
 #[derive(Deserialize)]
 #[serde(rename_all = "kebab-case")]
 struct User {
@@ -192,25 +207,55 @@ fn decode_data(origin: &str, field: &str, data: &str) -> Result<Vec<u8>, SourceE
         .map_err(|e| config(format!("{origin}: {field} is not base64: {e}")))
 }
 
-impl KubernetesSource {
-    /// The source for the current context of the kubeconfig at `path`.
-    /// Relative file names in it are relative to its directory. `timeout`
-    /// bounds each HTTP request.
-    pub fn from_kubeconfig(
-        path: &Path,
-        timeout: Duration,
-    ) -> Result<KubernetesSource, SourceError> {
-        let shown = path.display().to_string();
+/// A `*-data` field (base64 PEM) or, when it is not set, the file a
+/// sibling field names; `field` is the file field's name, e.g.
+/// `client-key`, and `origin` starts error messages.
+fn inline_or_file(
+    origin: &str,
+    field: &str,
+    data: Option<&String>,
+    file: Option<&String>,
+    base: &Path,
+) -> Result<Option<Vec<u8>>, SourceError> {
+    match (data, file) {
+        (Some(d), _) => Ok(Some(decode_data(origin, &format!("{field}-data"), d)?)),
+        (None, Some(f)) => Ok(Some(read_pem_file(
+            NAME,
+            &format!("{origin}: {field}"),
+            &resolve(base, f),
+        )?)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The parts of a kubeconfig its current context picks.
+struct CurrentContext {
+    /// The cluster's name.
+    cluster_name: String,
+    /// The cluster.
+    cluster: Cluster,
+    /// The user's name; empty for none.
+    user_name: String,
+    /// The user; none means anonymous.
+    user: Option<User>,
+}
+
+impl KubeConfig {
+    /// Reads and parses the kubeconfig at `path` (`shown` in messages).
+    fn read(path: &Path, shown: &str) -> Result<KubeConfig, SourceError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| config(format!("kubeconfig {shown}: cannot read: {e}")))?;
-        let kc: KubeConfig =
-            serde_yaml::from_str(&text).map_err(|e| config(format!("kubeconfig {shown}: {e}")))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let current = kc
+        serde_yaml::from_str(&text).map_err(|e| config(format!("kubeconfig {shown}: {e}")))
+    }
+
+    /// The current context with its cluster and user; an error names
+    /// whichever is not set or not defined.
+    fn into_current(self, shown: &str) -> Result<CurrentContext, SourceError> {
+        let current = self
             .current_context
             .filter(|c| !c.is_empty())
             .ok_or_else(|| config(format!("kubeconfig {shown}: current-context is not set")))?;
-        let context = kc
+        let context = self
             .contexts
             .unwrap_or_default()
             .into_iter()
@@ -221,7 +266,7 @@ impl KubernetesSource {
                 ))
             })?
             .context;
-        let cluster = kc
+        let cluster = self
             .clusters
             .unwrap_or_default()
             .into_iter()
@@ -237,7 +282,7 @@ impl KubernetesSource {
             None => None,
             Some(name) if name.is_empty() => None,
             Some(name) => Some(
-                kc.users
+                self.users
                     .unwrap_or_default()
                     .into_iter()
                     .find(|u| &u.name == name)
@@ -249,82 +294,126 @@ impl KubernetesSource {
                     .user,
             ),
         };
-        let origin = format!("kubeconfig {shown}");
+        Ok(CurrentContext {
+            cluster_name: context.cluster,
+            cluster,
+            user_name: context.user.unwrap_or_default(),
+            user,
+        })
+    }
+}
+
+impl CurrentContext {
+    /// TLS settings from the cluster: verification, server name and CA
+    /// (client identity comes from the user). A proxy is refused.
+    fn cluster_tls(&self, origin: &str, base: &Path) -> Result<TlsOptions, SourceError> {
+        let cluster = &self.cluster;
         if cluster.proxy_url.is_some() {
             return Err(config(format!(
                 "{origin}: cluster {:?}: proxy-url is not supported",
-                context.cluster
+                self.cluster_name
             )));
         }
-        let mut tls = TlsOptions {
+        Ok(TlsOptions {
             insecure: cluster.insecure_skip_tls_verify,
             server_name: cluster.tls_server_name.clone(),
+            ca_pem: inline_or_file(
+                origin,
+                "certificate-authority",
+                cluster.certificate_authority_data.as_ref(),
+                cluster.certificate_authority.as_ref(),
+                base,
+            )?,
             ..TlsOptions::default()
-        };
-        if let Some(data) = &cluster.certificate_authority_data {
-            tls.ca_pem = Some(decode_data(&origin, "certificate-authority-data", data)?);
-        } else if let Some(file) = &cluster.certificate_authority {
-            tls.ca_pem = Some(read_pem_file(
-                NAME,
-                &format!("{origin}: certificate-authority"),
-                &resolve(base, file),
-            )?);
+        })
+    }
+}
+
+impl User {
+    /// Refuses what this exporter cannot do: credential plugins and basic
+    /// auth.
+    fn check_supported(&self, uorigin: &str) -> Result<(), SourceError> {
+        if self.exec.is_some() || self.auth_provider.is_some() {
+            return Err(config(format!(
+                "{uorigin}: exec and auth-provider plugins are not supported; use a token, tokenFile or client certificate"
+            )));
         }
+        if self.username.is_some() {
+            return Err(config(format!(
+                "{uorigin}: basic auth (username/password) is not supported; use a token or client certificate"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The bearer token: `token` if not blank, else `tokenFile`, else none.
+    fn bearer_token(&self, base: &Path) -> Token {
+        match (&self.token, &self.token_file) {
+            (Some(t), _) if !t.trim().is_empty() => Token::Static(t.trim().to_string()),
+            (_, Some(f)) if !f.is_empty() => Token::File(resolve(base, f)),
+            _ => Token::None,
+        }
+    }
+
+    /// The client certificate and key, both or neither.
+    fn client_identity(
+        &self,
+        uorigin: &str,
+        base: &Path,
+    ) -> Result<Option<ClientIdentity>, SourceError> {
+        let cert = inline_or_file(
+            uorigin,
+            "client-certificate",
+            self.client_certificate_data.as_ref(),
+            self.client_certificate.as_ref(),
+            base,
+        )?;
+        let key = inline_or_file(
+            uorigin,
+            "client-key",
+            self.client_key_data.as_ref(),
+            self.client_key.as_ref(),
+            base,
+        )?;
+        match (cert, key) {
+            (Some(cert_pem), Some(key_pem)) => Ok(Some(ClientIdentity { cert_pem, key_pem })),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(config(format!(
+                "{uorigin}: client-certificate without client-key"
+            ))),
+            (None, Some(_)) => Err(config(format!(
+                "{uorigin}: client-key without client-certificate"
+            ))),
+        }
+    }
+}
+
+impl KubernetesSource {
+    /// The source for the current context of the kubeconfig at `path`.
+    /// Relative file names in it are relative to its directory. `timeout`
+    /// bounds each HTTP request.
+    pub fn from_kubeconfig(
+        path: &Path,
+        timeout: Duration,
+    ) -> Result<KubernetesSource, SourceError> {
+        let shown = path.display().to_string();
+        let kc = KubeConfig::read(path, &shown)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let current = kc.into_current(&shown)?;
+        let origin = format!("kubeconfig {shown}");
+        let mut tls = current.cluster_tls(&origin, base)?;
         let mut token = Token::None;
-        if let Some(user) = user {
-            let uorigin = format!("{origin}: user {:?}", context.user.as_deref().unwrap_or(""));
-            if user.exec.is_some() || user.auth_provider.is_some() {
-                return Err(config(format!(
-                    "{uorigin}: exec and auth-provider plugins are not supported; use a token, tokenFile or client certificate"
-                )));
-            }
-            if user.username.is_some() {
-                return Err(config(format!(
-                    "{uorigin}: basic auth (username/password) is not supported; use a token or client certificate"
-                )));
-            }
-            token = match (&user.token, &user.token_file) {
-                (Some(t), _) if !t.trim().is_empty() => Token::Static(t.trim().to_string()),
-                (_, Some(f)) if !f.is_empty() => Token::File(resolve(base, f)),
-                _ => Token::None,
-            };
-            let cert = match (&user.client_certificate_data, &user.client_certificate) {
-                (Some(d), _) => Some(decode_data(&uorigin, "client-certificate-data", d)?),
-                (None, Some(f)) => Some(read_pem_file(
-                    NAME,
-                    &format!("{uorigin}: client-certificate"),
-                    &resolve(base, f),
-                )?),
-                (None, None) => None,
-            };
-            let key = match (&user.client_key_data, &user.client_key) {
-                (Some(d), _) => Some(decode_data(&uorigin, "client-key-data", d)?),
-                (None, Some(f)) => Some(read_pem_file(
-                    NAME,
-                    &format!("{uorigin}: client-key"),
-                    &resolve(base, f),
-                )?),
-                (None, None) => None,
-            };
-            tls.client_identity = match (cert, key) {
-                (Some(cert_pem), Some(key_pem)) => Some(ClientIdentity { cert_pem, key_pem }),
-                (None, None) => None,
-                (Some(_), None) => {
-                    return Err(config(format!(
-                        "{uorigin}: client-certificate without client-key"
-                    )));
-                }
-                (None, Some(_)) => {
-                    return Err(config(format!(
-                        "{uorigin}: client-key without client-certificate"
-                    )));
-                }
-            };
+        if let Some(user) = &current.user {
+            let uorigin = format!("{origin}: user {:?}", current.user_name);
+            user.check_supported(&uorigin)?;
+            token = user.bearer_token(base);
+            tls.client_identity = user.client_identity(&uorigin, base)?;
         }
+        let cluster = &current.cluster;
         if !cluster.server.starts_with("https://") && !cluster.server.starts_with("http://") {
             return Err(config(format!(
                 "{origin}: cluster {:?}: server {:?} is not an http(s) URL",
-                context.cluster, cluster.server
+                current.cluster_name, cluster.server
             )));
         }
         Ok(KubernetesSource {
@@ -398,6 +487,8 @@ impl KubernetesSource {
         &self.server
     }
 
+    /// The `Authorization` header value, if any; a token file is read
+    /// anew on every call.
     async fn bearer(&self) -> Result<Option<String>, SourceError> {
         match &self.token {
             Token::None => Ok(None),
@@ -459,6 +550,8 @@ impl KubernetesSource {
             .bad_response(&url, format!("more than {MAX_PAGES} pages")))
     }
 
+    /// Lists PVs, VolumeAttachments and Nodes together and turns them into
+    /// one report; any bad item fails the whole fetch.
     async fn fetch_now(&self) -> Result<AttachmentReport, SourceError> {
         let bearer = self.bearer().await?;
         let bearer = bearer.as_deref();
@@ -467,93 +560,128 @@ impl KubernetesSource {
             self.list(bearer, "/apis/storage.k8s.io/v1/volumeattachments"),
             self.list(bearer, "/api/v1/nodes"),
         )?;
+        let attached = self.attached_nodes(&attachments)?;
+        let mut report = AttachmentReport::default();
+        self.add_persistent_volumes(&mut report, &pvs, &attached)?;
+        self.add_node_addresses(&mut report, &nodes)?;
+        Ok(report)
+    }
 
-        // PV name -> nodes it is attached to.
+    /// The error for `items[index]` of the page at `url`.
+    fn item_error(&self, url: &str, index: usize, message: String) -> SourceError {
+        self.client
+            .bad_response(url, format!("items[{index}]: {message}"))
+    }
+
+    /// PV name -> the nodes VolumeAttachments say it is attached to.
+    fn attached_nodes(
+        &self,
+        attachments: &[(String, Value)],
+    ) -> Result<BTreeMap<String, BTreeSet<String>>, SourceError> {
         let mut attached: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (index, (url, va)) in attachments.iter().enumerate() {
-            let at = |m: String| {
-                self.client
-                    .bad_response(url, format!("items[{index}]: {m}"))
-            };
-            let Some(pv) = optional_str(va, "/spec/source/persistentVolumeName").map_err(at)?
-            else {
-                // Inline CSI volumes have no PV.
-                continue;
-            };
-            let node = required_str(va, "/spec/nodeName").map_err(at)?;
-            let is_attached = match va.pointer("/status/attached") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => return Err(at("field `status.attached` is not a boolean".into())),
-            };
-            if is_attached {
+            let attachment = volume_attachment(va).map_err(|m| self.item_error(url, index, m))?;
+            if let Some((pv, node)) = attachment {
                 attached
                     .entry(pv.to_string())
                     .or_default()
                     .insert(node.to_string());
             }
         }
+        Ok(attached)
+    }
 
-        let mut report = AttachmentReport::default();
+    /// Adds the image of every RBD PV to `report`.
+    fn add_persistent_volumes(
+        &self,
+        report: &mut AttachmentReport,
+        pvs: &[(String, Value)],
+        attached: &BTreeMap<String, BTreeSet<String>>,
+    ) -> Result<(), SourceError> {
         for (index, (url, pv)) in pvs.iter().enumerate() {
-            let at = |m: String| {
-                self.client
-                    .bad_response(url, format!("items[{index}]: {m}"))
-            };
-            let Some((image, expectation)) = persistent_volume(pv, &attached).map_err(at)? else {
+            let Some((image, expectation)) =
+                persistent_volume(pv, attached).map_err(|m| self.item_error(url, index, m))?
+            else {
                 continue;
             };
             match report.images.get_mut(&image) {
-                // Two PVs for one image (static PVs): either's nodes are fine.
-                Some(existing) => {
-                    existing.hosts = match (existing.hosts.take(), expectation.hosts) {
-                        (Some(mut a), Some(b)) => {
-                            a.extend(b);
-                            Some(a)
-                        }
-                        _ => None,
-                    };
-                    existing.multi_attach |= expectation.multi_attach;
-                    existing.owner = format!("{}; {}", existing.owner, expectation.owner);
-                }
+                Some(existing) => merge_expectation(existing, expectation),
                 None => {
                     report.images.insert(image, expectation);
                 }
             }
         }
+        Ok(())
+    }
 
+    /// Adds every node's InternalIP addresses to `report`.
+    fn add_node_addresses(
+        &self,
+        report: &mut AttachmentReport,
+        nodes: &[(String, Value)],
+    ) -> Result<(), SourceError> {
         for (index, (url, node)) in nodes.iter().enumerate() {
-            let at = |m: String| {
-                self.client
-                    .bad_response(url, format!("items[{index}]: {m}"))
-            };
-            let name = required_str(node, "/metadata/name").map_err(at)?;
-            let addresses = match node.pointer("/status/addresses") {
-                None | Some(Value::Null) => continue,
-                Some(Value::Array(a)) => a,
-                Some(_) => {
-                    return Err(at(format!("node {name}: `status.addresses` is not a list")));
-                }
-            };
-            for (i, address) in addresses.iter().enumerate() {
-                if address["type"].as_str() != Some("InternalIP") {
-                    continue;
-                }
-                let text = address["address"].as_str().ok_or_else(|| {
-                    at(format!(
-                        "node {name}: status.addresses[{i}].address is missing"
-                    ))
-                })?;
-                let ip: IpAddr = text.parse().map_err(|_| {
-                    at(format!(
-                        "node {name}: status.addresses[{i}].address {text:?} is not an IP address"
-                    ))
-                })?;
+            let (name, ips) = internal_ips(node).map_err(|m| self.item_error(url, index, m))?;
+            for ip in ips {
                 report.host_addresses.insert(ip, name.to_string());
             }
         }
-        Ok(report)
+        Ok(())
     }
+}
+
+/// Two PVs for one image (static PVs): either's nodes are fine, either's
+/// access modes count, and both are named as owners.
+fn merge_expectation(existing: &mut Expectation, other: Expectation) {
+    existing.hosts = match (existing.hosts.take(), other.hosts) {
+        (Some(mut a), Some(b)) => {
+            a.extend(b);
+            Some(a)
+        }
+        _ => None,
+    };
+    existing.multi_attach |= other.multi_attach;
+    existing.owner = format!("{}; {}", existing.owner, other.owner);
+}
+
+/// The PV and node of a VolumeAttachment that is attached; `None` when it
+/// is not attached, or is for an inline CSI volume (which has no PV).
+fn volume_attachment(va: &Value) -> Result<Option<(&str, &str)>, String> {
+    let Some(pv) = optional_str(va, "/spec/source/persistentVolumeName")? else {
+        return Ok(None);
+    };
+    let node = required_str(va, "/spec/nodeName")?;
+    let is_attached = match va.pointer("/status/attached") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err("field `status.attached` is not a boolean".into()),
+    };
+    Ok(is_attached.then_some((pv, node)))
+}
+
+/// A node's name and its InternalIP addresses (none when it lists no
+/// addresses).
+fn internal_ips(node: &Value) -> Result<(&str, Vec<IpAddr>), String> {
+    let name = required_str(node, "/metadata/name")?;
+    let addresses = match node.pointer("/status/addresses") {
+        None | Some(Value::Null) => return Ok((name, Vec::new())),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(format!("node {name}: `status.addresses` is not a list")),
+    };
+    let mut ips = Vec::new();
+    for (i, address) in addresses.iter().enumerate() {
+        if address["type"].as_str() != Some("InternalIP") {
+            continue;
+        }
+        let text = address["address"]
+            .as_str()
+            .ok_or_else(|| format!("node {name}: status.addresses[{i}].address is missing"))?;
+        let ip: IpAddr = text.parse().map_err(|_| {
+            format!("node {name}: status.addresses[{i}].address {text:?} is not an IP address")
+        })?;
+        ips.push(ip);
+    }
+    Ok((name, ips))
 }
 
 impl AttachmentSource for KubernetesSource {
@@ -584,6 +712,7 @@ fn field_name(pointer: &str) -> String {
     pointer.trim_start_matches('/').replace('/', ".")
 }
 
+/// The string at `pointer`; `None` when absent or null.
 fn optional_str<'a>(item: &'a Value, pointer: &str) -> Result<Option<&'a str>, String> {
     match item.pointer(pointer) {
         None | Some(Value::Null) => Ok(None),
@@ -592,6 +721,7 @@ fn optional_str<'a>(item: &'a Value, pointer: &str) -> Result<Option<&'a str>, S
     }
 }
 
+/// The non-empty string at `pointer`.
 fn required_str<'a>(item: &'a Value, pointer: &str) -> Result<&'a str, String> {
     match optional_str(item, pointer)? {
         Some(s) if !s.is_empty() => Ok(s),
@@ -613,72 +743,11 @@ fn persistent_volume(
 ) -> Result<Option<(ImageRef, Expectation)>, String> {
     let name = required_str(pv, "/metadata/name")?;
     let in_pv = |m: String| format!("pv {name}: {m}");
-    let (image, hosts) = if let Some(driver) =
-        optional_str(pv, "/spec/csi/driver").map_err(in_pv)?
-    {
-        if !is_ceph_rbd_driver(driver) {
-            return Ok(None);
-        }
-        let pool = required_str(pv, "/spec/csi/volumeAttributes/pool").map_err(in_pv)?;
-        let namespace = optional_str(pv, "/spec/csi/volumeAttributes/radosNamespace")
-            .map_err(in_pv)?
-            .unwrap_or("");
-        let static_volume = optional_str(pv, "/spec/csi/volumeAttributes/staticVolume")
-            .map_err(in_pv)?
-            == Some("true");
-        // A static ceph-csi PV names its image in volumeHandle.
-        let image = match optional_str(pv, "/spec/csi/volumeAttributes/imageName").map_err(in_pv)? {
-            Some(image) if !image.is_empty() => image,
-            _ if static_volume => required_str(pv, "/spec/csi/volumeHandle").map_err(in_pv)?,
-            _ => {
-                return Err(in_pv(
-                    "missing field `spec.csi.volumeAttributes.imageName`".to_string(),
-                ));
-            }
-        };
-        let hosts = attached.get(name).cloned().unwrap_or_default();
-        (
-            ImageRef {
-                pool: Some(pool.to_string()),
-                namespace: Some(namespace.to_string()),
-                image: image.to_string(),
-            },
-            // Attached nowhere when no VolumeAttachment says otherwise.
-            Some(hosts),
-        )
-    } else if pv.pointer("/spec/rbd").is_some_and(|v| !v.is_null()) {
-        let pool = optional_str(pv, "/spec/rbd/pool")
-            .map_err(in_pv)?
-            .filter(|p| !p.is_empty())
-            .unwrap_or("rbd");
-        let image = required_str(pv, "/spec/rbd/image").map_err(in_pv)?;
-        (
-            ImageRef {
-                pool: Some(pool.to_string()),
-                namespace: Some(String::new()),
-                image: image.to_string(),
-            },
-            // In-tree RBD has no VolumeAttachments: no opinion on nodes.
-            None,
-        )
-    } else {
+    let Some((image, hosts)) = rbd_image(pv, name, attached).map_err(in_pv)? else {
         return Ok(None);
     };
-    let multi_attach = match pv.pointer("/spec/accessModes") {
-        None | Some(Value::Null) => false,
-        Some(Value::Array(modes)) => modes
-            .iter()
-            .any(|m| matches!(m.as_str(), Some("ReadWriteMany" | "ReadOnlyMany"))),
-        Some(_) => return Err(in_pv("field `spec.accessModes` is not a list".to_string())),
-    };
-    let claim = match (
-        optional_str(pv, "/spec/claimRef/namespace").map_err(in_pv)?,
-        optional_str(pv, "/spec/claimRef/name").map_err(in_pv)?,
-    ) {
-        (Some(ns), Some(claim)) => format!("claim {ns}/{claim}"),
-        (None, Some(claim)) => format!("claim {claim}"),
-        _ => "no claim".to_string(),
-    };
+    let multi_attach = is_multi_attach(pv).map_err(in_pv)?;
+    let claim = claim(pv).map_err(in_pv)?;
     Ok(Some((
         image,
         Expectation {
@@ -687,6 +756,92 @@ fn persistent_volume(
             owner: format!("kubernetes pv {name} ({claim})"),
         },
     )))
+}
+
+/// The nodes an image may be open on, as [`Expectation::hosts`]; `None`
+/// means no opinion.
+type ExpectedHosts = Option<BTreeSet<String>>;
+
+/// The RBD image of PV `name` and the nodes it may be open on (`None`: no
+/// opinion); `None` for PVs that are not RBD.
+fn rbd_image(
+    pv: &Value,
+    name: &str,
+    attached: &BTreeMap<String, BTreeSet<String>>,
+) -> Result<Option<(ImageRef, ExpectedHosts)>, String> {
+    if let Some(driver) = optional_str(pv, "/spec/csi/driver")? {
+        if !is_ceph_rbd_driver(driver) {
+            return Ok(None);
+        }
+        let image = csi_image(pv)?;
+        // Attached nowhere when no VolumeAttachment says otherwise.
+        let hosts = attached.get(name).cloned().unwrap_or_default();
+        Ok(Some((image, Some(hosts))))
+    } else if pv.pointer("/spec/rbd").is_some_and(|v| !v.is_null()) {
+        // In-tree RBD has no VolumeAttachments: no opinion on nodes.
+        Ok(Some((in_tree_image(pv)?, None)))
+    } else {
+        Ok(None)
+    }
+}
+
+/// The image of a ceph-csi PV: pool, RADOS namespace and image from its
+/// volume attributes; a static PV names its image in `volumeHandle`.
+fn csi_image(pv: &Value) -> Result<ImageRef, String> {
+    let pool = required_str(pv, "/spec/csi/volumeAttributes/pool")?;
+    let namespace = optional_str(pv, "/spec/csi/volumeAttributes/radosNamespace")?.unwrap_or("");
+    let static_volume =
+        optional_str(pv, "/spec/csi/volumeAttributes/staticVolume")? == Some("true");
+    let image = match optional_str(pv, "/spec/csi/volumeAttributes/imageName")? {
+        Some(image) if !image.is_empty() => image,
+        _ if static_volume => required_str(pv, "/spec/csi/volumeHandle")?,
+        _ => return Err("missing field `spec.csi.volumeAttributes.imageName`".to_string()),
+    };
+    Ok(ImageRef {
+        pool: Some(pool.to_string()),
+        namespace: Some(namespace.to_string()),
+        image: image.to_string(),
+    })
+}
+
+/// The image of an in-tree `spec.rbd` PV; the pool defaults to `rbd`.
+fn in_tree_image(pv: &Value) -> Result<ImageRef, String> {
+    let pool = optional_str(pv, "/spec/rbd/pool")?
+        .filter(|p| !p.is_empty())
+        .unwrap_or("rbd");
+    let image = required_str(pv, "/spec/rbd/image")?;
+    Ok(ImageRef {
+        pool: Some(pool.to_string()),
+        namespace: Some(String::new()),
+        image: image.to_string(),
+    })
+}
+
+/// True if the PV's access modes let more than one node use it
+/// (`ReadWriteMany`, `ReadOnlyMany`).
+fn is_multi_attach(pv: &Value) -> Result<bool, String> {
+    match pv.pointer("/spec/accessModes") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Array(modes)) => Ok(modes
+            .iter()
+            .any(|m| matches!(m.as_str(), Some("ReadWriteMany" | "ReadOnlyMany")))),
+        Some(_) => Err("field `spec.accessModes` is not a list".to_string()),
+    }
+}
+
+/// The PV's claim for the owner text: `claim ns/name`, `claim name` or
+/// `no claim`.
+fn claim(pv: &Value) -> Result<String, String> {
+    Ok(
+        match (
+            optional_str(pv, "/spec/claimRef/namespace")?,
+            optional_str(pv, "/spec/claimRef/name")?,
+        ) {
+            (Some(ns), Some(claim)) => format!("claim {ns}/{claim}"),
+            (None, Some(claim)) => format!("claim {claim}"),
+            _ => "no claim".to_string(),
+        },
+    )
 }
 
 #[cfg(test)]

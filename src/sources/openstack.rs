@@ -14,8 +14,15 @@
 //! Any failure fails the whole fetch: a partial list would make the images
 //! it misses look abandoned. The token, password and secret never appear in
 //! errors or logs.
+//!
+//! The cloud's `clouds.yaml` entry is read once, when the source is built:
+//! the Keystone token URL, the request body (password or application
+//! credential), the endpoint interface and the TLS settings, each by its
+//! own step, so a mistake is reported with the setting's path.
 
-use super::http::{HttpClient, JsonResponse, TlsOptions, read_pem_file, redact_url};
+use super::http::{
+    ClientIdentity, HttpClient, JsonResponse, TlsOptions, read_pem_file, redact_url,
+};
 use super::{AttachmentReport, AttachmentSource, BoxFuture, Expectation, ImageRef, SourceError};
 use serde_json::{Value, json};
 use serde_yaml::{Mapping, Value as Yaml};
@@ -41,6 +48,7 @@ const GLANCE_PAGE: u32 = 1000;
 /// `next` cannot keep a fetch busy forever (1000 per page: 10 million items).
 const MAX_PAGES: usize = 10_000;
 
+/// A configuration error of this source.
 fn config(message: impl Into<String>) -> SourceError {
     SourceError::Config {
         source_name: NAME,
@@ -67,6 +75,8 @@ fn search_dirs(env: &dyn Fn(&str) -> Option<OsString>, cwd: &Path) -> Vec<PathBu
     dirs
 }
 
+/// The files openstacksdk would try for `<stem>.{yaml,yml,json}`, the
+/// file named by `override_var` first.
 fn candidates(
     env: &dyn Fn(&str) -> Option<OsString>,
     cwd: &Path,
@@ -128,6 +138,7 @@ fn merge(base: &mut Yaml, over: Yaml) {
     }
 }
 
+/// Reads and parses a YAML file; errors name the path.
 fn read_yaml(path: &Path) -> Result<Yaml, SourceError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| config(format!("{}: cannot read: {e}", path.display())))?;
@@ -169,10 +180,12 @@ impl CloudEntry<'_> {
         }
     }
 
+    /// An `auth.<key>` setting as text.
     fn auth(&self, key: &str) -> Result<Option<String>, SourceError> {
         self.text(Some("auth"), key)
     }
 
+    /// An `auth.<key>` setting that must be set; `why` says what for.
     fn required_auth(&self, key: &str, why: &str) -> Result<String, SourceError> {
         self.auth(key)?
             .ok_or_else(|| config(format!("{}.auth.{key} is missing ({why})", self.origin)))
@@ -190,6 +203,117 @@ impl CloudEntry<'_> {
                     self.origin
                 ))),
             },
+        }
+    }
+}
+
+impl<'a> CloudEntry<'a> {
+    /// The `clouds.<cloud>` entry of `doc`; an error lists the clouds
+    /// there are when it is missing.
+    fn find(doc: &'a Yaml, cloud: &str, origin: &str) -> Result<CloudEntry<'a>, SourceError> {
+        let clouds = match doc.get("clouds") {
+            Some(Yaml::Mapping(m)) => m,
+            Some(_) => return Err(config(format!("{origin}: clouds must be a mapping"))),
+            None => return Err(config(format!("{origin}: no clouds: mapping"))),
+        };
+        let map = match clouds.get(cloud) {
+            Some(Yaml::Mapping(m)) => m,
+            Some(_) => {
+                return Err(config(format!(
+                    "{origin}: clouds.{cloud} must be a mapping"
+                )));
+            }
+            None => {
+                let known: Vec<&str> = clouds.keys().filter_map(|k| k.as_str()).collect();
+                return Err(config(format!(
+                    "{origin}: no cloud {cloud:?} (clouds: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            }
+        };
+        Ok(CloudEntry {
+            map,
+            origin: format!("{origin}: clouds.{cloud}"),
+        })
+    }
+
+    /// Keystone's `…/v3/auth/tokens` from `auth.auth_url`, with or without
+    /// its `/v3`; v2.0 is refused.
+    fn token_url(&self) -> Result<String, SourceError> {
+        let auth_url = self.required_auth("auth_url", "the Keystone URL")?;
+        let base = auth_url.trim_end_matches('/');
+        if base.ends_with("/v2.0") {
+            return Err(config(format!(
+                "{}.auth.auth_url {}: Keystone v2.0 is not supported, use v3",
+                self.origin,
+                redact_url(&auth_url)
+            )));
+        }
+        Ok(if base.ends_with("/v3") {
+            format!("{base}/auth/tokens")
+        } else {
+            format!("{base}/v3/auth/tokens")
+        })
+    }
+
+    /// The endpoint interface: `interface` or `endpoint_type`, `public` by
+    /// default; old spellings such as `publicURL` accepted.
+    fn interface(&self) -> Result<String, SourceError> {
+        let interface = self
+            .text(None, "interface")?
+            .or(self.text(None, "endpoint_type")?)
+            .unwrap_or_else(|| "public".to_string());
+        // Old settings say `publicURL`.
+        let interface = interface.trim_end_matches("URL").to_ascii_lowercase();
+        if !["public", "internal", "admin"].contains(&interface.as_str()) {
+            return Err(config(format!(
+                "{}.interface {interface:?}: must be public, internal or admin",
+                self.origin
+            )));
+        }
+        Ok(interface)
+    }
+
+    /// TLS settings: `verify`/`insecure`, `cacert`, and `cert`/`key`.
+    fn tls_options(&self) -> Result<TlsOptions, SourceError> {
+        let verify = self.flag("verify")?;
+        let insecure = self.flag("insecure")?;
+        let mut tls = TlsOptions {
+            insecure: verify == Some(false) || insecure == Some(true),
+            ..TlsOptions::default()
+        };
+        if let Some(cacert) = self.text(None, "cacert")? {
+            tls.ca_pem = Some(read_pem_file(
+                NAME,
+                &format!("{}.cacert", self.origin),
+                Path::new(&cacert),
+            )?);
+        }
+        tls.client_identity = self.client_identity()?;
+        Ok(tls)
+    }
+
+    /// The client certificate (`cert`) and key (`key`, or the certificate
+    /// file when unset, as openstacksdk allows); a key alone is refused.
+    fn client_identity(&self) -> Result<Option<ClientIdentity>, SourceError> {
+        match (self.text(None, "cert")?, self.text(None, "key")?) {
+            (None, None) => Ok(None),
+            (Some(cert), key) => {
+                let cert_pem =
+                    read_pem_file(NAME, &format!("{}.cert", self.origin), Path::new(&cert))?;
+                let key_pem = match key {
+                    Some(key) => {
+                        read_pem_file(NAME, &format!("{}.key", self.origin), Path::new(&key))?
+                    }
+                    None => cert_pem.clone(),
+                };
+                Ok(Some(ClientIdentity { cert_pem, key_pem }))
+            }
+            (None, Some(_)) => Err(config(format!("{}.key is set without cert", self.origin))),
         }
     }
 }
@@ -233,7 +357,10 @@ fn named(
 
 /// The Keystone request, built once; holds a password or secret, so it
 /// is never printed.
-struct AuthRequest(Value);
+struct AuthRequest(
+    /// The JSON body.
+    Value,
+);
 
 impl std::fmt::Debug for AuthRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -377,92 +504,11 @@ impl OpenStackSource {
         origin: &str,
         timeout: Duration,
     ) -> Result<OpenStackSource, SourceError> {
-        let clouds = match doc.get("clouds") {
-            Some(Yaml::Mapping(m)) => m,
-            Some(_) => return Err(config(format!("{origin}: clouds must be a mapping"))),
-            None => return Err(config(format!("{origin}: no clouds: mapping"))),
-        };
-        let map = match clouds.get(cloud) {
-            Some(Yaml::Mapping(m)) => m,
-            Some(_) => {
-                return Err(config(format!(
-                    "{origin}: clouds.{cloud} must be a mapping"
-                )));
-            }
-            None => {
-                let known: Vec<&str> = clouds.keys().filter_map(|k| k.as_str()).collect();
-                return Err(config(format!(
-                    "{origin}: no cloud {cloud:?} (clouds: {})",
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                )));
-            }
-        };
-        let entry = CloudEntry {
-            map,
-            origin: format!("{origin}: clouds.{cloud}"),
-        };
-        let auth_url = entry.required_auth("auth_url", "the Keystone URL")?;
-        let base = auth_url.trim_end_matches('/');
-        if base.ends_with("/v2.0") {
-            return Err(config(format!(
-                "{}.auth.auth_url {}: Keystone v2.0 is not supported, use v3",
-                entry.origin,
-                redact_url(&auth_url)
-            )));
-        }
-        let token_url = if base.ends_with("/v3") {
-            format!("{base}/auth/tokens")
-        } else {
-            format!("{base}/v3/auth/tokens")
-        };
+        let entry = CloudEntry::find(doc, cloud, origin)?;
+        let token_url = entry.token_url()?;
         let auth = auth_request(&entry)?;
-        let interface = entry
-            .text(None, "interface")?
-            .or(entry.text(None, "endpoint_type")?)
-            .unwrap_or_else(|| "public".to_string());
-        // Old settings say `publicURL`.
-        let interface = interface.trim_end_matches("URL").to_ascii_lowercase();
-        if !["public", "internal", "admin"].contains(&interface.as_str()) {
-            return Err(config(format!(
-                "{}.interface {interface:?}: must be public, internal or admin",
-                entry.origin
-            )));
-        }
-        let verify = entry.flag("verify")?;
-        let insecure = entry.flag("insecure")?;
-        let mut tls = TlsOptions {
-            insecure: verify == Some(false) || insecure == Some(true),
-            ..TlsOptions::default()
-        };
-        if let Some(cacert) = entry.text(None, "cacert")? {
-            tls.ca_pem = Some(read_pem_file(
-                NAME,
-                &format!("{}.cacert", entry.origin),
-                Path::new(&cacert),
-            )?);
-        }
-        match (entry.text(None, "cert")?, entry.text(None, "key")?) {
-            (None, None) => {}
-            (Some(cert), key) => {
-                let cert_pem =
-                    read_pem_file(NAME, &format!("{}.cert", entry.origin), Path::new(&cert))?;
-                // openstacksdk allows the key in the certificate file.
-                let key_pem = match key {
-                    Some(key) => {
-                        read_pem_file(NAME, &format!("{}.key", entry.origin), Path::new(&key))?
-                    }
-                    None => cert_pem.clone(),
-                };
-                tls.client_identity = Some(super::http::ClientIdentity { cert_pem, key_pem });
-            }
-            (None, Some(_)) => {
-                return Err(config(format!("{}.key is set without cert", entry.origin)));
-            }
-        }
+        let interface = entry.interface()?;
+        let tls = entry.tls_options()?;
         Ok(OpenStackSource {
             client: HttpClient::new(NAME, &tls, timeout)?,
             token_url,
@@ -610,6 +656,8 @@ impl OpenStackSource {
             .bad_response(&url, format!("more than {MAX_PAGES} pages")))
     }
 
+    /// Authenticates, lists volumes, servers and images together, and
+    /// turns them into one report.
     async fn fetch_now(&self) -> Result<AttachmentReport, SourceError> {
         let (token, endpoints) = self.authenticate().await?;
         let volume_base = format!("{}/volumes/detail", endpoints.volume);
@@ -685,6 +733,7 @@ fn link_next(body: &Value, key: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A string field that must be present and non-empty.
 fn string_field<'a>(item: &'a Value, key: &str) -> Result<&'a str, String> {
     match item.get(key) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s),
@@ -704,6 +753,7 @@ fn nullable_field<'a>(item: &'a Value, key: &str) -> Result<Option<&'a str>, Str
     }
 }
 
+/// An image named without pool or namespace (OpenStack does not say).
 fn image_ref(image: String) -> ImageRef {
     ImageRef {
         pool: None,
