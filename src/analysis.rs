@@ -7,7 +7,7 @@
 use crate::first_seen::{FirstSeenTimes, WatcherKey};
 use crate::model::{
     ChildRef, Image, ImageKey, Lock, LockKind, NamespaceSample, PoolId, Sample, SampledImage,
-    Snapshot, Watcher, address_ip,
+    Snapshot, TrashEntry, Watcher, address_ip,
 };
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -112,6 +112,8 @@ pub struct WatcherContext<'a> {
     pub watcher: &'a Watcher,
     /// The host the watcher's address belongs to, if known.
     pub host: Option<&'a Host>,
+    /// The image's `rbd_trash` entry, when it is in the trash.
+    pub trash: Option<&'a TrashEntry>,
 }
 
 /// A host a client address was attributed to.
@@ -167,7 +169,16 @@ pub struct ImageStateClassifier;
 impl OrphanClassifier for ImageStateClassifier {
     fn classify(&self, ctx: &WatcherContext<'_>) -> Option<Verdict> {
         if ctx.image.in_trash {
-            Some(Verdict::Orphan(OrphanReason::ImageTrashed))
+            match ctx.trash.map(|t| t.source.as_str()) {
+                // Ceph itself is working on it: `rbd rm` (which moves the
+                // image to the trash first and then removes it holding a
+                // watch and the lock), live migration, rbd-mirror's image
+                // deleter. Their watches are not orphans.
+                Some(TRASH_SOURCE_REMOVING | TRASH_SOURCE_MIGRATION | TRASH_SOURCE_MIRRORING) => {
+                    Some(Verdict::Legitimate)
+                }
+                _ => Some(Verdict::Orphan(OrphanReason::ImageTrashed)),
+            }
         } else if is_deleted_name(&ctx.image.name) {
             Some(Verdict::Orphan(OrphanReason::ImageDeleted))
         } else {
@@ -175,6 +186,13 @@ impl OrphanClassifier for ImageStateClassifier {
         }
     }
 }
+
+/// Trash source of an image `rbd rm` is removing.
+pub const TRASH_SOURCE_REMOVING: &str = "removing";
+/// Trash source of a live migration's source image.
+pub const TRASH_SOURCE_MIGRATION: &str = "migration";
+/// Trash source of an image rbd-mirror's deleter is removing.
+pub const TRASH_SOURCE_MIRRORING: &str = "mirroring";
 
 /// Cinder renames a volume that still has clones to `<name>.deleted`.
 pub fn is_deleted_name(name: &str) -> bool {
@@ -298,7 +316,7 @@ impl NamespaceSummary {
     fn add(&mut self, image: &Image, findings: &ImageFindings) {
         if !image.in_trash {
             self.images += 1;
-            if image.parent.is_some() {
+            if image.head_parent().is_some() {
                 self.clones += 1;
             }
         }
@@ -426,6 +444,7 @@ fn watcher_findings(
                 image: s.image,
                 watcher: w,
                 host: host.as_ref(),
+                trash: s.namespace.trash.get(&s.image.id),
             };
             let verdict = judges
                 .classifiers
@@ -550,7 +569,7 @@ pub fn clone_depth(
             };
         };
         path.push(current.clone());
-        let Some(parent) = &image.parent else {
+        let Some(parent) = image.head_parent() else {
             break CloneDepth {
                 depth: 0,
                 complete: true,
@@ -579,7 +598,7 @@ pub fn clone_depth(
 /// Flatten reasons that come from the parent's state.
 fn parent_flatten_reasons(sample: &Sample, image: &Image) -> BTreeSet<FlattenReason> {
     let mut reasons = BTreeSet::new();
-    let Some(parent_ref) = &image.parent else {
+    let Some(parent_ref) = image.head_parent() else {
         return reasons;
     };
     let Some(parent) = sample.image(&parent_ref.image_key()) else {
@@ -601,21 +620,44 @@ fn parent_flatten_reasons(sample: &Sample, image: &Image) -> BTreeSet<FlattenRea
     reasons
 }
 
-/// True when the lock's holder no longer watches the image: an exclusive
-/// lock whose `auto <cookie>` matches no live watch, or an advisory lock
-/// whose locker's IP has no watch on the image.
+/// True when the lock's holder no longer watches the image, judged the way
+/// librbd judges a lock before breaking it: a lock is live only while the
+/// very client instance that took it has a watch on the header. An
+/// exclusive lock (`auto <cookie>`) needs a watch with that cookie from
+/// that client instance; an advisory lock needs any watch from it. Cookies
+/// alone are not enough (krbd numbers them 1, 2, ... per client, so another
+/// host's watch can share one), nor are IPs (a restarted client on the same
+/// host is another instance).
 pub fn is_stale(lock: &Lock, image: &Image) -> bool {
-    let exclusive_cookie = match lock.kind {
+    let cookie = match lock.kind {
         LockKind::Exclusive => lock.watch_cookie(),
         LockKind::Advisory => None,
     };
-    match exclusive_cookie {
-        Some(cookie) => !image.watchers.iter().any(|w| w.cookie == cookie),
-        None => {
-            let ip = address_ip(&lock.address);
-            !image.watchers.iter().any(|w| w.ip() == ip)
-        }
+    !image
+        .watchers
+        .iter()
+        .filter(|w| cookie.is_none_or(|c| w.cookie == c))
+        .any(|w| same_client_instance(w, lock))
+}
+
+/// True when a watch and a lock come from the same client instance: the
+/// same entity address (`ip:port/nonce`), or the same entity (`client.N`)
+/// with the same nonce (one instance seen on another of its addresses).
+fn same_client_instance(w: &Watcher, lock: &Lock) -> bool {
+    let (wa, la) = (bare_address(&w.address), bare_address(&lock.address));
+    if wa == la {
+        return true;
     }
+    let nonce_of = |a: &str| a.rsplit_once('/').map(|(_, n)| n.to_string());
+    w.client == lock.locker && nonce_of(wa).is_some() && nonce_of(wa) == nonce_of(la)
+}
+
+/// An entity address without its `v1:`/`v2:`/`any:` type prefix.
+fn bare_address(address: &str) -> &str {
+    ["v1:", "v2:", "any:"]
+        .iter()
+        .find_map(|p| address.strip_prefix(p))
+        .unwrap_or(address)
 }
 
 #[cfg(test)]
@@ -915,14 +957,46 @@ mod tests {
     }
 
     #[test]
-    fn advisory_lock_is_stale_without_a_watch_from_its_ip() {
+    fn advisory_lock_is_stale_without_a_watch_from_its_client_instance() {
         let mut img = image("a", "volume-locked");
         img.locks.push(advisory_lock(5, "10.0.0.2", "stale-cookie"));
         assert_eq!(stale_locks(&img), 1);
-        img.watchers.push(watcher(6, "10.0.0.2", 1));
-        assert_eq!(stale_locks(&img), 0);
-        img.watchers[0] = watcher(6, "10.0.0.3", 1);
+        img.watchers.push(watcher(5, "10.0.0.2", 1));
+        assert_eq!(stale_locks(&img), 0, "its own watch keeps it live");
+        // A restarted client on the same host is another instance: its
+        // watch does not keep its predecessor's lock alive.
+        img.watchers[0] = watcher(6, "10.0.0.2", 1);
         assert_eq!(stale_locks(&img), 1);
+        img.watchers[0] = watcher(5, "10.0.0.3", 1);
+        img.watchers[0].address = "10.0.0.3:0/1005".into();
+        assert_eq!(
+            stale_locks(&img),
+            0,
+            "a multi-homed holder (same client and nonce, another IP) is live"
+        );
+    }
+
+    #[test]
+    fn krbd_cookie_collisions_do_not_hide_a_dead_owner() {
+        // krbd numbers watch cookies per client: host B's watch has cookie 1
+        // too, but the lock `auto 1` was taken by the dead client on host A.
+        let mut img = image("k", "csi-vol-1");
+        img.locks.push(exclusive_lock(41, "10.0.0.1", 1));
+        img.watchers.push(watcher(42, "10.0.0.2", 1));
+        assert_eq!(stale_locks(&img), 1);
+        img.watchers.push(watcher(41, "10.0.0.1", 2));
+        assert_eq!(
+            stale_locks(&img),
+            1,
+            "its owner's watch with another cookie"
+        );
+        img.watchers.push(watcher(41, "10.0.0.1", 1));
+        assert_eq!(stale_locks(&img), 0);
+        img.watchers = vec![Watcher {
+            address: "v1:10.0.0.1:0/1041".into(),
+            ..watcher(41, "10.0.0.1", 1)
+        }];
+        assert_eq!(stale_locks(&img), 0, "address type prefixes do not matter");
     }
 
     #[test]
@@ -1061,6 +1135,81 @@ mod tests {
             a.children_of(&key(1, "p"), &snap),
             0,
             "not the default namespace"
+        );
+    }
+
+    #[test]
+    fn watchers_of_images_ceph_is_removing_migrating_or_mirroring_are_not_orphans() {
+        let mut ns = namespace("", vec![]);
+        for (id, source) in [
+            ("u", "user"),
+            ("r", "removing"),
+            ("m", "migration"),
+            ("x", "mirroring"),
+            ("p", "user_parent"),
+        ] {
+            let mut img = image(id, &format!("volume-{id}"));
+            img.in_trash = true;
+            img.watchers.push(watcher(1, "10.0.0.1", 1));
+            ns.images.insert(id.into(), img);
+            ns.trash.insert(
+                id.into(),
+                TrashEntry {
+                    id: id.into(),
+                    name: format!("volume-{id}"),
+                    source: source.into(),
+                    deletion_time: 0,
+                    deferment_end_time: 0,
+                },
+            );
+        }
+        let s = sample(vec![(1, "volumes", vec![ns])]);
+        let a = analyse(&s, &Settings::default());
+        let verdict = |id: &str| a.images[&key(1, id)].watchers[0].verdict;
+        let trashed = Verdict::Orphan(OrphanReason::ImageTrashed);
+        assert_eq!(verdict("u"), trashed);
+        assert_eq!(verdict("p"), trashed);
+        for id in ["r", "m", "x"] {
+            assert_eq!(verdict(id), Verdict::Legitimate, "{id}");
+        }
+        assert_eq!(a.namespaces[&(1, String::new())].orphaned_watchers, 2);
+    }
+
+    #[test]
+    fn a_clone_flattened_with_snapshots_has_no_parent_but_still_pins_it() {
+        let mut base = image("b", "glance-base");
+        let mut snap = snapshot(4, "snap", true);
+        snap.v2_children.push(ChildRef {
+            pool_id: 1,
+            namespace: String::new(),
+            image_id: "f".into(),
+        });
+        base.snapshots.push(snap.clone());
+        base.name = "glance-base.deleted".into();
+        let mut flat = image("f", "volume-flattened");
+        flat.parent = parent(1, "b", 4);
+        flat.parent.as_mut().unwrap().overlap = None;
+        flat.snapshots.push(snapshot(9, "backup", false));
+        let mut zero = image("z", "volume-zero-overlap");
+        zero.parent = parent(1, "b", 4);
+        zero.parent.as_mut().unwrap().overlap = Some(0);
+        let s = sample(vec![(
+            1,
+            "volumes",
+            vec![namespace("", vec![base, flat, zero])],
+        )]);
+        let a = analyse(&s, &Settings::default());
+        for id in ["f", "z"] {
+            let f = &a.images[&key(1, id)];
+            assert_eq!(f.clone_depth.depth, 0, "{id}");
+            assert!(f.flatten_reasons.is_empty(), "{id}: flatten would fail");
+        }
+        assert_eq!(a.namespaces[&(1, String::new())].clones, 0);
+        assert_eq!(a.children_of(&key(1, "b"), &snap), 1, "still pinned");
+        assert!(
+            s.image(&key(1, "f"))
+                .unwrap()
+                .pins_parent_by_snapshots_only()
         );
     }
 }
