@@ -260,8 +260,19 @@ pub enum Command {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExplainArgs {
     /// The image, as POOL/IMAGE or POOL/NAMESPACE/IMAGE.
-    #[arg(value_parser = parse_image_spec, required_unless_present = "orphans", conflicts_with = "orphans")]
+    #[arg(value_parser = parse_image_spec, required_unless_present_any = ["orphans", "image_id"], conflicts_with_all = ["orphans", "image_id"])]
     pub image: Option<ImageSpec>,
+    /// The image by id instead of name (`rbd_header.<id>`; how trashed
+    /// images are named), with --pool and, if not the default one,
+    /// --namespace.
+    #[arg(long = "image-id", requires = "pool", conflicts_with = "orphans")]
+    pub image_id: Option<String>,
+    /// The pool of --image-id.
+    #[arg(long = "pool", requires = "image_id", value_parser = parse_pool_name)]
+    pub pool: Option<String>,
+    /// The RBD namespace of --image-id (default: the default namespace).
+    #[arg(long = "namespace", requires = "image_id", default_value = "")]
+    pub namespace: String,
     /// Instead of one image: every orphaned watcher and stale lock in the
     /// sampled pools.
     #[arg(long)]
@@ -433,6 +444,32 @@ mod tests {
             );
         }
         assert!(Cli::try_parse_from(["x", "explain"]).is_err());
+        assert!(Cli::try_parse_from(["x", "explain", "--image-id", "abc"]).is_err());
+        assert!(Cli::try_parse_from(["x", "explain", "--pool", "p"]).is_err());
+        assert!(
+            Cli::try_parse_from(["x", "explain", "p/i", "--image-id", "abc", "--pool", "p"])
+                .is_err()
+        );
+        let ok = Cli::try_parse_from([
+            "x",
+            "explain",
+            "--image-id",
+            "10a2b3c",
+            "--pool",
+            "volumes",
+            "--namespace",
+            "tenant-a",
+        ])
+        .unwrap();
+        match ok.command {
+            Some(Command::Explain(a)) => {
+                assert_eq!(a.image_id.as_deref(), Some("10a2b3c"));
+                assert_eq!(a.pool.as_deref(), Some("volumes"));
+                assert_eq!(a.namespace, "tenant-a");
+                assert!(a.image.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(Cli::try_parse_from(["x", "explain", "--orphans", "p/i"]).is_err());
         let ok = Cli::try_parse_from([
             "x",

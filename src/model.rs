@@ -121,6 +121,26 @@ pub struct Image {
     pub snapshots: Vec<Snapshot>,
 }
 
+impl Image {
+    /// The parent the image's head reads through. `None` for an image that
+    /// is no clone, and for a clone flattened while it had snapshots
+    /// (without deep-flatten): its header still names the parent, which its
+    /// snapshots pin, but its head has no parent overlap left, and librbd
+    /// (`rbd info`, `rbd flatten`) treats it as having no parent.
+    pub fn head_parent(&self) -> Option<&ParentRef> {
+        self.parent
+            .as_ref()
+            .filter(|p| p.overlap.is_some_and(|o| o > 0))
+    }
+
+    /// True for a clone flattened while it had snapshots: only its
+    /// snapshots still pin the parent snapshot, so removing them (not
+    /// flattening, which fails) frees the parent.
+    pub fn pins_parent_by_snapshots_only(&self) -> bool {
+        self.parent.is_some() && self.head_parent().is_none()
+    }
+}
+
 /// A clone's parent as the child's header names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ParentRef {
@@ -132,7 +152,9 @@ pub struct ParentRef {
     pub image_id: String,
     /// Parent snapshot id.
     pub snap_id: u64,
-    /// Bytes of the parent the clone still reads through, if known.
+    /// Bytes of the parent the clone's head still reads through; `None`
+    /// when the head has no parent overlap (flattened while it had
+    /// snapshots, see [`Image::head_parent`]).
     pub overlap: Option<u64>,
 }
 

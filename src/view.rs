@@ -91,6 +91,27 @@ impl SnapshotView<'_> {
     }
 }
 
+impl SnapshotView<'_> {
+    /// Specs of the children that were flattened while they had snapshots:
+    /// only their snapshots still pin this snapshot (see
+    /// [`Image::pins_parent_by_snapshots_only`]).
+    pub fn children_pinning_by_snapshots(&self, sample: &Sample) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .children
+            .iter()
+            .filter_map(|key| {
+                let child = sample.image(key)?;
+                child.pins_parent_by_snapshots_only().then(|| {
+                    image_spec(&sample.pool_name(key.pool_id), &key.namespace, &child.name)
+                })
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
 /// The view of one image of the sample; `None` when it was not sampled.
 pub fn image<'a>(
     sample: &'a Sample,
@@ -150,7 +171,7 @@ pub fn find<'a>(
 /// that was not sampled, or after [`MAX_CHAIN`] links.
 fn parents<'a>(sample: &'a Sample, image: &'a Image) -> Vec<ParentLink<'a>> {
     let mut chain = Vec::new();
-    let mut next = image.parent.as_ref();
+    let mut next = image.head_parent();
     let mut seen = HashSet::new();
     while let Some(p) = next.take() {
         if !seen.insert(p.image_key()) || chain.len() > MAX_CHAIN {
@@ -163,7 +184,7 @@ fn parents<'a>(sample: &'a Sample, image: &'a Image) -> Vec<ParentLink<'a>> {
             image: parent,
             snapshot: parent.and_then(|i| i.snapshots.iter().find(|s| s.id == p.snap_id)),
         });
-        next = parent.and_then(|i| i.parent.as_ref());
+        next = parent.and_then(Image::head_parent);
     }
     chain
 }

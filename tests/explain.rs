@@ -155,6 +155,11 @@ fn normalise(text: &str, volatile: &[(String, String)]) -> String {
 fn check_golden(name: &str, actual: &str) {
     let path = repo().join("tests/golden/explain").join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        // Under CI a golden test must be able to fail: never rewrite there.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "UPDATE_GOLDEN is refused under CI: golden files change only by hand"
+        );
         std::fs::write(&path, actual).unwrap();
         return;
     }

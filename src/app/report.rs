@@ -48,17 +48,20 @@ pub async fn explain(
 ) -> anyhow::Result<()> {
     let a = analysed_once(&mut cycle, opts).await?;
     let json = args.output == OutputFormat::Json;
-    let Some(spec) = &args.image else {
-        let listing = explain::orphans(&a);
-        if json {
-            println!("{}", serde_json::to_string_pretty(&listing)?);
-        } else {
-            print!("{}", explain::render_orphans(&listing));
+    let key = match (&args.image, &args.image_id, &args.pool) {
+        (Some(spec), _, _) => explain::find(&a, &spec.pool, &spec.namespace, &spec.image),
+        (None, Some(id), Some(pool)) => explain::find_by_id(&a, pool, &args.namespace, id),
+        _ => {
+            let listing = explain::orphans(&a);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&listing)?);
+            } else {
+                print!("{}", explain::render_orphans(&listing));
+            }
+            return Ok(());
         }
-        return Ok(());
     };
-    let key =
-        explain::find(&a, &spec.pool, &spec.namespace, &spec.image).map_err(anyhow::Error::msg)?;
+    let key = key.map_err(anyhow::Error::msg)?;
     let e = explain::explain_image(&a, &key).context("image vanished from the analysis")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&e)?);

@@ -24,8 +24,40 @@ fn spec(v: &ImageView<'_>) -> String {
     image_spec(&v.pool, &v.key.namespace, &v.image.name)
 }
 
-/// `rbd lock rm SPEC COOKIE LOCKER`.
+/// `-p POOL [--namespace NS]`, as `rados` takes a pool and namespace.
+fn rados_pool_args(v: &ImageView<'_>) -> String {
+    let mut args = format!("-p {}", shell_quote(&v.pool));
+    if !v.key.namespace.is_empty() {
+        args.push_str(&format!(" --namespace {}", shell_quote(&v.key.namespace)));
+    }
+    args
+}
+
+/// `--pool POOL [--namespace NS] --image-id ID`: how `rbd` commands that
+/// can name an image by id take a trashed one (names do not resolve in the
+/// trash).
+fn rbd_id_args(v: &ImageView<'_>) -> String {
+    let mut args = format!("--pool {}", shell_quote(&v.pool));
+    if !v.key.namespace.is_empty() {
+        args.push_str(&format!(" --namespace {}", shell_quote(&v.key.namespace)));
+    }
+    args.push_str(&format!(" --image-id {}", shell_quote(&v.image.id)));
+    args
+}
+
+/// Removes one lock: `rbd lock rm SPEC COOKIE LOCKER`, or for a trashed
+/// image (which `rbd lock rm` cannot name) the same break on its header
+/// object with `rados lock break`.
 fn lock_rm(v: &ImageView<'_>, l: &LockFinding) -> String {
+    if v.image.in_trash {
+        return format!(
+            "rados {} lock break rbd_header.{} rbd_lock {} --lock-cookie {}",
+            rados_pool_args(v),
+            shell_quote(&v.image.id),
+            shell_quote(&l.lock.locker),
+            shell_quote(&l.lock.cookie)
+        );
+    }
     format!(
         "rbd lock rm {} {} {}",
         shell_quote(&spec(v)),
@@ -34,13 +66,38 @@ fn lock_rm(v: &ImageView<'_>, l: &LockFinding) -> String {
     )
 }
 
+/// Lists the image's watchers again: `rbd status SPEC`, or for a trashed
+/// image `rados listwatchers` on its header object.
+fn status(v: &ImageView<'_>) -> String {
+    if v.image.in_trash {
+        return format!(
+            "rados {} listwatchers rbd_header.{}",
+            rados_pool_args(v),
+            shell_quote(&v.image.id)
+        );
+    }
+    format!("rbd status {}", shell_quote(&spec(v)))
+}
+
 /// `rbd flatten SPEC`.
 fn flatten(spec: &str) -> String {
     format!("rbd flatten {}", shell_quote(spec))
 }
 
-/// `rbd snap unprotect SPEC@SNAP`.
+/// `rbd snap purge SPEC`: removes every (unprotected) snapshot.
+fn snap_purge(spec: &str) -> String {
+    format!("rbd snap purge {}", shell_quote(spec))
+}
+
+/// `rbd snap unprotect SPEC@SNAP` (by id for a trashed image).
 fn snap_unprotect(v: &ImageView<'_>, snapshot: &str) -> String {
+    if v.image.in_trash {
+        return format!(
+            "rbd snap unprotect {} --snap {}",
+            rbd_id_args(v),
+            shell_quote(snapshot)
+        );
+    }
     format!(
         "rbd snap unprotect {}",
         shell_quote(&format!("{}@{snapshot}", spec(v)))
@@ -104,8 +161,8 @@ pub(super) fn watcher_fix(v: &ImageView<'_>, w: &WatcherFinding, owners: &[Sourc
         }
         None => {
             commands.push(format!(
-                "# it is not believed orphaned: detach it there first (rbd status {} to re-check)",
-                shell_quote(&spec(v))
+                "# it is not believed orphaned: detach it there first ({} to re-check)",
+                status(v)
             ));
             format!("watcher {} on {host} has the image open", w.watcher.client)
         }
@@ -113,13 +170,32 @@ pub(super) fn watcher_fix(v: &ImageView<'_>, w: &WatcherFinding, owners: &[Sourc
     Fix { why, commands }
 }
 
-/// Remove every lock of the image, once their holders are stopped.
-pub(super) fn remove_locks(v: &ImageView<'_>) -> Fix {
-    Fix {
-        why: "remove the locks once their holders are stopped (a blocklist does not remove them)"
+/// Remove the image's stale locks. A live lock is not removed: it goes with
+/// its holder (exclusive) or turns stale once the holder is stopped
+/// (advisory), and `explain` then offers its removal; a note says so.
+pub(super) fn remove_stale_locks(v: &ImageView<'_>) -> Option<Fix> {
+    let commands: Vec<String> = v
+        .findings
+        .locks
+        .iter()
+        .map(|l| match l.stale {
+            true => lock_rm(v, l),
+            false => format!(
+                "# {} lock {:?} of live {}: it goes (exclusive) or turns stale (advisory) when that client stops; explain again then",
+                match l.lock.kind {
+                    crate::model::LockKind::Exclusive => "exclusive",
+                    crate::model::LockKind::Advisory => "advisory",
+                },
+                l.lock.cookie,
+                l.lock.locker
+            ),
+        })
+        .collect();
+    (!commands.is_empty()).then(|| Fix {
+        why: "remove the stale locks (their holders no longer watch the image; a blocklist does not remove them), not the live ones"
             .into(),
-        commands: v.findings.locks.iter().map(|l| lock_rm(v, l)).collect(),
-    }
+        commands,
+    })
 }
 
 /// Remove one stale lock.
@@ -133,25 +209,43 @@ pub(super) fn remove_stale_lock(v: &ImageView<'_>, l: &LockFinding) -> Fix {
     }
 }
 
-/// Flatten a snapshot's clones (and unprotect it) so it no longer pins the
-/// image.
-pub(super) fn free_snapshot(v: &ImageView<'_>, s: &SnapshotExplanation) -> Fix {
-    let mut commands: Vec<String> = s.children.values().flatten().map(|c| flatten(c)).collect();
+/// Free a snapshot so it no longer pins the image: flatten its clones,
+/// remove the snapshots of clones flattened earlier (`snapshotted`: only
+/// their snapshots still pin it, and `rbd flatten` would fail on them), then
+/// unprotect it.
+pub(super) fn free_snapshot(
+    v: &ImageView<'_>,
+    s: &SnapshotExplanation,
+    snapshotted: &[String],
+) -> Fix {
+    let mut commands: Vec<String> = s
+        .children
+        .values()
+        .flatten()
+        .map(|c| match snapshotted.contains(c) {
+            true => snap_purge(c),
+            false => flatten(c),
+        })
+        .collect();
     if s.protected {
         commands.push(snap_unprotect(v, &s.name));
     }
-    Fix {
-        why: format!(
-            "flatten the clones of snapshot {:?} so it no longer pins the image{}",
-            s.name,
-            if s.trashed {
-                " (a trashed snapshot goes away by itself after its last clone)"
-            } else {
-                ""
-            }
-        ),
-        commands,
+    let mut why = format!(
+        "flatten the clones of snapshot {:?} so it no longer pins the image{}",
+        s.name,
+        if s.trashed {
+            " (a trashed snapshot goes away by itself after its last clone)"
+        } else {
+            ""
+        }
+    );
+    if !snapshotted.is_empty() {
+        why.push_str(&format!(
+            "; {} already flattened but still pinning it through their own snapshots: remove those snapshots",
+            snapshotted.join(", ")
+        ));
     }
+    Fix { why, commands }
 }
 
 /// Unprotect a protected snapshot that has no clones.
@@ -168,7 +262,10 @@ pub(super) fn remove(v: &ImageView<'_>) -> Fix {
     let mut commands = Vec::new();
     let qspec = shell_quote(&spec(v));
     if v.image.snapshots.iter().any(|s| !s.is_trashed()) {
-        commands.push(format!("rbd snap purge {qspec}"));
+        match v.image.in_trash {
+            true => commands.push(format!("rbd snap purge {}", rbd_id_args(v))),
+            false => commands.push(format!("rbd snap purge {qspec}")),
+        }
     }
     if v.image.in_trash {
         let trash_spec = image_spec(&v.pool, &v.key.namespace, &v.image.id);
@@ -195,6 +292,18 @@ pub(super) fn flatten_instead(v: &ImageView<'_>) -> Fix {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        commands: vec![flatten(&spec(v))],
+        commands: flatten_image(v),
     }
+}
+
+/// Flattens the image itself; a trashed image is restored first (`rbd
+/// flatten` cannot name it in the trash).
+fn flatten_image(v: &ImageView<'_>) -> Vec<String> {
+    let mut commands = Vec::new();
+    if v.image.in_trash {
+        let trash_spec = image_spec(&v.pool, &v.key.namespace, &v.image.id);
+        commands.push(format!("rbd trash restore {}", shell_quote(&trash_spec)));
+    }
+    commands.push(flatten(&spec(v)));
+    commands
 }

@@ -13,7 +13,7 @@ pub use render::{render_image, render_orphans};
 use crate::analysis::{CloneDepth, FlattenReason, Host, LockFinding, OrphanReason, WatcherFinding};
 use crate::attribution::SourceOpinion;
 use crate::cycle::Analysed;
-use crate::model::{ImageKey, LockKind, SnapshotNamespace};
+use crate::model::{ImageKey, LockKind, Sample, SnapshotNamespace};
 use crate::view::{self, ImageView, ParentLink, image_spec};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -224,6 +224,31 @@ pub fn find(a: &Analysed, pool: &str, namespace: &str, name: &str) -> Result<Ima
     }
 }
 
+/// Finds an image by pool name, namespace and id (trashed images too).
+pub fn find_by_id(a: &Analysed, pool: &str, namespace: &str, id: &str) -> Result<ImageKey, String> {
+    let Some(p) = a.sample.pools.values().find(|p| p.name == pool) else {
+        return Err(format!(
+            "pool {pool:?} was not sampled: it does not exist, has no rbd application, or is not in --pools"
+        ));
+    };
+    let key = ImageKey {
+        pool_id: p.pool_id,
+        namespace: namespace.to_string(),
+        image_id: id.to_string(),
+    };
+    match a.analysis.images.contains_key(&key) {
+        true => Ok(key),
+        false => Err(format!(
+            "no image with id {id:?} in pool {pool:?}{} (nor in its trash)",
+            if namespace.is_empty() {
+                String::new()
+            } else {
+                format!(" namespace {namespace:?}")
+            }
+        )),
+    }
+}
+
 /// Explains one image; `None` when it was not sampled.
 pub fn explain_image(a: &Analysed, key: &ImageKey) -> Option<ImageExplanation> {
     let v = view::image(&a.sample, &a.analysis, key)?;
@@ -241,7 +266,7 @@ pub fn explain_image(a: &Analysed, key: &ImageKey) -> Option<ImageExplanation> {
             children: s.children_by_pool(&a.sample),
         })
         .collect();
-    let (blockers, fixes) = blockers_and_fixes(&v, &snapshots, &owners);
+    let (blockers, fixes) = blockers_and_fixes(&a.sample, &v, &snapshots, &owners);
     Some(ImageExplanation {
         pool: v.pool.clone(),
         namespace: key.namespace.clone(),
@@ -269,6 +294,7 @@ pub fn explain_image(a: &Analysed, key: &ImageKey) -> Option<ImageExplanation> {
 /// What stops `rbd rm` of the image, and the fixes in order: stop the
 /// watchers, remove the locks, free the snapshots, remove (or flatten).
 fn blockers_and_fixes(
+    sample: &Sample,
     v: &ImageView<'_>,
     snapshots: &[SnapshotExplanation],
     owners: &[SourceOpinion],
@@ -282,10 +308,8 @@ fn blockers_and_fixes(
     for l in &v.findings.locks {
         blockers.push(lock_blocker(l));
     }
-    if !v.findings.locks.is_empty() {
-        fixes.push(commands::remove_locks(v));
-    }
-    for s in snapshots {
+    fixes.extend(commands::remove_stale_locks(v));
+    for (s, sv) in snapshots.iter().zip(&v.snapshots) {
         let n: usize = s.children.values().map(Vec::len).sum();
         if n == 0 {
             continue;
@@ -300,7 +324,8 @@ fn blockers_and_fixes(
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        fixes.push(commands::free_snapshot(v, s));
+        let snapshotted = sv.children_pinning_by_snapshots(sample);
+        fixes.push(commands::free_snapshot(v, s, &snapshotted));
     }
     for s in snapshots
         .iter()
