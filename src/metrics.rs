@@ -38,10 +38,21 @@ fn int_gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
 /// Reads one total out of a namespace summary.
 type SummaryField = fn(&crate::analysis::NamespaceSummary) -> i64;
 
-const IMAGE: &[&str] = &["pool", "namespace", "image"];
-const IMAGE_REASON: &[&str] = &["pool", "namespace", "image", "reason"];
-const WATCHER: &[&str] = &["pool", "namespace", "image", "client", "address", "host"];
-const SNAPSHOT: &[&str] = &["pool", "namespace", "image", "snapshot"];
+// Per-image series carry `image_id` besides the name, so that a trashed
+// image and a live one of the same name never share a series; joins with
+// the mgr's series `on (pool, namespace, image)` keep working.
+const IMAGE: &[&str] = &["pool", "namespace", "image", "image_id"];
+const IMAGE_REASON: &[&str] = &["pool", "namespace", "image", "image_id", "reason"];
+const WATCHER: &[&str] = &[
+    "pool",
+    "namespace",
+    "image",
+    "image_id",
+    "client",
+    "address",
+    "host",
+];
+const SNAPSHOT: &[&str] = &["pool", "namespace", "image", "image_id", "snapshot"];
 const POOL_NS: &[&str] = &["pool", "namespace"];
 
 /// Renders everything into the text exposition format.
@@ -119,6 +130,7 @@ fn sample_collectors(
                 s.pool.name.as_str(),
                 s.namespace.namespace.as_str(),
                 s.image.name.as_str(),
+                s.image.id.as_str(),
             ];
             g.add_snapshots(&labels, s.image, &key, analysis);
             if options.all_images || !findings.is_quiet() {
@@ -190,16 +202,16 @@ impl SampleGauges {
     /// children or are in the trash.
     fn add_snapshots(
         &self,
-        labels: &[&str; 3],
+        labels: &[&str; 4],
         image: &Image,
         key: &ImageKey,
         analysis: &Analysis,
     ) {
-        let [pool, ns, name] = *labels;
+        let [pool, ns, name, id] = *labels;
         for snap in &image.snapshots {
             let children = analysis.children_of(key, snap);
             if snap.protected || children > 0 || snap.is_trashed() {
-                let l = [pool, ns, name, snap.name.as_str()];
+                let l = [pool, ns, name, id, snap.name.as_str()];
                 self.snap_children
                     .with_label_values(&l)
                     .set(children as i64);
@@ -214,8 +226,8 @@ impl SampleGauges {
     }
 
     /// The per-image series and one series per watcher.
-    fn add_image(&self, labels: &[&str; 3], findings: &ImageFindings) {
-        let [pool, ns, name] = *labels;
+    fn add_image(&self, labels: &[&str; 4], findings: &ImageFindings) {
+        let [pool, ns, name, id] = *labels;
         self.image_watchers
             .with_label_values(labels)
             .set(findings.watchers.len() as i64);
@@ -227,12 +239,12 @@ impl SampleGauges {
             .set(findings.stale_locks().count() as i64);
         for reason in &findings.flatten_reasons {
             self.image_flatten
-                .with_label_values(&[pool, ns, name, reason.label()])
+                .with_label_values(&[pool, ns, name, id, reason.label()])
                 .set(1);
         }
         for (_, reason) in findings.orphans() {
             self.image_orphans
-                .with_label_values(&[pool, ns, name, reason.label()])
+                .with_label_values(&[pool, ns, name, id, reason.label()])
                 .inc();
         }
         for w in &findings.watchers {
@@ -240,6 +252,7 @@ impl SampleGauges {
                 pool,
                 ns,
                 name,
+                id,
                 w.watcher.client.as_str(),
                 w.watcher.address.as_str(),
                 w.host_name(),
@@ -611,10 +624,24 @@ mod tests {
         .replace(env!("CARGO_PKG_VERSION"), "VERSION")
     }
 
-    /// Compares with tests/golden/NAME; `UPDATE_GOLDEN=1` rewrites it.
+    /// Whether to rewrite golden files: `UPDATE_GOLDEN=1` asks for it, and
+    /// it is refused under CI (`CI=true`), so a golden test can never pass
+    /// there by rewriting its own expectation.
+    fn update_golden(update: Option<&str>, ci: Option<&str>) -> bool {
+        let update = update.is_some_and(|v| !v.is_empty() && v != "0");
+        assert!(
+            !(update && ci.is_some_and(|v| v == "true" || v == "1")),
+            "UPDATE_GOLDEN is refused under CI: golden files change only by hand"
+        );
+        update
+    }
+
+    /// Compares with tests/golden/NAME; `UPDATE_GOLDEN=1` rewrites it
+    /// (never under CI).
     fn check_golden(name: &str, actual: &str) {
         let path = format!("{}/tests/golden/{name}", env!("CARGO_MANIFEST_DIR"));
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        let env = |k| std::env::var(k).ok();
+        if update_golden(env("UPDATE_GOLDEN").as_deref(), env("CI").as_deref()) {
             std::fs::write(&path, actual).unwrap();
         }
         let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -622,6 +649,15 @@ mod tests {
             actual, expected,
             "rendering differs from {path}; rerun with UPDATE_GOLDEN=1 if intended"
         );
+    }
+
+    #[test]
+    fn golden_files_are_never_rewritten_under_ci() {
+        assert!(!update_golden(None, Some("true")));
+        assert!(update_golden(Some("1"), None));
+        assert!(!update_golden(Some("0"), None));
+        let refused = std::panic::catch_unwind(|| update_golden(Some("1"), Some("true")));
+        assert!(refused.is_err());
     }
 
     #[test]

@@ -455,9 +455,15 @@ fn differential_against_rbd_cli() {
 #[test]
 fn metrics_endpoint_serves_the_sample_and_passes_promtool() {
     let exporter = Exporter::start(&[]);
-    let body = exporter.wait_metrics(Duration::from_secs(30), |b| {
+    let raw = exporter.wait_metrics(Duration::from_secs(30), |b| {
         b.lines().any(|l| l == "ceph_rbd_exporter_up 1")
     });
+    // Every per-image series also carries the image id; checked below.
+    assert!(has_series(
+        &raw,
+        "ceph_rbd_image_orphaned_watchers{image=\"volume-zombie.deleted\",image_id=\""
+    ));
+    let body = without_image_id(&raw);
 
     for expected in [
         r#"ceph_rbd_image_orphaned_watchers{image="volume-zombie.deleted",namespace="",pool="volumes",reason="image_deleted"} 1"#,
@@ -519,7 +525,7 @@ fn metrics_endpoint_serves_the_sample_and_passes_promtool() {
         );
     }
 
-    promtool_check_metrics(&body);
+    promtool_check_metrics(&raw);
 
     // The first-seen time does not move between samples.
     let first_seen = |b: &str| -> Vec<String> {
@@ -531,7 +537,7 @@ fn metrics_endpoint_serves_the_sample_and_passes_promtool() {
             .map(str::to_string)
             .collect()
     };
-    let before = first_seen(&body);
+    let before = first_seen(&raw);
     std::thread::sleep(Duration::from_secs(5));
     let (_, later) = exporter.get("GET", "/metrics");
     assert_eq!(before, first_seen(&later));
@@ -551,7 +557,8 @@ fn metrics_endpoint_serves_the_sample_and_passes_promtool() {
 fn all_images_flag_emits_quiet_images() {
     let exporter = Exporter::start(&["--metrics.all-images"]);
     exporter.wait_metrics(Duration::from_secs(30), |b| {
-        b.contains(r#"ceph_rbd_image_watchers{image="idle-disk",namespace="",pool="vms"} 0"#)
+        without_image_id(b)
+            .contains(r#"ceph_rbd_image_watchers{image="idle-disk",namespace="",pool="vms"} 0"#)
     });
 }
 
@@ -767,7 +774,7 @@ fn stalled_osd_fails_the_sample_quickly_and_recovers() {
             paused_at.elapsed()
         );
         // The last good data is still served, with its timestamp frozen.
-        assert!(during.contains(
+        assert!(without_image_id(&during).contains(
             r#"ceph_rbd_image_watchers{image="volume-attached",namespace="",pool="volumes"} 1"#
         ));
         let frozen = metric_value(&during, success).unwrap();
@@ -779,7 +786,7 @@ fn stalled_osd_fails_the_sample_quickly_and_recovers() {
         metric_value(b, success).is_some_and(|t| t > t_before + 5.0)
             && b.lines().any(|l| l == "ceph_rbd_exporter_up 1")
     });
-    assert!(after.contains(
+    assert!(without_image_id(&after).contains(
         r#"ceph_rbd_image_watchers{image="volume-attached",namespace="",pool="volumes"} 1"#
     ));
 }
@@ -855,7 +862,8 @@ fn hostile_image_and_snapshot_names_are_escaped() {
                 escape_label(n),
                 escape_label(snap)
             );
-            assert!(body.lines().any(|l| l == expected), "missing {expected}");
+            let bare = without_image_id(&body);
+            assert!(bare.lines().any(|l| l == expected), "missing {expected}");
         }
         // No raw newline leaked into a sample line: every line is a comment or a sample.
         for line in body.lines() {

@@ -447,3 +447,19 @@ pub fn remove_pool(pool: &str) {
         ],
     );
 }
+
+/// The exposition with every `image_id="..."` label taken out, so that
+/// tests can name per-image series exactly without knowing the ids Ceph
+/// picked.
+pub fn without_image_id(body: &str) -> String {
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(i) = rest.find("image_id=\"") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + "image_id=\"".len()..];
+        let end = after.find('"').map_or(after.len(), |j| j + 1);
+        rest = after[end..].strip_prefix(',').unwrap_or(&after[end..]);
+    }
+    out.push_str(rest);
+    out
+}
