@@ -10,7 +10,9 @@
 //!   in a rule, panel or variable is in the exporter's real /metrics output
 //!   (the exporter on the seeded test cluster of `make test`, with an
 //!   attachment source, `--attachments.file` of a file this test writes, so
-//!   that `ceph_rbd_exporter_source_*` are exported).
+//!   that `ceph_rbd_exporter_source_*` are exported, and `--pools` naming a
+//!   pool that does not exist besides the real ones, so that
+//!   `ceph_rbd_exporter_sample_errors_total` is).
 
 mod common;
 
@@ -18,11 +20,11 @@ use common::artifacts::{
     ALERTS, AM_EXAMPLE, RULE_TESTS, RULES, alert_rules, dashboards, panels, path, read, var_query,
     variables, yaml,
 };
-use common::exporter::{start_exporter, write_attachments};
+use common::exporter::{rbd_pools, start_exporter_with, write_attachments};
 use common::http::http_get;
 use common::process::{Scratch, run};
 use common::promql::{metric_names, parse_label_values};
-use common::scratch_dir;
+use common::{conf, scratch_dir};
 use std::collections::{BTreeMap, BTreeSet};
 
 const RUNBOOK: &str = "docs/runbook.md";
@@ -172,6 +174,37 @@ fn rules_are_complete_documented_and_unit_tested() {
             .contains("ceph_rbd_exporter_sample_interval_seconds")
     );
     assert!(rule("CephRBDExporterDown").expr.contains("absent("));
+    // What the exporter cannot see: a pool without a last success (never
+    // sampled, or named in --pools and missing), and errors that keep coming.
+    let never = rule("CephRBDExporterPoolNeverSampled");
+    assert_eq!(never.hold, "5m");
+    for part in [
+        "ceph_rbd_exporter_sample_errors_total{pool!=\"\"}",
+        "ceph_rbd_exporter_sample_duration_seconds",
+        "kind=\"unknown_pool\"",
+        "unless on(job, instance, pool)",
+        "ceph_rbd_exporter_last_success_timestamp_seconds",
+    ] {
+        assert!(
+            never.expr.contains(part),
+            "CephRBDExporterPoolNeverSampled: {part}"
+        );
+    }
+    let errors = rule("CephRBDExporterSampleErrors");
+    assert_eq!(errors.hold, "1h");
+    assert!(
+        errors
+            .expr
+            .contains("increase(ceph_rbd_exporter_sample_errors_total[30m])")
+    );
+    for (a, pool_alert) in [
+        ("CephRBDExporterPoolNeverSampled", true),
+        ("CephRBDExporterSampleErrors", false),
+    ] {
+        let desc = rule(a).annotations["description"].as_str().unwrap();
+        assert!(desc.contains("$labels.pool"), "{a}: names the pool");
+        assert_eq!(desc.contains("$labels.kind"), !pool_alert, "{a}: kind");
+    }
 
     // Every internal link of the runbook resolves.
     for part in runbook.split("](#").skip(1) {
@@ -275,7 +308,16 @@ fn rules_are_complete_documented_and_unit_tested() {
 #[test]
 fn rules_and_dashboards_use_only_exported_metric_names() {
     let scratch = Scratch(scratch_dir("names"));
-    let (_exporter, addr) = start_exporter(&write_attachments(&scratch.0));
+    // Every pool it would sample anyway, plus one that does not exist: the
+    // unknown_pool error makes ceph_rbd_exporter_sample_errors_total appear
+    // (an error counter is only exported once it counted something).
+    let mut pools = rbd_pools();
+    pools.push(format!("no-such-pool-{}", std::process::id()));
+    let (_exporter, addr) = start_exporter_with(
+        &write_attachments(&scratch.0),
+        &conf(),
+        &["--pools", &pools.join(",")],
+    );
     let (_, body) = http_get(&addr, "/metrics");
     let exported: BTreeSet<String> = body
         .lines()
@@ -284,6 +326,7 @@ fn rules_and_dashboards_use_only_exported_metric_names() {
         .collect();
     for n in [
         "ceph_rbd_image_orphaned_watchers",
+        "ceph_rbd_exporter_sample_errors_total",
         "ceph_rbd_exporter_source_up",
         "ceph_rbd_exporter_source_last_success_timestamp_seconds",
     ] {
@@ -312,6 +355,8 @@ fn rules_and_dashboards_use_only_exported_metric_names() {
         "ceph_rbd_exporter_up",
         "ceph_rbd_exporter_last_success_timestamp_seconds",
         "ceph_rbd_exporter_sample_interval_seconds",
+        "ceph_rbd_exporter_sample_duration_seconds",
+        "ceph_rbd_exporter_sample_errors_total",
         "ceph_rbd_exporter_source_up",
         "up",
     ]

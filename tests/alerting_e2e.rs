@@ -12,15 +12,22 @@
 //!   the rules changes. The exporter reads an attachments file this test
 //!   writes (`images: []`); at the end the file is broken, so that
 //!   `CephRBDExporterSourceDown` fires for `source="file"`, and repaired.
+//! - `pool_never_sampled_fires_for_the_blind_pools_only`: the exporter runs
+//!   as a cephx user whose OSD caps cover `volumes` only, with
+//!   `--pools volumes,images,<a pool that does not exist>`; Prometheus with
+//!   the project's rules (`for:` shortened the same way) fires
+//!   `CephRBDExporterPoolNeverSampled` for `images` (kind rados) and the
+//!   missing pool (kind unknown_pool), not for `volumes`, while
+//!   `ceph_rbd_exporter_up` stays 1 and no other exporter alert fires.
 
 mod common;
 
 use common::alertmanager::Webhook;
 use common::artifacts::{ALERTS, AM_EXAMPLE, RULES, read};
-use common::exporter::{ATTACHMENTS_OK, start_exporter, write_attachments};
+use common::exporter::{ATTACHMENTS_OK, start_exporter, start_exporter_with, write_attachments};
 use common::process::{Proc, Scratch, run, wait_for};
-use common::prometheus::{prom_query, prometheus_config, start_prometheus};
-use common::{Holder, ceph_cli, conf, rbd_json, scratch_dir};
+use common::prometheus::{prom_api, prom_query, prometheus_config, start_prometheus};
+use common::{Holder, ceph_cli, conf, conf_text_with, rbd_json, scratch_dir};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -276,6 +283,8 @@ fn alerts_fire_route_and_resolve_end_to_end() {
                     | "CephRBDExporterClusterUnreachable"
                     | "CephRBDExporterSourceDown"
                     | "CephRBDExporterSampleStale"
+                    | "CephRBDExporterPoolNeverSampled"
+                    | "CephRBDExporterSampleErrors"
                     | "CephRBDSnapshotChildrenHigh"
             ),
             "{name} fired on a healthy exporter and a seeded cluster: {a}"
@@ -372,4 +381,156 @@ fn alerts_fire_route_and_resolve_end_to_end() {
         t0.elapsed().as_secs_f64(),
         webhook.all().len()
     );
+}
+
+// ---------------------------------------------------------------------------
+// What the exporter cannot see: pools it never sampled.
+
+/// A cephx user this test made, removed on drop.
+struct CephUser(String);
+
+impl Drop for CephUser {
+    fn drop(&mut self) {
+        let _ = Command::new("ceph")
+            .args(["auth", "rm", &self.0])
+            .env("CEPH_CONF", conf())
+            .output();
+    }
+}
+
+/// Prometheus' alerts of `name` in `state`, by pool.
+fn alerts_by_pool(prom: &str, name: &str, state: &str) -> Vec<(String, Value)> {
+    let data = prom_api(prom, "/api/v1/alerts").unwrap();
+    data["alerts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a["labels"]["alertname"] == name && a["state"] == state)
+        .map(|a| (a["labels"]["pool"].as_str().unwrap_or("").to_string(), a))
+        .collect()
+}
+
+#[test]
+fn pool_never_sampled_fires_for_the_blind_pools_only() {
+    let t0 = Instant::now();
+    let pid = std::process::id();
+    let scratch = Scratch(scratch_dir("never-sampled"));
+    // The documented caps, but with the OSD caps limited to one pool: the
+    // mistake that leaves a pool blind while everything else looks healthy.
+    let user = format!("rbd-exporter-e2e-{pid}");
+    let entity = format!("client.{user}");
+    let _user = CephUser(entity.clone());
+    let keyring = ceph_cli(
+        "ceph",
+        &[
+            "auth",
+            "get-or-create",
+            &entity,
+            "mon",
+            "profile rbd",
+            "osd",
+            "profile rbd-read-only pool=volumes",
+        ],
+    );
+    let keyring_path = scratch.0.join("keyring");
+    std::fs::write(&keyring_path, keyring).unwrap();
+    let ceph_conf = scratch.0.join("ceph.conf");
+    let text = std::fs::read_to_string(conf()).unwrap();
+    std::fs::write(
+        &ceph_conf,
+        conf_text_with(&text, keyring_path.to_str().unwrap(), None),
+    )
+    .unwrap();
+    // And a typo in --pools.
+    let missing = format!("volumes-typo-{pid}");
+    let pools = format!("volumes,images,{missing}");
+
+    let rules = shortened_rules(&scratch.0);
+    let attachments = write_attachments(&scratch.0);
+    // Waits for `ceph_rbd_exporter_up 1`: volumes samples, so up is 1
+    // although two of the three pools are blind.
+    let (exporter, exporter_addr) = start_exporter_with(
+        &attachments,
+        ceph_conf.to_str().unwrap(),
+        &["--ceph.user", &user, "--pools", &pools],
+    );
+    let (prom, p) = start_prometheus(&scratch.0, &prometheus_config(&exporter_addr, &rules, None));
+    let diagnostics = || format!("{}\n{}", prom.tail(20), exporter.tail(10));
+    eprintln!(
+        "never-sampled: exporter as {entity} (osd caps: volumes only), --pools {pools}; \
+         `for:` shortened to {E2E_FOR}; stack up after {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    // The two blind pools fire, each on its own.
+    let expected: BTreeSet<String> = ["images".to_string(), missing.clone()].into();
+    let firing = wait_for(
+        Duration::from_secs(60),
+        "CephRBDExporterPoolNeverSampled for images and the missing pool",
+        || {
+            let f = alerts_by_pool(&p, "CephRBDExporterPoolNeverSampled", "firing");
+            let pools: BTreeSet<String> = f.iter().map(|(pool, _)| pool.clone()).collect();
+            (pools == expected).then_some(f)
+        },
+    )
+    .unwrap_or_else(|| {
+        panic!(
+            "CephRBDExporterPoolNeverSampled never fired for {expected:?}: {:?}\n{}",
+            prom_api(&p, "/api/v1/alerts"),
+            diagnostics()
+        )
+    });
+    eprintln!(
+        "never-sampled: CephRBDExporterPoolNeverSampled firing for {expected:?} after {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    for (pool, a) in &firing {
+        assert_eq!(a["labels"]["severity"], "warning", "{a}");
+        let desc = a["annotations"]["description"].as_str().unwrap();
+        assert!(
+            desc.contains(&format!("pool {pool} successfully")),
+            "{desc}"
+        );
+        assert!(
+            a["annotations"]["runbook_url"]
+                .as_str()
+                .unwrap()
+                .ends_with("#cephrbdexporterpoolneversampled")
+        );
+    }
+    // What the runbook says to look at first: the errors of the pool, by kind.
+    for (pool, kind) in [("images", "rados"), (missing.as_str(), "unknown_pool")] {
+        let q = format!(
+            "ceph_rbd_exporter_sample_errors_total{{pool=\"{pool}\",kind=\"{kind}\"}} >= 3"
+        );
+        assert_eq!(prom_query(&p, &q).unwrap().len(), 1, "{q}");
+    }
+    // A few more evaluations: volumes stays quiet, and so does every other
+    // exporter alert (up is 1 throughout; no pool has a stale last success).
+    std::thread::sleep(Duration::from_secs(8));
+    let up = prom_query(&p, "min_over_time(ceph_rbd_exporter_up[10m])").unwrap();
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!(up[0]["value"][1], "1", "up stayed 1: {up:?}");
+    let never = prom_query(
+        &p,
+        "ALERTS{alertname=\"CephRBDExporterPoolNeverSampled\",pool=\"volumes\"}",
+    )
+    .unwrap();
+    assert!(never.is_empty(), "volumes samples fine: {never:?}");
+    // Not even pending. (CephRBDExporterDown is left out: before
+    // Prometheus' first scrape `absent(up)` holds for a few seconds, as long
+    // as the shortened `for:`; it says nothing about the pools.)
+    let others = prom_query(
+        &p,
+        "count_over_time(ALERTS{alertname=~\"CephRBDExporter\
+         (ClusterUnreachable|SampleStale|SampleErrors|SourceDown)\"}[10m])",
+    )
+    .unwrap();
+    assert!(
+        others.is_empty(),
+        "other exporter alerts on a reachable cluster: {others:?}\n{}",
+        diagnostics()
+    );
+    eprintln!("never-sampled: done in {:.1}s", t0.elapsed().as_secs_f64());
 }

@@ -12,7 +12,7 @@ pub const RULE_TESTS: &str = "alerts/ceph-rbd-exporter.test.yml";
 pub const AM_EXAMPLE: &str = "alerts/alertmanager.example.yml";
 
 /// The public alert names, with their severity.
-pub const ALERTS: [(&str, &str); 9] = [
+pub const ALERTS: [(&str, &str); 11] = [
     ("CephRBDOrphanedWatcher", "critical"),
     ("CephRBDStaleLock", "warning"),
     ("CephRBDCloneDepthExceeded", "warning"),
@@ -21,6 +21,8 @@ pub const ALERTS: [(&str, &str); 9] = [
     ("CephRBDExporterClusterUnreachable", "warning"),
     ("CephRBDExporterSourceDown", "warning"),
     ("CephRBDExporterSampleStale", "warning"),
+    ("CephRBDExporterPoolNeverSampled", "warning"),
+    ("CephRBDExporterSampleErrors", "warning"),
     ("CephRBDExporterDown", "warning"),
 ];
 
