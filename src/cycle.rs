@@ -570,6 +570,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn format1_images_are_counted_per_pool_and_namespace() {
+        let c = cluster();
+        c.change(|b| {
+            b.format1_image(1, "", "old-a")
+                .format1_image(1, "", "old-b")
+        });
+        let mut cycle = Cycle::new(config(None), None);
+        let p = cycle.step(&c).await;
+        let text = std::str::from_utf8(&p.metrics).unwrap();
+        assert!(
+            text.contains("ceph_rbd_pool_format1_images{namespace=\"\",pool=\"volumes\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("ceph_rbd_pool_format1_images{namespace=\"\",pool=\"images\"} 0"));
+    }
+
+    #[tokio::test]
     async fn every_pool_failing_is_down_and_an_unreachable_cluster_counts_without_a_pool() {
         let c = cluster();
         let mut cycle = Cycle::new(config(None), None);
