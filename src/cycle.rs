@@ -13,9 +13,10 @@ use crate::clock::{Every, now_unix};
 use crate::error::Error;
 use crate::first_seen::{FirstSeen, FirstSeenTimes};
 use crate::metrics::{self, RenderOptions};
-use crate::model::Sample;
+use crate::model::{NamespaceSample, PoolSample, Sample, Skipped};
 use crate::sampler::{self, SampleConfig};
 use crate::status::ExporterStatus;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,6 +75,98 @@ pub struct Cycle {
     attributor: Option<Arc<Attributor>>,
     /// The last analysed sample.
     last: Option<Arc<Analysed>>,
+    /// The format 1 images last warned about.
+    format1: Format1Warnings,
+}
+
+/// Puts back the last facts of the images a good pool sample skipped
+/// (a read that failed in part, did not decode or panicked; a directory or
+/// trash entry that did not decode), from `previous`, the pool's last good
+/// sample: a watcher or lock never vanishes because one read failed.
+/// Images `previous` did not have stay out, and so do images that are
+/// really gone (their header read found nothing, which is no skip).
+fn keep_skipped_images(pool: &mut PoolSample, previous: Option<&PoolSample>) {
+    let PoolSample {
+        name,
+        outcome,
+        skipped,
+        ..
+    } = pool;
+    for s in skipped.iter() {
+        let kept = match (&mut *outcome, previous.map(|p| &p.outcome)) {
+            (Ok(nss), Some(Ok(prev))) => keep_image(nss, prev, s),
+            _ => false,
+        };
+        tracing::warn!(
+            pool = %name,
+            namespace = %s.namespace,
+            image_id = s.image_id.as_deref().unwrap_or(""),
+            kind = %s.error.kind,
+            error = %s.error.message,
+            kept_previous = kept,
+            "left out of the sample"
+        );
+    }
+}
+
+/// Copies the skipped image `s` from `previous` into `namespaces` unless
+/// it is there already; true if it was copied.
+fn keep_image(
+    namespaces: &mut [NamespaceSample],
+    previous: &[NamespaceSample],
+    s: &Skipped,
+) -> bool {
+    let Some(id) = &s.image_id else {
+        return false;
+    };
+    let Some(ns) = namespaces.iter_mut().find(|n| n.namespace == s.namespace) else {
+        return false;
+    };
+    let old = previous
+        .iter()
+        .find(|n| n.namespace == s.namespace)
+        .and_then(|n| n.images.get(id));
+    match old {
+        Some(old) if !ns.images.contains_key(id) => {
+            ns.images.insert(id.clone(), old.clone());
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Warns about the format 1 images of each pool and namespace when the
+/// list changes (not every sample).
+#[derive(Debug, Default)]
+struct Format1Warnings {
+    /// The names last warned about, by pool name and namespace.
+    last: BTreeMap<(String, String), Vec<String>>,
+}
+
+impl Format1Warnings {
+    fn warn(&mut self, pool: &PoolSample) {
+        let Ok(nss) = &pool.outcome else { return };
+        for ns in nss {
+            let key = (pool.name.clone(), ns.namespace.clone());
+            if self
+                .last
+                .get(&key)
+                .map_or(ns.format1_images.is_empty(), |l| *l == ns.format1_images)
+            {
+                continue;
+            }
+            if !ns.format1_images.is_empty() {
+                tracing::warn!(
+                    pool = %pool.name,
+                    namespace = %ns.namespace,
+                    images = ?ns.format1_images,
+                    "format 1 images are counted (ceph_rbd_pool_format1_images) but not sampled: \
+                     their watchers, locks and snapshots are not reported"
+                );
+            }
+            self.last.insert(key, ns.format1_images.clone());
+        }
+    }
 }
 
 impl Cycle {
@@ -85,6 +178,7 @@ impl Cycle {
             first_seen: FirstSeen::default(),
             attributor,
             last: None,
+            format1: Format1Warnings::default(),
         }
     }
 
@@ -126,26 +220,26 @@ impl Cycle {
     }
 
     /// Merges a new sample with the last one: failed pools keep their last
-    /// good data, and every pool's outcome is recorded in the status.
-    /// Returns the merged sample and what failed, if anything did.
+    /// good data, images a good pool skipped keep their last facts, and
+    /// every pool's outcome is recorded in the status. Returns the merged
+    /// sample and what failed, if anything did.
     fn merge(&mut self, mut sample: Sample) -> (Sample, Option<String>) {
         let mut errors = Vec::new();
         let mut any_ok = sample.pools.is_empty();
         let last = self.last.as_ref().map(|l| &l.sample);
         for pool in sample.pools.values_mut() {
             self.status.record_pool(pool, sample.finished_at);
-            for s in &pool.skipped {
-                tracing::warn!(pool = %pool.name, error = %s.message, "image skipped");
-            }
+            let previous = last
+                .and_then(|l| l.pools.get(&pool.pool_id))
+                .filter(|p| p.outcome.is_ok());
             let Err(e) = &pool.outcome else {
                 any_ok = true;
+                keep_skipped_images(pool, previous);
+                self.format1.warn(pool);
                 continue;
             };
             tracing::warn!(pool = %pool.name, error = %e.message, "pool sample failed");
             errors.push(format!("{}: {}", pool.name, e.message));
-            let previous = last
-                .and_then(|l| l.pools.get(&pool.pool_id))
-                .filter(|p| p.outcome.is_ok());
             if let Some(prev) = previous {
                 pool.outcome = prev.outcome.clone();
             }
@@ -306,6 +400,12 @@ mod tests {
         }
     }
 
+    impl Published {
+        fn analysis_images(&self) -> &BTreeMap<ImageKey, crate::analysis::ImageFindings> {
+            &self.analysed.as_ref().unwrap().analysis.images
+        }
+    }
+
     fn errors(p: &Published, pool: &str, kind: &str) -> u64 {
         p.status
             .sample_errors_total
@@ -349,6 +449,141 @@ mod tests {
                 .unwrap()
                 .contains("ceph_rbd_image_orphaned_watchers{image=\"volume-1.deleted\"")
         );
+    }
+
+    /// `volumes` with a held image (watcher and its exclusive lock) and a
+    /// parent image with a protected snapshot that has a v2 child.
+    fn held_cluster() -> Arc<FakeCluster> {
+        let mut base = crate::model::Snapshot {
+            id: 3,
+            name: "base".into(),
+            namespace: crate::model::SnapshotNamespace::User,
+            protected: true,
+            size: 1 << 30,
+            v2_children: Vec::new(),
+        };
+        base.v2_children.push(crate::model::ChildRef {
+            pool_id: 1,
+            namespace: String::new(),
+            image_id: "h".into(),
+        });
+        FakeCluster::builder()
+            .rbd_pool(1, "volumes")
+            .image(
+                1,
+                "",
+                FakeImage::new("h", "held")
+                    .clone_of(1, "", "p", 3)
+                    .watcher("client.7", "10.0.0.7:0/1", 5)
+                    .exclusive_lock("client.7", "10.0.0.7:0/1", 5),
+            )
+            .image(1, "", FakeImage::new("p", "parent").snapshot_with(base))
+            .build()
+    }
+
+    fn image<'a>(p: &'a Published, id: &str) -> Option<&'a crate::model::Image> {
+        p.analysed.as_ref().unwrap().sample.image(&key(1, id))
+    }
+
+    #[tokio::test]
+    async fn a_failed_watcher_read_keeps_the_last_watchers_and_locks_and_is_counted() {
+        let c = held_cluster();
+        let mut cycle = Cycle::new(config(None), None);
+        let first = cycle.step(&c).await;
+        let before = image(&first, "h").unwrap().clone();
+        assert_eq!(before.watchers.len(), 1);
+
+        c.change(|b| {
+            b.fault(Fault::on(Method::Header, fake::failed_step("list_watchers", -5)).image("h"))
+        });
+        let second = cycle.step(&c).await;
+        assert_eq!(errors(&second, "volumes", "partial_read"), 1);
+        assert!(second.last_error.is_none(), "the pool itself was sampled");
+        assert_eq!(image(&second, "h"), Some(&before), "last facts kept");
+        let findings = &second.analysis_images()[&key(1, "h")];
+        assert_eq!(findings.watchers.len(), 1);
+        assert_eq!(findings.stale_locks().count(), 0, "the lock is not stale");
+        let text = std::str::from_utf8(&second.metrics).unwrap();
+        assert!(text.contains("ceph_rbd_pool_watchers{namespace=\"\",pool=\"volumes\"} 1"));
+        assert!(text.contains("ceph_rbd_pool_stale_locks{namespace=\"\",pool=\"volumes\"} 0"));
+
+        // Still failing: still kept (from the merged sample), counted again.
+        let third = cycle.step(&c).await;
+        assert_eq!(errors(&third, "volumes", "partial_read"), 2);
+        assert_eq!(image(&third, "h"), Some(&before));
+
+        // Really gone: not carried over.
+        c.change(|b| b.clear_faults().remove_image(1, "", "h"));
+        let fourth = cycle.step(&c).await;
+        assert!(image(&fourth, "h").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_snapshot_read_keeps_the_last_snapshots_and_is_counted() {
+        let c = held_cluster();
+        let mut cycle = Cycle::new(config(None), None);
+        let first = cycle.step(&c).await;
+        let before = image(&first, "p").unwrap().clone();
+        assert!(before.snapshots[0].protected);
+
+        c.change(|b| {
+            b.fault(Fault::on(Method::Snapshots, fake::failed_step("children_list", -5)).image("p"))
+        });
+        let second = cycle.step(&c).await;
+        assert_eq!(errors(&second, "volumes", "partial_read"), 1);
+        assert_eq!(image(&second, "p"), Some(&before));
+        let text = std::str::from_utf8(&second.metrics).unwrap();
+        assert!(
+            text.contains(
+                "ceph_rbd_snapshot_children{image=\"parent\",namespace=\"\",pool=\"volumes\",snapshot=\"base\"} 1"
+            ),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_pool_task_keeps_the_last_good_data_and_is_counted() {
+        let c = cluster();
+        let mut cycle = Cycle::new(config(None), None);
+        let first = cycle.step(&c).await;
+        let first_success = first.status.last_success_timestamp_seconds["volumes"];
+
+        c.change(|b| b.fault(Fault::on(Method::Directory, fake::panic).pool(1)));
+        let second = cycle.step(&c).await;
+        assert!(second.status.up);
+        assert_eq!(errors(&second, "volumes", "panic"), 1);
+        assert_eq!(
+            second.status.last_success_timestamp_seconds["volumes"],
+            first_success
+        );
+        assert!(
+            second
+                .status
+                .sample_duration_seconds
+                .contains_key("volumes")
+        );
+        let findings = &second.analysis_images()[&key(1, "v1")];
+        assert_eq!(
+            findings.watchers[0].verdict,
+            Verdict::Orphan(OrphanReason::ImageDeleted)
+        );
+    }
+
+    #[tokio::test]
+    async fn format1_images_are_counted_per_pool_and_namespace() {
+        let c = cluster();
+        c.change(|b| {
+            b.format1_image(1, "", "old-a")
+                .format1_image(1, "", "old-b")
+        });
+        let mut cycle = Cycle::new(config(None), None);
+        let p = cycle.step(&c).await;
+        let text = std::str::from_utf8(&p.metrics).unwrap();
+        assert!(
+            text.contains("ceph_rbd_pool_format1_images{namespace=\"\",pool=\"volumes\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("ceph_rbd_pool_format1_images{namespace=\"\",pool=\"images\"} 0"));
     }
 
     #[tokio::test]

@@ -35,6 +35,23 @@ pub enum Error {
         code: i32,
     },
 
+    /// One step of a compound read failed while the read as a whole
+    /// succeeded (e.g. `list_watchers` in a header read): the facts it
+    /// gives would be incomplete, so they are not used.
+    #[error("{step} in the {what} of {pool}/{object} failed: {}", errno_text(*.code))]
+    PartialRead {
+        /// The read, e.g. "header read".
+        what: &'static str,
+        /// The step that failed, e.g. "list_watchers".
+        step: &'static str,
+        /// Pool (and namespace) name as text.
+        pool: String,
+        /// Object name.
+        object: String,
+        /// The step's negative errno.
+        code: i32,
+    },
+
     /// A cluster reply could not be decoded.
     #[error("bad reply from {object}: {source}")]
     Decode {
@@ -66,6 +83,7 @@ impl Error {
                 "timeout"
             }
             Error::Rados { .. } => "rados",
+            Error::PartialRead { .. } => "partial_read",
             Error::Decode { .. } => "decode",
             Error::MonCommand { .. } => "mon_command",
         }
@@ -88,6 +106,10 @@ pub mod libc_errno {
     pub const ETIMEDOUT: i32 = 110;
     /// Invalid argument.
     pub const EINVAL: i32 = 22;
+    /// No data available (an xattr that is not set).
+    pub const ENODATA: i32 = 61;
+    /// Operation not supported (a cls method the OSD does not have).
+    pub const EOPNOTSUPP: i32 = 95;
 }
 
 /// `-2` as "ENOENT (No such file or directory)".

@@ -138,7 +138,24 @@ fn sample_collectors(
             }
         }
     }
-    g.into_collectors()
+    let mut out = g.into_collectors();
+    out.push(Box::new(format1_gauge(sample)));
+    out
+}
+
+/// `ceph_rbd_pool_format1_images`, straight from the sample: format 1
+/// images are listed, not read, so they have no findings to summarise.
+fn format1_gauge(sample: &Sample) -> IntGaugeVec {
+    let g = int_gauge(
+        "ceph_rbd_pool_format1_images",
+        "Format 1 images: counted, not sampled (no watcher, lock or snapshot series).",
+        POOL_NS,
+    );
+    for (pool, ns) in sample.namespaces() {
+        g.with_label_values(&[pool.name.as_str(), &ns.namespace])
+            .set(ns.format1_images.len() as i64);
+    }
+    g
 }
 
 impl SampleGauges {

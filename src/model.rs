@@ -61,9 +61,24 @@ pub struct PoolSample {
     /// The pool's namespaces (the default one as ""), or the error that
     /// stopped this pool's sample.
     pub outcome: Result<Vec<NamespaceSample>, SampleError>,
-    /// Images left out of an otherwise good sample (e.g. an undecodable
-    /// header), each counted as a sample error.
-    pub skipped: Vec<SampleError>,
+    /// What was left out of an otherwise good sample (an image whose read
+    /// failed in part or did not decode, an omap entry that did not
+    /// decode), each counted as a sample error.
+    pub skipped: Vec<Skipped>,
+}
+
+/// One thing left out of an otherwise good pool sample.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Skipped {
+    /// The RBD namespace it was in; empty for the default namespace.
+    pub namespace: String,
+    /// The image it was about, when it names one (a header or snapshot
+    /// read, an `rbd_directory` or `rbd_trash` entry); `None` for an
+    /// `rbd_children` or `rbd_task` entry or the format 1 directory. The
+    /// cycle keeps the previous facts of a skipped image.
+    pub image_id: Option<String>,
+    /// Why: its kind (`sample_errors_total{kind}`) and message.
+    pub error: SampleError,
 }
 
 /// What one RBD namespace of a pool holds.
@@ -80,6 +95,9 @@ pub struct NamespaceSample {
     pub v1_children: Vec<V1ChildLink>,
     /// Tasks queued by the mgr's rbd_support module in `rbd_task`.
     pub tasks: Vec<QueuedTask>,
+    /// Names of format 1 images (listed in the data of `rbd_directory`,
+    /// header `<name>.rbd`): counted and named, not sampled.
+    pub format1_images: Vec<String>,
 }
 
 /// A sample failure, kept as data so it can be rendered and counted.

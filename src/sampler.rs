@@ -4,15 +4,15 @@
 //! or remembers: the cycle (`crate::cycle`) does that with what this
 //! returns.
 
-use crate::ceph::{Conn, ImageHeader, PoolInfo};
+use crate::ceph::{BadEntry, Conn, ImageHeader, PoolInfo};
 use crate::clock::now_unix;
 use crate::error::Error;
-use crate::model::{Image, Location, NamespaceSample, PoolSample, Sample, SampleError};
-use std::collections::BTreeMap;
+use crate::model::{Image, Location, NamespaceSample, PoolSample, Sample, SampleError, Skipped};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use tokio::task::{Id, JoinError, JoinSet};
 
 /// What to sample and how hard.
 #[derive(Debug, Clone)]
@@ -28,6 +28,27 @@ fn sample_error(e: &Error) -> SampleError {
     SampleError {
         kind: e.metric_label().to_string(),
         message: e.to_string(),
+    }
+}
+
+/// What a task that panicked (or was cancelled) leaves: a sample error
+/// of kind `panic` (or `cancelled`) saying what `what` was.
+fn task_error(e: JoinError, what: &str) -> SampleError {
+    if !e.is_panic() {
+        return SampleError {
+            kind: "cancelled".into(),
+            message: format!("{what}: task cancelled"),
+        };
+    }
+    let payload = e.into_panic();
+    let reason = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into());
+    SampleError {
+        kind: "panic".into(),
+        message: format!("{what}: task panicked (a bug): {reason}"),
     }
 }
 
@@ -76,22 +97,34 @@ pub async fn sample_once<C: Conn>(
     let limit = Limit {
         permits: Arc::new(Semaphore::new(size)),
     };
+    let t0 = Instant::now();
     let mut tasks = JoinSet::new();
+    let mut task_pools = HashMap::new();
     for pool in selected {
         let conn = conn.clone();
         let limit = limit.clone();
-        tasks.spawn(async move { sample_pool(conn, pool, limit).await });
+        let info = pool.clone();
+        let task = tasks.spawn(async move { sample_pool(conn, info, limit).await });
+        task_pools.insert(task.id(), pool);
     }
     let mut sample = Sample {
         started_at,
         pool_names: all.iter().map(|p| (p.id, p.name.clone())).collect(),
         ..Default::default()
     };
-    while let Some(joined) = tasks.join_next().await {
-        // A panicking pool task is a bug; it must not take the exporter down.
-        if let Ok(pool) = joined {
-            sample.pools.insert(pool.pool_id, pool);
-        }
+    while let Some(joined) = tasks.join_next_with_id().await {
+        let pool = match joined {
+            Ok((_, pool)) => pool,
+            // A panicking pool task is a bug; it must not take the exporter
+            // down, nor make the pool vanish: it is a failed pool sample.
+            Err(e) => {
+                let Some(info) = task_pools.remove(&e.id()) else {
+                    continue;
+                };
+                failed_pool(info, task_error(e, "pool sample"), t0)
+            }
+        };
+        sample.pools.insert(pool.pool_id, pool);
     }
     fetch_ancestors(conn, &mut sample).await;
     sample.finished_at = now_unix();
@@ -138,6 +171,18 @@ async fn fetch_ancestors<C: Conn>(conn: &Arc<C>, sample: &mut Sample) {
     }
 }
 
+/// The sample of a pool whose task failed with `error`.
+fn failed_pool(pool: PoolInfo, error: SampleError, since: Instant) -> PoolSample {
+    tracing::error!(pool = %pool.name, error = %error.message, "pool sample task failed");
+    PoolSample {
+        pool_id: pool.id,
+        name: pool.name,
+        duration_seconds: since.elapsed().as_secs_f64(),
+        outcome: Err(error),
+        skipped: Vec::new(),
+    }
+}
+
 async fn sample_pool<C: Conn>(conn: Arc<C>, pool: PoolInfo, limit: Limit) -> PoolSample {
     let t0 = Instant::now();
     let mut skipped = Vec::new();
@@ -155,7 +200,7 @@ async fn sample_pool_namespaces<C: Conn>(
     conn: &Arc<C>,
     pool: &PoolInfo,
     limit: &Limit,
-    skipped: &mut Vec<SampleError>,
+    skipped: &mut Vec<Skipped>,
 ) -> Result<Vec<NamespaceSample>, Error> {
     let mut names = vec![String::new()];
     {
@@ -181,9 +226,9 @@ async fn sample_namespace<C: Conn>(
     conn: &Arc<C>,
     loc: Location,
     limit: &Limit,
-    skipped: &mut Vec<SampleError>,
+    skipped: &mut Vec<Skipped>,
 ) -> Result<NamespaceSample, Error> {
-    let (mut ns, directory) = namespace_objects(conn, &loc, limit).await?;
+    let (mut ns, directory) = namespace_objects(conn, &loc, limit, skipped).await?;
     // Trashed images still have headers; the trash entry wins if an image
     // moves during the sample, so no image is listed twice.
     let mut wanted: BTreeMap<String, (String, bool)> = directory
@@ -200,11 +245,13 @@ async fn sample_namespace<C: Conn>(
 /// The four per-namespace objects (`rbd_directory`, `rbd_trash`,
 /// `rbd_children`, `rbd_task`), read concurrently, each read holding its
 /// own permit (with --ceph.max-inflight below 4 they take turns). Gives
-/// the namespace without its images, and the directory's (id, name) pairs.
+/// the namespace without its images, and the directory's (id, name) pairs;
+/// entries that do not decode go to `skipped`.
 async fn namespace_objects<C: Conn>(
     conn: &Arc<C>,
     loc: &Location,
     limit: &Limit,
+    skipped: &mut Vec<Skipped>,
 ) -> Result<(NamespaceSample, Vec<(String, String)>), Error> {
     let permit = || async {
         limit
@@ -231,18 +278,90 @@ async fn namespace_objects<C: Conn>(
             conn.tasks(loc).await
         },
     )?;
+    let bad = [directory.images.bad, trash.bad, v1_children.bad, tasks.bad];
+    skipped.extend(bad.into_iter().flatten().map(|b| {
+        let BadEntry { image_id, error } = b;
+        skip(&loc.namespace, image_id, &error)
+    }));
     let ns = NamespaceSample {
         namespace: loc.namespace.clone(),
-        trash: trash.into_iter().map(|t| (t.id.clone(), t)).collect(),
-        v1_children,
-        tasks,
+        trash: trash
+            .entries
+            .into_iter()
+            .map(|t| (t.id.clone(), t))
+            .collect(),
+        v1_children: v1_children.entries,
+        tasks: tasks.entries,
+        format1_images: directory.format1,
         ..Default::default()
     };
-    Ok((ns, directory))
+    Ok((ns, directory.images.entries))
+}
+
+/// What `error` left out of namespace `namespace`: the image `image_id`,
+/// or an entry naming no image.
+fn skip(namespace: &str, image_id: Option<String>, error: &Error) -> Skipped {
+    Skipped {
+        namespace: namespace.to_string(),
+        image_id,
+        error: sample_error(error),
+    }
 }
 
 /// One image read's outcome, as its task returns it.
 type ImageRead = (String, Result<Option<Image>, Error>);
+
+/// The image reads of one namespace in flight, and what came back.
+struct ImageReads<'a> {
+    /// The namespace.
+    namespace: &'a str,
+    /// Reads in flight.
+    reads: JoinSet<ImageRead>,
+    /// The image each read task is about.
+    ids: HashMap<Id, String>,
+    /// Images read.
+    images: BTreeMap<String, Image>,
+    /// Images left out, and why.
+    skipped: &'a mut Vec<Skipped>,
+    /// The first error that stops the namespace.
+    first_error: Option<Error>,
+}
+
+impl ImageReads<'_> {
+    /// Files one finished image read: the image, nothing (removed during
+    /// the sample), a skipped image (undecodable, a step of its read failed,
+    /// its task panicked), or the namespace's first error.
+    fn absorb(&mut self, joined: Result<(Id, ImageRead), JoinError>) {
+        let (id, result) = match joined {
+            Ok((task, read)) => {
+                self.ids.remove(&task);
+                read
+            }
+            Err(e) => {
+                let id = self.ids.remove(&e.id());
+                let error = task_error(e, &format!("image read of {id:?}"));
+                self.skipped.push(Skipped {
+                    namespace: self.namespace.to_string(),
+                    image_id: id,
+                    error,
+                });
+                return;
+            }
+        };
+        match result {
+            Ok(Some(image)) => {
+                self.images.insert(id, image);
+            }
+            Ok(None) => {}
+            Err(e @ (Error::Decode { .. } | Error::PartialRead { .. })) => {
+                self.skipped.push(skip(self.namespace, Some(id), &e));
+            }
+            Err(e) => {
+                self.first_error.get_or_insert(e);
+            }
+        }
+    }
+}
 
 /// Reads the `wanted` images (id -> name, in trash), at most `limit` in
 /// flight. The first hard error (a timeout, say) stops the namespace: no
@@ -252,21 +371,28 @@ type ImageRead = (String, Result<Option<Image>, Error>);
 /// the next namespace could then exceed --ceph.max-inflight against a
 /// struggling cluster. Each is bounded by the op timeout, and they were
 /// sent before the error came back, so this adds at most one op timeout.
+/// An image whose read fails in part, does not decode or panics is
+/// skipped, not the namespace.
 async fn read_images<C: Conn>(
     conn: &Arc<C>,
     loc: &Location,
     limit: &Limit,
     wanted: BTreeMap<String, (String, bool)>,
-    skipped: &mut Vec<SampleError>,
+    skipped: &mut Vec<Skipped>,
 ) -> Result<BTreeMap<String, Image>, Error> {
-    let mut images = BTreeMap::new();
-    let mut reads: JoinSet<ImageRead> = JoinSet::new();
-    let mut first_error: Option<Error> = None;
+    let mut r = ImageReads {
+        namespace: &loc.namespace,
+        reads: JoinSet::new(),
+        ids: HashMap::new(),
+        images: BTreeMap::new(),
+        skipped,
+        first_error: None,
+    };
     for (id, (name, in_trash)) in wanted {
-        while let Some(joined) = reads.try_join_next() {
-            absorb(joined, &mut images, skipped, &mut first_error);
+        while let Some(joined) = r.reads.try_join_next_with_id() {
+            r.absorb(joined);
         }
-        if first_error.is_some() {
+        if r.first_error.is_some() {
             break;
         }
         let permit = limit
@@ -277,39 +403,20 @@ async fn read_images<C: Conn>(
             .expect("semaphore never closes");
         let conn = conn.clone();
         let loc = loc.clone();
-        reads.spawn(async move {
+        let image_id = id.clone();
+        let task = r.reads.spawn(async move {
             let result = read_image(&*conn, &loc, &id, name, in_trash).await;
             drop(permit);
             (id, result)
         });
+        r.ids.insert(task.id(), image_id);
     }
-    while let Some(joined) = reads.join_next().await {
-        absorb(joined, &mut images, skipped, &mut first_error);
+    while let Some(joined) = r.reads.join_next_with_id().await {
+        r.absorb(joined);
     }
-    match first_error {
+    match r.first_error {
         Some(e) => Err(e),
-        None => Ok(images),
-    }
-}
-
-/// Files one finished image read: the image, nothing (removed during the
-/// sample), a skipped image (undecodable), or the namespace's first error.
-fn absorb(
-    joined: Result<ImageRead, tokio::task::JoinError>,
-    images: &mut BTreeMap<String, Image>,
-    skipped: &mut Vec<SampleError>,
-    first_error: &mut Option<Error>,
-) {
-    let Ok((id, result)) = joined else { return };
-    match result {
-        Ok(Some(image)) => {
-            images.insert(id, image);
-        }
-        Ok(None) => {}
-        Err(e @ Error::Decode { .. }) => skipped.push(sample_error(&e)),
-        Err(e) => {
-            first_error.get_or_insert(e);
-        }
+        None => Ok(r.images),
     }
 }
 
@@ -394,7 +501,7 @@ mod fake_cluster_tests {
 
     use super::*;
     use crate::ceph::fake::{self, FakeCluster, FakeImage, Fault, Method};
-    use crate::model::{ImageKey, PoolId};
+    use crate::model::{ImageKey, PoolId, QueuedTask};
     use std::time::Duration;
 
     fn config(pools: Option<&[&str]>, max_inflight: usize) -> SampleConfig {
@@ -534,14 +641,158 @@ mod fake_cluster_tests {
         let ns = namespace(&sample, 1, "");
         assert_eq!(image_ids(ns), vec!["a", "d"]);
         assert_eq!(ns.images["d"].snapshots.len(), 1);
-        let mut skipped: Vec<_> = pool.skipped.iter().map(|s| s.message.clone()).collect();
+        let mut skipped: Vec<_> = pool
+            .skipped
+            .iter()
+            .map(|s| s.error.message.clone())
+            .collect();
         skipped.sort();
         assert_eq!(skipped.len(), 2, "{skipped:?}");
         assert!(skipped[0].contains("rbd_header.b"), "{skipped:?}");
         assert!(skipped[1].contains("rbd_header.c"), "{skipped:?}");
-        assert!(pool.skipped.iter().all(|s| s.kind == "decode"));
+        assert!(pool.skipped.iter().all(|s| s.error.kind == "decode"));
+        let mut ids: Vec<_> = pool.skipped.iter().map(|s| s.image_id.clone()).collect();
+        ids.sort();
+        assert_eq!(ids, vec![Some("b".to_string()), Some("c".to_string())]);
         // Every image was tried: a decode error does not stop the namespace.
         assert_eq!(cluster.count(Method::Header), 4);
+    }
+
+    #[tokio::test]
+    async fn a_failed_step_of_a_header_or_snapshot_read_skips_the_image_and_names_the_step() {
+        let cluster = FakeCluster::builder()
+            .rbd_pool(1, "volumes")
+            .image(1, "", FakeImage::new("a", "good"))
+            .image(
+                1,
+                "",
+                FakeImage::new("w", "held").watcher("client.7", "10.0.0.7:0/1", 5),
+            )
+            .image(
+                1,
+                "",
+                FakeImage::new("s", "parent").protected_snapshot(3, "base"),
+            )
+            .fault(Fault::on(Method::Header, fake::failed_step("list_watchers", -5)).image("w"))
+            .fault(Fault::on(Method::Snapshots, fake::failed_step("children_list", -5)).image("s"))
+            .build();
+        let (sample, _) = sample_once(&cluster, &config(None, 1)).await.unwrap();
+        let pool = &sample.pools[&1];
+        assert_eq!(image_ids(namespace(&sample, 1, "")), vec!["a"]);
+        let mut skipped = pool.skipped.clone();
+        skipped.sort_by(|a, b| a.image_id.cmp(&b.image_id));
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert_eq!(skipped[0].image_id.as_deref(), Some("s"));
+        assert_eq!(skipped[1].image_id.as_deref(), Some("w"));
+        assert!(skipped.iter().all(|s| s.error.kind == "partial_read"));
+        assert!(skipped.iter().all(|s| s.namespace.is_empty()));
+        let m = &skipped[1].error.message;
+        assert!(
+            m.contains("list_watchers") && m.contains("header read") && m.contains("rbd_header.w"),
+            "{m}"
+        );
+        assert!(skipped[0].error.message.contains("children_list"));
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_omap_entry_is_skipped_and_counted_not_the_pool() {
+        let cluster = FakeCluster::builder()
+            .rbd_pool(1, "volumes")
+            .image(1, "", FakeImage::new("a", "good"))
+            .trashed(1, "", FakeImage::new("t", "old"))
+            .task(
+                1,
+                "",
+                QueuedTask {
+                    id: "1".into(),
+                    action: "flatten".into(),
+                    image_id: Some("a".into()),
+                    image_name: None,
+                },
+            )
+            .bad_entry(1, "", Method::Directory, "id_bad1")
+            .bad_entry(1, "", Method::Trash, "id_bad2")
+            .bad_entry(1, "", Method::V1Children, "\u{1}\u{0}junk")
+            .bad_entry(1, "ns", Method::Tasks, "task_x")
+            .build();
+        let (sample, _) = sample_once(&cluster, &config(None, 2)).await.unwrap();
+        let pool = &sample.pools[&1];
+        let ns = namespace(&sample, 1, "");
+        assert_eq!(
+            image_ids(ns),
+            vec!["a", "t"],
+            "the rest of the pool is sampled"
+        );
+        assert_eq!(ns.tasks.len(), 1);
+        assert_eq!(ns.trash.len(), 1);
+        assert!(namespace(&sample, 1, "ns").images.is_empty());
+        let mut skipped: Vec<_> = pool
+            .skipped
+            .iter()
+            .map(|s| {
+                (
+                    s.namespace.as_str(),
+                    s.image_id.as_deref(),
+                    s.error.kind.as_str(),
+                )
+            })
+            .collect();
+        skipped.sort();
+        assert_eq!(
+            skipped,
+            vec![
+                ("", None, "decode"),
+                ("", Some("bad1"), "decode"),
+                ("", Some("bad2"), "decode"),
+                ("ns", None, "decode"),
+            ]
+        );
+        let messages: Vec<_> = pool.skipped.iter().map(|s| &s.error.message).collect();
+        for object in ["rbd_directory", "rbd_trash", "rbd_children", "rbd_task"] {
+            assert!(
+                messages.iter().any(|m| m.contains(object)),
+                "{object}: {messages:?}"
+            );
+        }
+        assert!(messages.iter().any(|m| m.contains("id_bad1")));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_pool_task_is_a_failed_pool_and_a_panicking_image_read_a_skipped_image() {
+        let cluster = FakeCluster::builder()
+            .rbd_pool(1, "volumes")
+            .image(1, "", FakeImage::new("a", "x"))
+            .rbd_pool(2, "images")
+            .image(2, "", FakeImage::new("g", "golden"))
+            .image(2, "", FakeImage::new("p", "panics"))
+            .fault(Fault::on(Method::Directory, fake::panic).pool(1))
+            .fault(Fault::on(Method::Header, fake::panic).image("p"))
+            .build();
+        let (sample, _) = sample_once(&cluster, &config(None, 4)).await.unwrap();
+        let err = sample.pools[&1].outcome.as_ref().unwrap_err();
+        assert_eq!(err.kind, "panic");
+        assert!(err.message.contains("injected panic"), "{err:?}");
+        assert_eq!(sample.pools[&1].name, "volumes");
+        assert_eq!(image_ids(namespace(&sample, 2, "")), vec!["g"]);
+        let skipped = &sample.pools[&2].skipped;
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].image_id.as_deref(), Some("p"));
+        assert_eq!(skipped[0].error.kind, "panic");
+    }
+
+    #[tokio::test]
+    async fn format1_images_are_listed_not_sampled() {
+        let cluster = FakeCluster::builder()
+            .rbd_pool(1, "volumes")
+            .image(1, "", FakeImage::new("a", "new"))
+            .format1_image(1, "", "old-1")
+            .format1_image(1, "", "old-2")
+            .build();
+        let (sample, _) = sample_once(&cluster, &config(None, 4)).await.unwrap();
+        let ns = namespace(&sample, 1, "");
+        assert_eq!(ns.format1_images, vec!["old-1", "old-2"]);
+        assert_eq!(image_ids(ns), vec!["a"]);
+        assert!(sample.pools[&1].skipped.is_empty());
     }
 
     #[tokio::test]

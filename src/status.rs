@@ -52,7 +52,7 @@ impl ExporterStatus {
         self.sample_duration_seconds
             .insert(pool.name.clone(), pool.duration_seconds);
         for s in &pool.skipped {
-            self.count_error(&pool.name, &s.kind);
+            self.count_error(&pool.name, &s.error.kind);
         }
         match &pool.outcome {
             Ok(_) => {

@@ -82,6 +82,12 @@ impl Batch {
         step(unsafe { ffi::rbdx_batch_list_watchers(self.0) })
     }
 
+    /// Adds a read of the object's whole data (not FAILOK: its failure
+    /// fails the batch).
+    pub(super) fn read(&mut self) -> Result<Step, Error> {
+        step(unsafe { ffi::rbdx_batch_read(self.0) })
+    }
+
     /// Adds one page of omap entries after `start_after` whose keys start
     /// with `prefix`.
     pub(super) fn omap_get_vals(
@@ -176,7 +182,7 @@ impl Done {
         unsafe { ffi::rbdx_batch_rc(self.0.0) }
     }
 
-    /// Output bytes of an exec step, or its negative return code.
+    /// Output bytes of an exec or read step, or its negative return code.
     pub(super) fn output(&self, step: Step) -> Result<&[u8], i32> {
         let rval = unsafe { ffi::rbdx_step_rval(self.0.0, step.0) };
         if rval < 0 {

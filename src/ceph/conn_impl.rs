@@ -5,7 +5,7 @@
 
 use super::batch::{Batch, Done, OmapEntry, Step};
 use super::decode::{self, CEPH_NOSNAP, DecodeError};
-use super::{Conn, ImageHeader, PoolInfo, RadosConn, rbd};
+use super::{BadEntry, Conn, Directory, ImageHeader, Listing, PoolInfo, RadosConn, rbd};
 use crate::error::{Error, libc_errno};
 use crate::model::{Location, QueuedTask, Snapshot, TrashEntry, V1ChildLink};
 use std::sync::atomic::Ordering;
@@ -64,14 +64,47 @@ impl RadosConn {
         oid: &str,
         prefix: &str,
     ) -> Result<Vec<OmapEntry>, Error> {
+        let (entries, _) = self.omap_pages(loc, oid, prefix, false).await?;
+        Ok(entries)
+    }
+
+    /// [`omap_all`](Self::omap_all), plus the object's data, read in the
+    /// same operation as the first page.
+    async fn omap_and_data(
+        &self,
+        loc: &Location,
+        oid: &str,
+        prefix: &str,
+    ) -> Result<(Vec<OmapEntry>, Vec<u8>), Error> {
+        self.omap_pages(loc, oid, prefix, true).await
+    }
+
+    async fn omap_pages(
+        &self,
+        loc: &Location,
+        oid: &str,
+        prefix: &str,
+        with_data: bool,
+    ) -> Result<(Vec<OmapEntry>, Vec<u8>), Error> {
         let mut entries = Vec::new();
+        let mut data = Vec::new();
         let mut start_after: Vec<u8> = Vec::new();
         loop {
             let mut batch = Batch::new();
             let step = batch.omap_get_vals(&start_after, prefix, OMAP_PAGE)?;
-            let Some(mut done) = self.run(loc, oid, batch, "omap read").await? else {
-                return Ok(entries);
+            let read = match with_data && start_after.is_empty() {
+                true => Some(batch.read()?),
+                false => None,
             };
+            let Some(mut done) = self.run(loc, oid, batch, "omap read").await? else {
+                return Ok((entries, data));
+            };
+            if let Some(read) = read {
+                let bytes = done.output(read);
+                data = bytes
+                    .map_err(|rc| self.rados_error(loc, oid, "data read", rc))?
+                    .to_vec();
+            }
             let (page, more) = done
                 .omap(step)
                 .map_err(|rc| self.rados_error(loc, oid, "omap read", rc))?;
@@ -79,11 +112,78 @@ impl RadosConn {
             entries.extend(page);
             match last {
                 Some(k) if more => start_after = k,
-                _ => return Ok(entries),
+                _ => return Ok((entries, data)),
             }
         }
     }
 }
+
+/// Names the failure of one step of a compound read, and tells the
+/// failures that mean "absent" from those that mean "could not read".
+struct StepErrors<'a> {
+    /// The connection (for the pool's name).
+    conn: &'a RadosConn,
+    /// Where the object is.
+    loc: &'a Location,
+    /// The object read.
+    oid: &'a str,
+    /// The read, e.g. "header read".
+    what: &'static str,
+}
+
+impl StepErrors<'_> {
+    fn failed(&self, step: &'static str, code: i32) -> Error {
+        Error::PartialRead {
+            what: self.what,
+            step,
+            pool: self.conn.pool_label(self.loc),
+            object: self.oid.to_string(),
+            code,
+        }
+    }
+
+    /// The output of a step that must succeed.
+    fn required<'d>(
+        &self,
+        done: &'d Done,
+        step: Step,
+        name: &'static str,
+    ) -> Result<&'d [u8], Error> {
+        done.output(step).map_err(|rc| self.failed(name, rc))
+    }
+
+    /// The output of a step, or `None` when it failed with one of the
+    /// codes in `absent` (which then mean "not there").
+    fn optional<'d>(
+        &self,
+        done: &'d Done,
+        step: Step,
+        name: &'static str,
+        absent: &[i32],
+    ) -> Result<Option<&'d [u8]>, Error> {
+        match done.output(step) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(rc) if absent.contains(&rc) => Ok(None),
+            Err(rc) => Err(self.failed(name, rc)),
+        }
+    }
+}
+
+/// `get_flags` and `op_features_get` failing with EOPNOTSUPP: an OSD older
+/// than the method, which also predates what it reads (image flags came
+/// with Hammer, operation features with Mimic), so 0 is the truth.
+const OLDER_THAN_METHOD: &[i32] = &[-libc_errno::EOPNOTSUPP];
+/// `lock.get_info` failing with ENOENT or ENODATA: the lock's xattr does
+/// not exist, i.e. the lock was never taken.
+const NO_LOCK: &[i32] = &[-libc_errno::ENOENT, -libc_errno::ENODATA];
+/// `snapshot_get` and `get_protection_status` failing with ENOENT: the
+/// snapshot was removed since the header read.
+const SNAPSHOT_GONE: &[i32] = &[-libc_errno::ENOENT];
+/// `children_list` failing with ENOENT: the snapshot has no clone v2
+/// children (cls_rbd answers so when it has no child list; the snapshot
+/// itself exists, `snapshot_get` said so in the same read); EOPNOTSUPP: an
+/// OSD older than clone v2, so there are none.
+const NO_CHILDREN: &[i32] = &[-libc_errno::ENOENT, -libc_errno::EOPNOTSUPP];
 
 /// The steps of one header read, in the order they are added.
 struct HeaderSteps {
@@ -122,54 +222,53 @@ impl HeaderSteps {
         })
     }
 
-    /// Everything but the size: a step that failed reads as absent (an image
-    /// without the feature, a lock never taken), a reply that does not
-    /// decode is an error.
+    /// Everything but the size. A step that failed is an error naming it
+    /// (the image's facts would be incomplete), unless its failure means
+    /// "absent" (see the constants above); a reply that does not decode is
+    /// an error. Pacific's `parent_get` and `parent_overlap_get` answer
+    /// "no parent" with an empty reply, never with an error.
     fn decode(
         &self,
         done: &Done,
         err: &impl Fn(DecodeError) -> Error,
+        f: &StepErrors<'_>,
         (order, size): (u8, u64),
     ) -> Result<ImageHeader, Error> {
-        let optional = |step: Step| -> Option<&[u8]> { done.output(step).ok() };
-        let features = optional(self.features).map(decode::features);
-        let flags = optional(self.flags).map(decode::flags);
-        let op_features = optional(self.op_features).map(decode::op_features);
-        let features = features.transpose().map_err(err)?.unwrap_or(0);
-        let flags = flags.transpose().map_err(err)?.unwrap_or(0);
-        let op_features = op_features.transpose().map_err(err)?.unwrap_or(0);
-        let snap_ids = optional(self.snapc)
-            .map(decode::snapcontext)
-            .transpose()
-            .map_err(err)?
-            .map(|s| s.snaps)
-            .unwrap_or_default();
-        let overlap = optional(self.overlap)
-            .map(decode::parent_overlap)
-            .transpose()
-            .map_err(err)?
-            .flatten();
-        let parent = optional(self.parent)
-            .map(decode::parent_spec)
-            .transpose()
-            .map_err(err)?
-            .flatten()
-            .map(|p| rbd::parent_ref(p, overlap));
-        let locks = match done.output(self.lock) {
-            Ok(bytes) => rbd::locks(decode::lock_info(bytes).map_err(err)?),
-            // No lock ever taken: the lock does not exist.
-            Err(_) => Vec::new(),
-        };
+        let features = decode::features(f.required(done, self.features, "get_features")?);
+        let flags = f.optional(done, self.flags, "get_flags", OLDER_THAN_METHOD)?;
+        let op_features =
+            f.optional(done, self.op_features, "op_features_get", OLDER_THAN_METHOD)?;
+        let snapc = f.required(done, self.snapc, "get_snapcontext")?;
+        let overlap = f.required(done, self.overlap, "parent_overlap_get")?;
+        let parent = f.required(done, self.parent, "parent_get")?;
+        let lock = f.optional(done, self.lock, "lock.get_info", NO_LOCK)?;
+        let watchers = done
+            .watchers(self.watchers)
+            .map_err(|rc| f.failed("list_watchers", rc))?;
+        let overlap = decode::parent_overlap(overlap).map_err(err)?;
         Ok(ImageHeader {
             size,
             order,
-            features,
-            flags,
-            op_features,
-            snap_ids,
-            parent,
-            watchers: done.watchers(self.watchers).unwrap_or_default(),
-            locks,
+            features: features.map_err(err)?,
+            flags: flags
+                .map(decode::flags)
+                .transpose()
+                .map_err(err)?
+                .unwrap_or(0),
+            op_features: op_features
+                .map(decode::op_features)
+                .transpose()
+                .map_err(err)?
+                .unwrap_or(0),
+            snap_ids: decode::snapcontext(snapc).map_err(err)?.snaps,
+            parent: decode::parent_spec(parent)
+                .map_err(err)?
+                .map(|p| rbd::parent_ref(p, overlap)),
+            watchers,
+            locks: match lock {
+                Some(bytes) => rbd::locks(decode::lock_info(bytes).map_err(err)?),
+                None => Vec::new(),
+            },
         })
     }
 }
@@ -191,26 +290,66 @@ impl SnapSteps {
         })
     }
 
-    /// The snapshot, or `None` if it was removed since the header read.
+    /// The snapshot, or `None` if it was removed since the header read. A
+    /// step that failed otherwise is an error naming it.
     fn decode(
         &self,
         done: &Done,
         err: &impl Fn(DecodeError) -> Error,
+        f: &StepErrors<'_>,
     ) -> Result<Option<Snapshot>, Error> {
-        let Ok(info) = done.output(self.info) else {
+        let Some(info) = f.optional(done, self.info, "snapshot_get", SNAPSHOT_GONE)? else {
             return Ok(None);
         };
-        let info = decode::snapshot_info(info).map_err(err)?;
-        let protected = match done.output(self.protection) {
-            Ok(b) => rbd::is_protected(decode::protection_status(b).map_err(err)?),
-            Err(_) => false,
+        let protection = f.optional(
+            done,
+            self.protection,
+            "get_protection_status",
+            SNAPSHOT_GONE,
+        )?;
+        let Some(protection) = protection else {
+            return Ok(None);
         };
-        let children = match done.output(self.children) {
-            Ok(b) => decode::children_list(b).map_err(err)?,
-            Err(_) => Vec::new(),
+        let children = f.optional(done, self.children, "children_list", NO_CHILDREN)?;
+        let info = decode::snapshot_info(info).map_err(err)?;
+        let protected = rbd::is_protected(decode::protection_status(protection).map_err(err)?);
+        let children = match children {
+            Some(b) => decode::children_list(b).map_err(err)?,
+            None => Vec::new(),
         };
         Ok(Some(rbd::snapshot(info, protected, children)))
     }
+}
+
+/// Decodes the entries of an omap listing of `oid` one by one: an entry
+/// that does not decode is left out and returned as a [`BadEntry`] naming
+/// `oid` and its key, never failing the others. Keys starting with
+/// `image_prefix` name the image the entry is about.
+fn decode_entries<T>(
+    oid: &str,
+    entries: Vec<OmapEntry>,
+    image_prefix: Option<&str>,
+    decode: impl Fn(&[u8], &[u8]) -> Result<T, DecodeError>,
+) -> Listing<T> {
+    let mut listing = Listing::default();
+    for (k, v) in entries {
+        match decode(&k, &v) {
+            Ok(entry) => listing.entries.push(entry),
+            Err(source) => listing.bad.push(BadEntry {
+                image_id: image_prefix
+                    .filter(|p| k.starts_with(p.as_bytes()))
+                    .map(|p| key_suffix(&k, p)),
+                error: Error::Decode {
+                    object: format!(
+                        "{oid} entry {:?}",
+                        String::from_utf8_lossy(&k).escape_debug().to_string()
+                    ),
+                    source,
+                },
+            }),
+        }
+    }
+    listing
 }
 
 impl Conn for RadosConn {
@@ -230,46 +369,47 @@ impl Conn for RadosConn {
             .collect())
     }
 
-    async fn directory(&self, loc: &Location) -> Result<Vec<(String, String)>, Error> {
-        let entries = self.omap_all(loc, "rbd_directory", "id_").await?;
-        entries
-            .into_iter()
-            .map(|(k, v)| {
-                let name = decode::string_value(&v).map_err(decode_err("rbd_directory"))?;
-                Ok((key_suffix(&k, "id_"), name))
-            })
-            .collect()
+    async fn directory(&self, loc: &Location) -> Result<Directory, Error> {
+        let (entries, data) = self.omap_and_data(loc, "rbd_directory", "id_").await?;
+        let mut images = decode_entries("rbd_directory", entries, Some("id_"), |k, v| {
+            Ok((key_suffix(k, "id_"), decode::string_value(v)?))
+        });
+        let format1 = decode::tmap_keys(&data).unwrap_or_else(|source| {
+            images.bad.push(BadEntry {
+                image_id: None,
+                error: Error::Decode {
+                    object: "rbd_directory data (format 1 images)".into(),
+                    source,
+                },
+            });
+            Vec::new()
+        });
+        Ok(Directory { images, format1 })
     }
 
-    async fn trash(&self, loc: &Location) -> Result<Vec<TrashEntry>, Error> {
+    async fn trash(&self, loc: &Location) -> Result<Listing<TrashEntry>, Error> {
         let entries = self.omap_all(loc, "rbd_trash", "id_").await?;
-        entries
-            .into_iter()
-            .map(|(k, v)| {
-                let spec = decode::trash_spec(&v).map_err(decode_err("rbd_trash"))?;
-                Ok(rbd::trash_entry(key_suffix(&k, "id_"), spec))
-            })
-            .collect()
+        Ok(decode_entries("rbd_trash", entries, Some("id_"), |k, v| {
+            Ok(rbd::trash_entry(
+                key_suffix(k, "id_"),
+                decode::trash_spec(v)?,
+            ))
+        }))
     }
 
-    async fn v1_children(&self, loc: &Location) -> Result<Vec<V1ChildLink>, Error> {
+    async fn v1_children(&self, loc: &Location) -> Result<Listing<V1ChildLink>, Error> {
         let entries = self.omap_all(loc, "rbd_children", "").await?;
-        entries
-            .into_iter()
-            .map(|(k, v)| {
-                let key = decode::children_key(&k).map_err(decode_err("rbd_children"))?;
-                let ids = decode::string_set(&v).map_err(decode_err("rbd_children"))?;
-                Ok(rbd::v1_child_link(key, ids))
-            })
-            .collect()
+        Ok(decode_entries("rbd_children", entries, None, |k, v| {
+            let key = decode::children_key(k)?;
+            Ok(rbd::v1_child_link(key, decode::string_set(v)?))
+        }))
     }
 
-    async fn tasks(&self, loc: &Location) -> Result<Vec<QueuedTask>, Error> {
+    async fn tasks(&self, loc: &Location) -> Result<Listing<QueuedTask>, Error> {
         let entries = self.omap_all(loc, "rbd_task", "").await?;
-        entries
-            .into_iter()
-            .map(|(_, v)| rbd::queued_task(&v).map_err(decode_err("rbd_task")))
-            .collect()
+        Ok(decode_entries("rbd_task", entries, None, |_, v| {
+            rbd::queued_task(v)
+        }))
     }
 
     async fn header(&self, loc: &Location, image_id: &str) -> Result<Option<ImageHeader>, Error> {
@@ -280,13 +420,19 @@ impl Conn for RadosConn {
             return Ok(None);
         };
         let err = decode_err(&oid);
-        // get_size failing means this is no image header (or it vanished).
+        let f = StepErrors {
+            conn: self,
+            loc,
+            oid: &oid,
+            what: "header read",
+        };
+        // get_size failing with ENOENT: the header vanished.
         let size = match done.output(steps.size) {
             Ok(bytes) => decode::size(bytes).map_err(&err)?,
             Err(rc) if rc == -libc_errno::ENOENT => return Ok(None),
-            Err(rc) => return Err(self.rados_error(loc, &oid, "get_size", rc)),
+            Err(rc) => return Err(f.failed("get_size", rc)),
         };
-        steps.decode(&done, &err, size).map(Some)
+        steps.decode(&done, &err, &f, size).map(Some)
     }
 
     async fn snapshots(
@@ -305,10 +451,16 @@ impl Conn for RadosConn {
             return Ok(None);
         };
         let err = decode_err(&oid);
+        let f = StepErrors {
+            conn: self,
+            loc,
+            oid: &oid,
+            what: "snapshot read",
+        };
         let mut snaps = Vec::with_capacity(steps.len());
         for s in &steps {
             // A snapshot removed since the header read is simply gone.
-            if let Some(snap) = s.decode(&done, &err)? {
+            if let Some(snap) = s.decode(&done, &err, &f)? {
                 snaps.push(snap);
             }
         }

@@ -780,6 +780,24 @@ pub fn string_set(b: &[u8]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The keys of a TMAP, the format 1 `rbd_directory`'s data: a
+/// `bufferlist` header, then a `std::map<std::string, bufferlist>` (the
+/// image names, with empty values). No data at all is an empty TMAP.
+pub fn tmap_keys(b: &[u8]) -> Result<Vec<String>> {
+    if b.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut r = Reader::new(b);
+    r.blob("tmap.header")?;
+    let n = r.count("tmap.entries", 2 * MIN_STRING_LEN)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(r.string("tmap.key")?);
+        r.blob("tmap.value")?;
+    }
+    Ok(out)
+}
+
 // ---------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------
@@ -1312,6 +1330,26 @@ mod tests {
             string_value(capture!("rbd_id_img1")).as_deref(),
             Ok(IMG1_ID)
         );
+    }
+
+    #[test]
+    fn tmap_keys_of_a_format1_directory() {
+        assert_eq!(tmap_keys(&[]), Ok(vec![]));
+        // What `rbd create --image-format 1` wrote: an empty header, then
+        // one name per image with an empty value.
+        let mut b = 0u32.to_le_bytes().to_vec();
+        b.extend(2u32.to_le_bytes());
+        for name in ["old-a", "old-b"] {
+            b.extend((name.len() as u32).to_le_bytes());
+            b.extend(name.as_bytes());
+            b.extend(0u32.to_le_bytes());
+        }
+        assert_eq!(tmap_keys(&b), Ok(vec!["old-a".into(), "old-b".into()]));
+        // A count the bytes cannot hold is refused before allocating.
+        let mut hostile = 0u32.to_le_bytes().to_vec();
+        hostile.extend(u32::MAX.to_le_bytes());
+        assert!(tmap_keys(&hostile).is_err());
+        assert!(tmap_keys(&b[..b.len() - 2]).is_err());
     }
 
     #[test]

@@ -5,9 +5,12 @@
 //! namespaces, any `rbd_directory`, `rbd_trash`, `rbd_children` and
 //! `rbd_task` contents, image headers (watchers, locks, parents, snapshot
 //! ids) and snapshots; an error for a given method on a given pool,
-//! namespace or image, always or for the first N calls; images that vanish
-//! between the directory listing and the header read. Every call is logged
-//! and counted as one RADOS operation.
+//! namespace or image, always or for the first N calls (a failed step of a
+//! compound read with [`failed_step`], a panic with [`panic`]); omap entries
+//! that do not decode ([`Builder::bad_entry`]); format 1 images
+//! ([`Builder::format1_image`]); images that vanish between the directory
+//! listing and the header read. Every call is logged and counted as one
+//! RADOS operation.
 //!
 //! ```
 //! use ceph_rbd_exporter::ceph::fake::{self, Fault, FakeCluster, FakeImage, Method};
@@ -26,7 +29,7 @@
 //! ```
 
 use super::decode::DecodeError;
-use super::{Conn, ImageHeader, PoolInfo};
+use super::{BadEntry, Conn, Directory, ImageHeader, Listing, PoolInfo};
 use crate::error::{Error, libc_errno};
 use crate::model::{
     Location, Lock, LockKind, ParentRef, PoolId, QueuedTask, Snapshot, SnapshotNamespace,
@@ -222,6 +225,38 @@ pub fn undecodable(call: &Call) -> Error {
     }
 }
 
+/// A compound read (header or snapshot read) whose step `step` failed
+/// with the negative errno `code` while the rest succeeded, as `RadosConn`
+/// reports it: `Fault::on(Method::Header, failed_step("list_watchers",
+/// -5))`.
+pub fn failed_step(step: &'static str, code: i32) -> impl Fn(&Call) -> Error + Send + Sync {
+    move |call| Error::PartialRead {
+        what: call.method.what(),
+        step,
+        pool: call.pool_label.clone(),
+        object: call.object.clone(),
+        code,
+    }
+}
+
+/// Panics, as a bug in the code under the call would: for testing that a
+/// panicking task does not take the exporter down.
+pub fn panic(call: &Call) -> Error {
+    panic!("injected panic in {:?} on {}", call.method, call.object)
+}
+
+/// The error `RadosConn` gives for an omap entry of `object` with key
+/// `key` that does not decode.
+fn bad_entry_error(object: &str, key: &str) -> Error {
+    Error::Decode {
+        object: format!("{object} entry {:?}", key.escape_debug().to_string()),
+        source: DecodeError {
+            field: "fake",
+            reason: "undecodable entry injected by the fake cluster".into(),
+        },
+    }
+}
+
 /// One image: its header and its snapshots. Built with chained setters.
 #[derive(Debug, Clone)]
 pub struct FakeImage {
@@ -368,9 +403,33 @@ struct Namespace {
     trash: Vec<TrashEntry>,
     v1_children: Vec<V1ChildLink>,
     tasks: Vec<QueuedTask>,
+    /// Undecodable omap entries: the listing they are in and their key.
+    bad_entries: Vec<(Method, String)>,
+    /// Names of format 1 images in the directory's data.
+    format1: Vec<String>,
     /// Headers (and snapshots) by image id; an id listed above without one
     /// has vanished.
     images: BTreeMap<String, FakeImage>,
+}
+
+impl Namespace {
+    /// `entries` of the listing of `method`, with its bad entries.
+    fn listing<T: Clone>(&self, method: Method, entries: &[T]) -> Listing<T> {
+        let object = method.object(None);
+        let bad = self.bad_entries.iter().filter(|(m, _)| *m == method);
+        Listing {
+            entries: entries.to_vec(),
+            bad: bad
+                .map(|(_, key)| BadEntry {
+                    image_id: key
+                        .strip_prefix("id_")
+                        .filter(|_| matches!(method, Method::Directory | Method::Trash))
+                        .map(str::to_owned),
+                    error: bad_entry_error(&object, key),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The fake cluster's contents and faults, built up with chained calls:
@@ -496,6 +555,28 @@ impl Builder {
     /// An `rbd_children` entry (v1 clones of a parent snapshot).
     pub fn v1_children(mut self, pool_id: PoolId, namespace: &str, link: V1ChildLink) -> Self {
         self.ns(pool_id, namespace).v1_children.push(link);
+        self
+    }
+
+    /// An omap entry with key `key` that does not decode, in the listing
+    /// of `method` ([`Method::Directory`], [`Method::Trash`],
+    /// [`Method::V1Children`] or [`Method::Tasks`]). In the directory and
+    /// the trash, a key `id_<id>` names the image `<id>`.
+    pub fn bad_entry(
+        mut self,
+        pool_id: PoolId,
+        namespace: &str,
+        method: Method,
+        key: &str,
+    ) -> Self {
+        let ns = self.ns(pool_id, namespace);
+        ns.bad_entries.push((method, key.into()));
+        self
+    }
+
+    /// A format 1 image, listed by name in the directory's data.
+    pub fn format1_image(mut self, pool_id: PoolId, namespace: &str, name: &str) -> Builder {
+        self.ns(pool_id, namespace).format1.push(name.into());
         self
     }
 
@@ -690,24 +771,27 @@ impl Conn for FakeCluster {
         Ok(state.namespaces.get(&pool.id).cloned().unwrap_or_default())
     }
 
-    async fn directory(&self, loc: &Location) -> Result<Vec<(String, String)>, Error> {
+    async fn directory(&self, loc: &Location) -> Result<Directory, Error> {
         let _g = self.enter(Method::Directory, Some(loc), None).await?;
-        Ok(self.read(loc, |ns| ns.directory.clone()))
+        Ok(self.read(loc, |ns| Directory {
+            images: ns.listing(Method::Directory, &ns.directory),
+            format1: ns.format1.clone(),
+        }))
     }
 
-    async fn trash(&self, loc: &Location) -> Result<Vec<TrashEntry>, Error> {
+    async fn trash(&self, loc: &Location) -> Result<Listing<TrashEntry>, Error> {
         let _g = self.enter(Method::Trash, Some(loc), None).await?;
-        Ok(self.read(loc, |ns| ns.trash.clone()))
+        Ok(self.read(loc, |ns| ns.listing(Method::Trash, &ns.trash)))
     }
 
-    async fn v1_children(&self, loc: &Location) -> Result<Vec<V1ChildLink>, Error> {
+    async fn v1_children(&self, loc: &Location) -> Result<Listing<V1ChildLink>, Error> {
         let _g = self.enter(Method::V1Children, Some(loc), None).await?;
-        Ok(self.read(loc, |ns| ns.v1_children.clone()))
+        Ok(self.read(loc, |ns| ns.listing(Method::V1Children, &ns.v1_children)))
     }
 
-    async fn tasks(&self, loc: &Location) -> Result<Vec<QueuedTask>, Error> {
+    async fn tasks(&self, loc: &Location) -> Result<Listing<QueuedTask>, Error> {
         let _g = self.enter(Method::Tasks, Some(loc), None).await?;
-        Ok(self.read(loc, |ns| ns.tasks.clone()))
+        Ok(self.read(loc, |ns| ns.listing(Method::Tasks, &ns.tasks)))
     }
 
     async fn header(&self, loc: &Location, image_id: &str) -> Result<Option<ImageHeader>, Error> {
@@ -794,7 +878,7 @@ mod tests {
         assert!(c.namespaces(&pools[0]).await.unwrap().is_empty());
         let t = loc(2, "t");
         let dir = c.directory(&t).await.unwrap();
-        assert_eq!(dir.len(), 2);
+        assert_eq!(dir.images.entries.len(), 2);
         let h = c.header(&t, "c").await.unwrap().unwrap();
         assert_eq!(h.parent.as_ref().unwrap().image_id, "g");
         assert_eq!(h.snap_ids, vec![3, 5]);
@@ -804,7 +888,7 @@ mod tests {
         assert_eq!(c.header(&t, "v").await.unwrap(), None);
         assert_eq!(c.snapshots(&t, "v", &[1]).await.unwrap(), None);
         let d = loc(2, "");
-        assert_eq!(c.trash(&d).await.unwrap()[0].id, "x");
+        assert_eq!(c.trash(&d).await.unwrap().entries[0].id, "x");
         assert_eq!(
             c.image_name(&d, "x").await.unwrap(),
             Some(("old".into(), true))

@@ -23,6 +23,7 @@ unsafe extern "C" {
         input_len: usize,
     ) -> c_int;
     pub fn rbdx_batch_list_watchers(b: *mut RbdxBatch) -> c_int;
+    pub fn rbdx_batch_read(b: *mut RbdxBatch) -> c_int;
     pub fn rbdx_batch_omap_get_vals(
         b: *mut RbdxBatch,
         start_after: *const c_char,

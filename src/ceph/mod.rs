@@ -66,6 +66,56 @@ pub struct ImageHeader {
     pub locks: Vec<Lock>,
 }
 
+/// An omap entry that did not decode, left out of its listing.
+#[derive(Debug)]
+pub struct BadEntry {
+    /// The image the entry is about, when its key names one (`id_<id>`
+    /// in `rbd_directory` and `rbd_trash`).
+    pub image_id: Option<String>,
+    /// What did not decode, naming the object and the key.
+    pub error: Error,
+}
+
+/// The entries of one omap listing that decoded, and those that did not:
+/// one bad entry never hides the others.
+#[derive(Debug)]
+pub struct Listing<T> {
+    /// Entries that decoded, in key order.
+    pub entries: Vec<T>,
+    /// Entries that did not.
+    pub bad: Vec<BadEntry>,
+}
+
+impl<T> Default for Listing<T> {
+    fn default() -> Self {
+        Listing {
+            entries: Vec::new(),
+            bad: Vec::new(),
+        }
+    }
+}
+
+impl<T> Listing<T> {
+    /// A listing of entries that all decoded.
+    pub fn of(entries: Vec<T>) -> Listing<T> {
+        Listing {
+            entries,
+            bad: Vec::new(),
+        }
+    }
+}
+
+/// What one `rbd_directory` lists.
+#[derive(Debug, Default)]
+pub struct Directory {
+    /// Format 2 images (omap keys `id_<id>`): id and name pairs, and the
+    /// entries that did not decode.
+    pub images: Listing<(String, String)>,
+    /// Names of format 1 images, from the object's data (a TMAP holding
+    /// names only; their headers are `<name>.rbd`).
+    pub format1: Vec<String>,
+}
+
 /// What the sampler needs from a cluster. Every method is one or a few
 /// RADOS round trips; none opens an image with librbd.
 ///
@@ -79,27 +129,37 @@ pub trait Conn: Send + Sync + 'static {
         &self,
         pool: &PoolInfo,
     ) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
-    /// `rbd_directory`: image id and name pairs.
-    fn directory(
+    /// `rbd_directory`: image id and name pairs, and the names of format 1
+    /// images. An entry that does not decode is left out and returned as
+    /// a [`BadEntry`]; only a failed read of the object is an error.
+    fn directory(&self, loc: &Location) -> impl Future<Output = Result<Directory, Error>> + Send;
+    /// `rbd_trash` entries (bad entries as for [`Conn::directory`]).
+    fn trash(
         &self,
         loc: &Location,
-    ) -> impl Future<Output = Result<Vec<(String, String)>, Error>> + Send;
-    /// `rbd_trash` entries.
-    fn trash(&self, loc: &Location) -> impl Future<Output = Result<Vec<TrashEntry>, Error>> + Send;
-    /// `rbd_children`: v1 clone links whose children are in this location.
+    ) -> impl Future<Output = Result<Listing<TrashEntry>, Error>> + Send;
+    /// `rbd_children`: v1 clone links whose children are in this location
+    /// (bad entries as for [`Conn::directory`]).
     fn v1_children(
         &self,
         loc: &Location,
-    ) -> impl Future<Output = Result<Vec<V1ChildLink>, Error>> + Send;
-    /// `rbd_task`: tasks queued by the mgr.
-    fn tasks(&self, loc: &Location) -> impl Future<Output = Result<Vec<QueuedTask>, Error>> + Send;
-    /// One compound read of `rbd_header.<image_id>`.
+    ) -> impl Future<Output = Result<Listing<V1ChildLink>, Error>> + Send;
+    /// `rbd_task`: tasks queued by the mgr (bad entries as for
+    /// [`Conn::directory`]).
+    fn tasks(
+        &self,
+        loc: &Location,
+    ) -> impl Future<Output = Result<Listing<QueuedTask>, Error>> + Send;
+    /// One compound read of `rbd_header.<image_id>`. A step of it that
+    /// fails (other than one whose failure means "absent", see
+    /// `conn_impl.rs`) fails the read with [`Error::PartialRead`].
     fn header(
         &self,
         loc: &Location,
         image_id: &str,
     ) -> impl Future<Output = Result<Option<ImageHeader>, Error>> + Send;
-    /// One compound read of the snapshots `snap_ids` of an image.
+    /// One compound read of the snapshots `snap_ids` of an image; a failed
+    /// step fails it as for [`Conn::header`].
     fn snapshots(
         &self,
         loc: &Location,

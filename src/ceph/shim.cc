@@ -21,12 +21,12 @@
 
 namespace {
 
-enum StepKind { EXEC = 1, WATCHERS = 2, OMAP = 3 };
+enum StepKind { EXEC = 1, WATCHERS = 2, OMAP = 3, READ = 4 };
 
 struct Step {
   StepKind kind;
   int rval = 0;
-  ceph::bufferlist out;                       // EXEC
+  ceph::bufferlist out;                       // EXEC, READ
   std::list<obj_watch_t> watchers;            // WATCHERS
   std::map<std::string, ceph::bufferlist> kv; // OMAP
   bool more = false;                          // OMAP
@@ -106,6 +106,18 @@ int rbdx_batch_omap_get_vals(rbdx_batch* b, const char* start_after,
   }
 }
 
+// The whole of the object's data. Not FAILOK: a failed read fails the
+// batch (a missing object fails it with -ENOENT anyway).
+int rbdx_batch_read(rbdx_batch* b) {
+  try {
+    Step* s = push(b, READ);
+    b->op.read(0, 0, &s->out, &s->rval);
+    return (int)b->index.size() - 1;
+  } catch (...) {
+    return -ENOMEM;
+  }
+}
+
 static void on_complete(librados::completion_t, void* arg) {
   rbdx_batch* b = static_cast<rbdx_batch*>(arg);
   b->rc = b->completion->get_return_value();
@@ -147,10 +159,11 @@ int rbdx_step_rval(const rbdx_batch* b, size_t i) {
   return b->index[i]->rval;
 }
 
-// The output bytes of an EXEC step. The pointer is valid until the batch is
-// freed.
+// The output bytes of an EXEC or READ step. The pointer is valid until the
+// batch is freed.
 int rbdx_step_output(rbdx_batch* b, size_t i, const char** data, size_t* len) {
-  if (i >= b->index.size() || b->index[i]->kind != EXEC) return -EINVAL;
+  if (i >= b->index.size()) return -EINVAL;
+  if (b->index[i]->kind != EXEC && b->index[i]->kind != READ) return -EINVAL;
   Step* s = b->index[i];
   *len = s->out.length();
   *data = *len ? s->out.c_str() : "";

@@ -58,6 +58,8 @@ impl Library {
         self.rt
             .block_on(self.conn.directory(&loc))
             .expect("directory")
+            .images
+            .entries
     }
 
     /// A sampler of `pool` alone, `max_inflight` ops in flight.
