@@ -148,6 +148,7 @@ impl Cycle {
                 .filter(|p| p.outcome.is_ok());
             if let Some(prev) = previous {
                 pool.outcome = prev.outcome.clone();
+                pool.mirror_daemons = prev.mirror_daemons.clone();
             }
         }
         // Pools that went away stop being reported.

@@ -64,6 +64,9 @@ pub struct PoolSample {
     /// Images left out of an otherwise good sample (e.g. an undecodable
     /// header), each counted as a sample error.
     pub skipped: Vec<SampleError>,
+    /// The rbd-mirror daemons replaying into this pool: the watchers of its
+    /// `rbd_mirror_leader` object (empty when the pool is not mirrored to).
+    pub mirror_daemons: Vec<Watcher>,
 }
 
 /// What one RBD namespace of a pool holds.
