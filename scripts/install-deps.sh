@@ -4,7 +4,8 @@
 #   scripts/install-deps.sh            (as root, or with sudo available)
 # - Ceph Pacific daemons and CLI for the throwaway cluster (scripts/cluster.sh);
 #   ceph-mgr pulls ceph-mgr-modules-core, whose rbd_support module (`ceph rbd task
-#   add flatten`) runs without any extra Python package.
+#   add flatten`) runs without any extra Python package. rbd-mirror for the
+#   two-cluster mirroring test (scripts/mirror.sh, tests/mirror.rs).
 # - librados/librbd headers for the exporter's build.
 # - python3-rados/python3-rbd for scripts/seed.py and scripts/holder.py (they work only
 #   with /usr/bin/python3, Debian's interpreter).
@@ -13,7 +14,7 @@
 set -euo pipefail
 
 PACKAGES=(
-    ceph-mon ceph-osd ceph-mgr ceph-common
+    ceph-mon ceph-osd ceph-mgr ceph-common rbd-mirror
     librados-dev librbd-dev libradospp-dev
     python3-rados python3-rbd
     prometheus prometheus-alertmanager

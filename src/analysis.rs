@@ -745,6 +745,7 @@ pub(crate) mod fixtures {
                     duration_seconds: 0.25,
                     outcome: Ok(nss),
                     skipped: vec![],
+                    mirror_daemons: vec![],
                 },
             );
         }

@@ -242,6 +242,7 @@ impl Cycle {
             errors.push(format!("{}: {}", pool.name, e.message));
             if let Some(prev) = previous {
                 pool.outcome = prev.outcome.clone();
+                pool.mirror_daemons = prev.mirror_daemons.clone();
             }
         }
         // Pools that went away stop being reported.
@@ -535,7 +536,7 @@ mod tests {
         let text = std::str::from_utf8(&second.metrics).unwrap();
         assert!(
             text.contains(
-                "ceph_rbd_snapshot_children{image=\"parent\",namespace=\"\",pool=\"volumes\",snapshot=\"base\"} 1"
+                "ceph_rbd_snapshot_children{image=\"parent\",image_id=\"p\",namespace=\"\",pool=\"volumes\",snapshot=\"base\"} 1"
             ),
             "{text}"
         );

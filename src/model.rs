@@ -65,6 +65,9 @@ pub struct PoolSample {
     /// failed in part or did not decode, an omap entry that did not
     /// decode), each counted as a sample error.
     pub skipped: Vec<Skipped>,
+    /// The rbd-mirror daemons replaying into this pool: the watchers of its
+    /// `rbd_mirror_leader` object (empty when the pool is not mirrored to).
+    pub mirror_daemons: Vec<Watcher>,
 }
 
 /// One thing left out of an otherwise good pool sample.

@@ -7,7 +7,9 @@
 use crate::ceph::{BadEntry, Conn, ImageHeader, PoolInfo};
 use crate::clock::now_unix;
 use crate::error::Error;
-use crate::model::{Image, Location, NamespaceSample, PoolSample, Sample, SampleError, Skipped};
+use crate::model::{
+    Image, Location, NamespaceSample, PoolSample, Sample, SampleError, Skipped, Watcher,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
@@ -180,20 +182,48 @@ fn failed_pool(pool: PoolInfo, error: SampleError, since: Instant) -> PoolSample
         duration_seconds: since.elapsed().as_secs_f64(),
         outcome: Err(error),
         skipped: Vec::new(),
+        mirror_daemons: Vec::new(),
     }
 }
 
 async fn sample_pool<C: Conn>(conn: Arc<C>, pool: PoolInfo, limit: Limit) -> PoolSample {
     let t0 = Instant::now();
     let mut skipped = Vec::new();
-    let outcome = sample_pool_namespaces(&conn, &pool, &limit, &mut skipped).await;
+    // The rbd-mirror daemons first: when they cannot be read the pool
+    // fails, so the cycle keeps its last good data (daemons included)
+    // rather than judging the daemons' watches as anyone's.
+    let outcome = async {
+        let daemons = mirror_daemons(&conn, &pool, &limit).await?;
+        let namespaces = sample_pool_namespaces(&conn, &pool, &limit, &mut skipped).await?;
+        Ok::<_, Error>((daemons, namespaces))
+    }
+    .await;
+    let (mirror_daemons, outcome) = match outcome {
+        Ok((daemons, namespaces)) => (daemons, Ok(namespaces)),
+        Err(e) => (Vec::new(), Err(sample_error(&e))),
+    };
     PoolSample {
         pool_id: pool.id,
         name: pool.name,
         duration_seconds: t0.elapsed().as_secs_f64(),
-        outcome: outcome.map_err(|e| sample_error(&e)),
+        outcome,
         skipped,
+        mirror_daemons,
     }
+}
+
+/// The watchers of the pool's `rbd_mirror_leader`, holding one permit.
+async fn mirror_daemons<C: Conn>(
+    conn: &Arc<C>,
+    pool: &PoolInfo,
+    limit: &Limit,
+) -> Result<Vec<Watcher>, Error> {
+    let _permit = limit
+        .permits
+        .acquire()
+        .await
+        .expect("semaphore never closes");
+    conn.mirror_daemons(pool).await
 }
 
 async fn sample_pool_namespaces<C: Conn>(

@@ -6,6 +6,7 @@
 //! it for an [`Attribution`], a fixed picture that analysis judges with.
 
 pub mod inventory;
+pub mod mirror;
 pub mod rdns;
 
 use crate::analysis::{
@@ -48,7 +49,8 @@ pub struct SourceOpinion {
 
 impl Attribution {
     /// Analyses a sample with every verdict this attribution can give:
-    /// infrastructure hosts first (never orphans), then the image's own
+    /// infrastructure hosts and rbd-mirror daemons first (never orphans;
+    /// the daemons are learned from the cluster), then the image's own
     /// state (deleted, trashed), then the attachment sources and inventory.
     /// `first_seen` holds the first-seen times of watchers seen before.
     pub fn analyse(
@@ -57,9 +59,10 @@ impl Attribution {
         settings: &Settings,
         first_seen: &FirstSeenTimes,
     ) -> Analysis {
+        let mirror = mirror::MirrorDaemons::of(sample);
         let judges = Judges {
             hosts: self,
-            classifiers: &[&Infrastructure(self), &ImageStateClassifier, self],
+            classifiers: &[&Infrastructure(self), &mirror, &ImageStateClassifier, self],
             first_seen,
         };
         analysis::analyse_with(sample, settings, &judges)

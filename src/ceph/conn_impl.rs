@@ -7,7 +7,7 @@ use super::batch::{Batch, Done, OmapEntry, Step};
 use super::decode::{self, CEPH_NOSNAP, DecodeError};
 use super::{BadEntry, Conn, Directory, ImageHeader, Listing, PoolInfo, RadosConn, rbd};
 use crate::error::{Error, libc_errno};
-use crate::model::{Location, QueuedTask, Snapshot, TrashEntry, V1ChildLink};
+use crate::model::{Location, QueuedTask, Snapshot, TrashEntry, V1ChildLink, Watcher};
 use std::sync::atomic::Ordering;
 
 /// Omap entries asked for per page; big directories take several pages.
@@ -487,6 +487,21 @@ impl Conn for RadosConn {
             }
         }
         Ok(None)
+    }
+
+    async fn mirror_daemons(&self, pool: &PoolInfo) -> Result<Vec<Watcher>, Error> {
+        let loc = Location {
+            pool_id: pool.id,
+            namespace: String::new(),
+        };
+        let (oid, what) = (rbd::MIRROR_LEADER, "watcher list");
+        let mut b = Batch::new();
+        let step = b.list_watchers()?;
+        let Some(done) = self.run(&loc, oid, b, what).await? else {
+            return Ok(Vec::new());
+        };
+        done.watchers(step)
+            .map_err(|rc| self.rados_error(&loc, oid, what, rc))
     }
 
     fn ops_sent(&self) -> u64 {

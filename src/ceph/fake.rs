@@ -61,6 +61,8 @@ pub enum Method {
     Snapshots,
     /// [`Conn::image_name`].
     ImageName,
+    /// [`Conn::mirror_daemons`].
+    MirrorDaemons,
 }
 
 impl Method {
@@ -70,6 +72,7 @@ impl Method {
             Method::Pools => "mon command",
             Method::Header => "header read",
             Method::Snapshots => "snapshot read",
+            Method::MirrorDaemons => "watcher list",
             _ => "omap read",
         }
     }
@@ -83,6 +86,7 @@ impl Method {
             Method::Trash => "rbd_trash".into(),
             Method::V1Children => "rbd_children".into(),
             Method::Tasks => "rbd_task".into(),
+            Method::MirrorDaemons => "rbd_mirror_leader".into(),
             Method::Header | Method::Snapshots => {
                 format!("rbd_header.{}", image_id.unwrap_or_default())
             }
@@ -442,6 +446,9 @@ pub struct Builder {
     /// them.
     namespaces: BTreeMap<PoolId, Vec<String>>,
     data: BTreeMap<Location, Namespace>,
+    /// Watchers of each pool's `rbd_mirror_leader`; a pool without an
+    /// entry has no such object.
+    mirror_daemons: BTreeMap<PoolId, Vec<Watcher>>,
     faults: Vec<Fault>,
     latency: Duration,
 }
@@ -583,6 +590,17 @@ impl Builder {
     /// An `rbd_task` entry.
     pub fn task(mut self, pool_id: PoolId, namespace: &str, task: QueuedTask) -> Builder {
         self.ns(pool_id, namespace).tasks.push(task);
+        self
+    }
+
+    /// An rbd-mirror daemon's watch on the pool's `rbd_mirror_leader`.
+    pub fn mirror_daemon(mut self, pool_id: PoolId, client: &str, address: &str) -> Builder {
+        let daemons = self.mirror_daemons.entry(pool_id).or_default();
+        daemons.push(Watcher {
+            client: client.into(),
+            address: address.into(),
+            cookie: daemons.len() as u64 + 1,
+        });
         self
     }
 
@@ -834,6 +852,17 @@ impl Conn for FakeCluster {
                 None => trashed().map(|t| (t.name.clone(), true)),
             }
         }))
+    }
+
+    async fn mirror_daemons(&self, pool: &PoolInfo) -> Result<Vec<Watcher>, Error> {
+        let l = loc(pool.id, "");
+        let _g = self.enter(Method::MirrorDaemons, Some(&l), None).await?;
+        let state = self.lock_state();
+        Ok(state
+            .mirror_daemons
+            .get(&pool.id)
+            .cloned()
+            .unwrap_or_default())
     }
 
     fn ops_sent(&self) -> u64 {

@@ -173,6 +173,14 @@ pub trait Conn: Send + Sync + 'static {
         loc: &Location,
         image_id: &str,
     ) -> impl Future<Output = Result<Option<(String, bool)>, Error>> + Send;
+    /// Watchers of the pool's `rbd_mirror_leader` object: every rbd-mirror
+    /// daemon replaying into this pool watches it. Empty when the object
+    /// does not exist (no daemon ever served the pool); any other failure
+    /// is an error, never an empty list.
+    fn mirror_daemons(
+        &self,
+        pool: &PoolInfo,
+    ) -> impl Future<Output = Result<Vec<Watcher>, Error>> + Send;
     /// RADOS operations sent so far (each compound read counts once).
     fn ops_sent(&self) -> u64;
 }

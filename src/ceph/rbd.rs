@@ -17,6 +17,10 @@ use crate::model::{
 /// The lock librbd uses for both the exclusive-lock feature and `rbd lock add`.
 pub(super) const RBD_LOCK_NAME: &str = "rbd_lock";
 
+/// The object every rbd-mirror daemon replaying into a pool watches (in the
+/// pool's default namespace): its leader election.
+pub(super) const MIRROR_LEADER: &str = "rbd_mirror_leader";
+
 /// `ClsLockType` of a shared lock.
 const LOCK_SHARED: u8 = 2;
 

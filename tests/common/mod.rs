@@ -265,6 +265,11 @@ pub struct Holder(pub Child);
 
 impl Holder {
     pub fn start(pool: &str, image: &str, extra: &[&str]) -> Holder {
+        Self::start_on(&conf(), pool, image, extra)
+    }
+
+    /// A holder on another cluster than the test cluster.
+    pub fn start_on(conf: &str, pool: &str, image: &str, extra: &[&str]) -> Holder {
         let ready =
             std::env::temp_dir().join(format!("holder-{}-{image}.ready", std::process::id()));
         let _ = std::fs::remove_file(&ready);
@@ -272,7 +277,7 @@ impl Holder {
             .arg(repo().join("scripts/holder.py"))
             .args([
                 "--conf",
-                &conf(),
+                conf,
                 "--pool",
                 pool,
                 "--image",
