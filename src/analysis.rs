@@ -169,6 +169,12 @@ pub struct ImageStateClassifier;
 impl OrphanClassifier for ImageStateClassifier {
     fn classify(&self, ctx: &WatcherContext<'_>) -> Option<Verdict> {
         if ctx.image.in_trash {
+            // `rbd trash rm` and the mgr's `trash remove` task mark the
+            // entry `removing` and hold a watch while they delete it
+            // (`moving`, `restoring` likewise): Ceph's own work.
+            if ctx.trash.is_some_and(|t| t.state != TRASH_STATE_NORMAL) {
+                return Some(Verdict::Legitimate);
+            }
             match ctx.trash.map(|t| t.source.as_str()) {
                 // Ceph itself is working on it: `rbd rm` (which moves the
                 // image to the trash first and then removes it holding a
@@ -187,6 +193,8 @@ impl OrphanClassifier for ImageStateClassifier {
     }
 }
 
+/// Trash state of an entry nothing is working on.
+pub const TRASH_STATE_NORMAL: &str = "normal";
 /// Trash source of an image `rbd rm` is removing.
 pub const TRASH_SOURCE_REMOVING: &str = "removing";
 /// Trash source of a live migration's source image.
@@ -1018,6 +1026,7 @@ mod tests {
                 source: "user".into(),
                 deletion_time: 0,
                 deferment_end_time: 0,
+                state: "normal".into(),
             },
         );
         let s = sample(vec![(1, "volumes", vec![ns])]);
@@ -1161,6 +1170,7 @@ mod tests {
                     source: source.into(),
                     deletion_time: 0,
                     deferment_end_time: 0,
+                    state: "normal".into(),
                 },
             );
         }
@@ -1174,6 +1184,20 @@ mod tests {
             assert_eq!(verdict(id), Verdict::Legitimate, "{id}");
         }
         assert_eq!(a.namespaces[&(1, String::new())].orphaned_watchers, 2);
+
+        // A user-trashed image being removed (`rbd trash rm`, the mgr's
+        // `trash remove` task) is Ceph's own work too.
+        let mut s = s;
+        let ns = match &mut s.pools.get_mut(&1).unwrap().outcome {
+            Ok(nss) => &mut nss[0],
+            Err(_) => unreachable!(),
+        };
+        ns.trash.get_mut("u").unwrap().state = "removing".into();
+        let a = analyse(&s, &Settings::default());
+        assert_eq!(
+            a.images[&key(1, "u")].watchers[0].verdict,
+            Verdict::Legitimate
+        );
     }
 
     #[test]

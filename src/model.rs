@@ -354,6 +354,11 @@ pub struct TrashEntry {
     pub deletion_time: u64,
     /// Unix seconds before which it may not be purged.
     pub deferment_end_time: u64,
+    /// What Ceph is doing with it: `normal`, or `moving`, `removing`,
+    /// `restoring` while `rbd trash mv`/`rm`/`restore` (or the mgr's `trash
+    /// remove` task) works on it; a number for a state this exporter does
+    /// not know.
+    pub state: String,
 }
 
 /// A task queued in `rbd_task` by the mgr's rbd_support module.

@@ -3,6 +3,8 @@
 //! - an `rbd rm` of a large image in progress (the image sits in the trash
 //!   with source `removing`, the rbd CLI holds its watch and lock) is no
 //!   orphan;
+//! - an `rbd trash rm` of a large trashed image in progress (the entry
+//!   marked `removing`, the CLI holding a watch) is no orphan either;
 //! - a layering-only clone with a snapshot, flattened: no parent (as `rbd
 //!   info` says), no flatten pending, still a child of the parent snapshot
 //!   (as `rbd children` says), and `explain` of the parent says to remove
@@ -154,6 +156,51 @@ fn rbd_rm_in_progress_is_not_an_orphan() {
         "ceph_rbd_pool_orphaned_watchers{{namespace=\"\",pool=\"{}\"}} 0",
         pool.0
     )));
+}
+
+#[test]
+fn rbd_trash_rm_in_progress_is_not_an_orphan() {
+    let pool = Pool::new("vd-trashrm");
+    let spec = format!("{}/big", pool.0);
+    rbd(&["create", "--size", "20T", &spec]);
+    rbd(&["trash", "mv", &spec]);
+    let id = rbd_json(&["trash", "ls", &pool.0]).as_array().unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let trashed_and_held = |images: &[Value]| {
+        images
+            .iter()
+            .find(|i| i["id"] == id.as_str())
+            .filter(|i| !i["watchers"].as_array().unwrap().is_empty())
+            .cloned()
+    };
+    // (That a user-trashed image held open by a client is an orphan is
+    // shown by the seeded volume-trashed-held in tests/cluster.rs.)
+    let _rm = Killed(
+        Command::new("rbd")
+            .args(["trash", "rm", "--no-progress", &format!("{}/{id}", pool.0)])
+            .env("CEPH_CONF", conf())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let t0 = Instant::now();
+    let img = loop {
+        let images = dump(&["--pools", &pool.0]);
+        if let Some(i) = trashed_and_held(&images) {
+            break i;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "rbd trash rm never got going"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    for w in img["watchers"].as_array().unwrap() {
+        assert_eq!(w["orphan_reason"], Value::Null, "{img}");
+    }
 }
 
 #[test]

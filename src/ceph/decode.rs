@@ -720,6 +720,17 @@ pub fn trash_spec(b: &[u8]) -> Result<TrashSpec> {
     })
 }
 
+/// Name of a `TrashImageState`: what Ceph is doing with a trashed image.
+pub fn trash_state_name(state: u8) -> String {
+    match state {
+        0 => "normal".to_owned(),
+        1 => "moving".to_owned(),
+        2 => "removing".to_owned(),
+        3 => "restoring".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 /// Name of a `TrashImageSource` (Pacific's `rbd_trash_image_source_t`):
 /// `user`, `mirroring`, `migration`, `removing`, `user_parent`; any other
 /// value as its number.

@@ -522,6 +522,7 @@ impl Builder {
             source: "user".into(),
             deletion_time: 0,
             deferment_end_time: 0,
+            state: "normal".into(),
         });
         ns.images.insert(image.id.clone(), image);
         self

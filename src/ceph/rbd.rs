@@ -109,6 +109,7 @@ pub(super) fn trash_entry(id: String, spec: TrashSpec) -> TrashEntry {
         source: trash_source_name(spec.source),
         deletion_time: spec.deletion_time,
         deferment_end_time: spec.deferment_end_time,
+        state: super::decode::trash_state_name(spec.state),
     }
 }
 
