@@ -11,7 +11,8 @@ echo "== layout: no import circles, no function over 80 lines, librados only in 
 python3 scripts/check-layout.py
 
 echo "== unit tests"
-cargo test --release --locked --lib --bins
+# Bounded: they take seconds; a hang fails here instead of eating CI's time.
+timeout 600 cargo test --release --locked --lib --bins
 
 echo "== alert rules: promtool check rules, promtool test rules, amtool check-config"
 promtool check rules alerts/ceph-rbd-exporter.rules.yml

@@ -389,6 +389,17 @@ mod tests {
         cv: Condvar,
     }
 
+    /// Opens the gate when dropped, also while a failed assertion unwinds:
+    /// a resolver thread left waiting at a closed gate would make the test
+    /// runtime's shutdown wait for it forever, hiding the failure as a hang.
+    struct OpenOnDrop<'a>(&'a Gate);
+
+    impl Drop for OpenOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.open();
+        }
+    }
+
     impl Gate {
         fn wait(&self) {
             let mut open = self.open.lock().unwrap();
@@ -492,6 +503,7 @@ mod tests {
             slow: [slow].into(),
             ..Default::default()
         });
+        let _open = OpenOnDrop(&fake.gate);
         let r = rdns(&fake, LONG, LONG, LONG);
         let t = Instant::now();
         let got = r.resolve(&[fast, slow], Duration::from_millis(200)).await;
@@ -593,6 +605,7 @@ mod tests {
             slow: [slow].into(),
             ..Default::default()
         });
+        let _open = OpenOnDrop(&fake.gate);
         let r = rdns(&fake, Duration::from_millis(100), LONG, LONG);
         let t = Instant::now();
         // The budget is long; the lookup timeout ends the wait.
