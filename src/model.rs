@@ -65,8 +65,11 @@ pub struct PoolSample {
     /// failed in part or did not decode, an omap entry that did not
     /// decode), each counted as a sample error.
     pub skipped: Vec<Skipped>,
-    /// The rbd-mirror daemons replaying into this pool: the watchers of its
-    /// `rbd_mirror_leader` object (empty when the pool is not mirrored to).
+    /// The rbd-mirror daemons seen in this pool: the watchers of its
+    /// `rbd_mirror_leader` object (the daemons replaying into it), and of
+    /// its `rbd_mirroring` object (the same daemons, and on a primary site
+    /// the peer connections of the remote daemons replaying from it), one
+    /// entry per address; empty when the pool is not mirrored.
     pub mirror_daemons: Vec<Watcher>,
 }
 

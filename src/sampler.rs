@@ -212,7 +212,10 @@ async fn sample_pool<C: Conn>(conn: Arc<C>, pool: PoolInfo, limit: Limit) -> Poo
     }
 }
 
-/// The watchers of the pool's `rbd_mirror_leader`, holding one permit.
+/// The rbd-mirror daemons seen in the pool: the watchers of its
+/// `rbd_mirror_leader` (the daemons of this site), then those of its
+/// `rbd_mirroring` (the same daemons, and on a primary site the peer
+/// connections of the remote sites' daemons), holding one permit.
 async fn mirror_daemons<C: Conn>(
     conn: &Arc<C>,
     pool: &PoolInfo,
@@ -223,7 +226,13 @@ async fn mirror_daemons<C: Conn>(
         .acquire()
         .await
         .expect("semaphore never closes");
-    conn.mirror_daemons(pool).await
+    let mut daemons = conn.mirror_daemons(pool).await?;
+    for w in conn.mirroring_watchers(pool).await? {
+        if !daemons.iter().any(|d| d.address == w.address) {
+            daemons.push(w);
+        }
+    }
+    Ok(daemons)
 }
 
 async fn sample_pool_namespaces<C: Conn>(

@@ -7,7 +7,9 @@
 //! open. The exporter, run against the SECONDARY without
 //! `--watchers.inventory`, must not call the daemon's watch an orphan, while
 //! a plain client (scripts/holder.py) holding another `.deleted` image there
-//! still is one.
+//! still is one. Against the PRIMARY (no daemon of its own, no
+//! `rbd_mirror_leader`), the same holds for the secondary daemon's peer
+//! connection, recognised by its watch on the pool's `rbd_mirroring`.
 //!
 //! Needs the Ceph packages and rbd-mirror (`make deps`); it fails, never
 //! skips, without them. It does not use the main test cluster
@@ -260,7 +262,7 @@ fn orphaned_series(body: &str, image: &str) -> usize {
 }
 
 #[test]
-fn rbd_mirror_daemons_on_a_secondary_are_never_orphans() {
+fn rbd_mirror_daemons_are_never_orphans_on_the_secondary_nor_on_the_primary() {
     let pair = Pair::start();
     let (mirrored, daemon) = replay_deleted_volume(&pair);
 
@@ -295,10 +297,56 @@ fn rbd_mirror_daemons_on_a_secondary_are_never_orphans() {
     let errors = series(&body, "ceph_rbd_exporter_sample_errors_total");
     assert!(errors.is_empty(), "{errors:?}");
 
-    // The primary has no rbd_mirror_leader: no daemon, and no error (the
-    // dump fails on any pool error). (There the secondary's daemon watches
-    // the image through its peer connection, which has no leader watch:
-    // README, Limits.)
+    // The primary has no rbd_mirror_leader: the secondary's daemon watches
+    // the mirrored image there through its peer connection, which watches
+    // the pool's rbd_mirroring with the same address.
+    let peer = peer_watch(&pair, &mirrored);
+    assert!(
+        pair.watchers("primary", "rbd_mirror_leader").is_empty(),
+        "no daemon of the primary's own"
+    );
+    let plain = format!("volume-{}.deleted", uuid());
+    pair.cli(
+        "primary",
+        "rbd",
+        &["create", "--size", "16M", &spec(&plain)],
+    );
+    let _plain_holder = Holder::start_on(&pair.conf("primary"), POOL, &plain, &[]);
+    let plain_header = format!("rbd_header.{}", pair.image_id("primary", &plain));
+    let holder = pair.watchers("primary", &plain_header);
+    let mirroring = pair.watchers("primary", "rbd_mirroring");
+    assert_eq!(holder.len(), 1, "{holder:?}");
+    assert!(
+        !mirroring.contains(&holder[0]),
+        "a plain librbd client does not watch rbd_mirroring: {mirroring:?}"
+    );
+    // The dump fails on any pool error.
     let primary = dump(&pair.exporter_conf("primary"));
-    assert!(primary.iter().any(|i| i["image"] == mirrored.as_str()));
+    assert_eq!(
+        watcher_verdicts(&primary, &mirrored),
+        vec![(peer, Value::Null)],
+        "the remote daemon's peer watch is seen on the primary, and is no orphan"
+    );
+    let plain_verdicts = watcher_verdicts(&primary, &plain);
+    assert_eq!(plain_verdicts.len(), 1, "{plain_verdicts:?}");
+    assert_eq!(plain_verdicts[0].1, "image_deleted", "{plain_verdicts:?}");
+}
+
+/// Waits for the secondary daemon's peer connection to watch `image` on the
+/// primary with the address it watches the pool's `rbd_mirroring` with;
+/// gives that address.
+fn peer_watch(pair: &Pair, image: &str) -> String {
+    let header = format!("rbd_header.{}", pair.image_id("primary", image));
+    let peer = wait_for(Duration::from_secs(30), "the peer's watch", || {
+        let mirroring = pair.watchers("primary", "rbd_mirroring");
+        let on_header = pair.watchers("primary", &header);
+        on_header.into_iter().find(|a| mirroring.contains(a))
+    });
+    peer.unwrap_or_else(|| {
+        panic!(
+            "no watcher of {header} on the primary watches rbd_mirroring: header {:?}, rbd_mirroring {:?}",
+            pair.watchers("primary", &header),
+            pair.watchers("primary", "rbd_mirroring")
+        )
+    })
 }

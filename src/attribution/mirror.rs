@@ -1,10 +1,14 @@
 //! rbd-mirror daemons, learned from the cluster: no inventory needed.
 //!
 //! Every rbd-mirror daemon replaying into a pool watches that pool's
-//! `rbd_mirror_leader` object (the sampler records the watchers per pool,
-//! `PoolSample::mirror_daemons`). On a secondary site the daemon holds the
+//! `rbd_mirror_leader` object and its `rbd_mirroring` object; through its
+//! peer connection to a remote primary site it watches that site's
+//! `rbd_mirroring` too, but no `rbd_mirror_leader` there. The sampler
+//! records the watchers of both objects per pool
+//! (`PoolSample::mirror_daemons`). On a secondary site the daemon holds the
 //! non-primary images open, including Cinder's `volume-*.deleted` renames
-//! replayed from the primary; those watches are never orphans.
+//! replayed from the primary; on a primary site its peer connection watches
+//! the primary images it replays from. Those watches are never orphans.
 //!
 //! The matching rule is the exact entity address (`ip:port/nonce`), as
 //! observed with Ceph 16.2 (two loopback clusters, snapshot mirroring, one
@@ -16,6 +20,18 @@
 //! address in ANY sampled pool is the daemon; the IP alone is not enough
 //! (any client on the daemon's host shares it), nor the client id (it is
 //! per connection, and says nothing the nonce does not).
+//!
+//! On the primary of a one-way pair (Ceph 16.2, no daemon of its own) the
+//! secondary's daemon connects as `client.rbd-mirror-peer`: that one
+//! connection (`client.4129`, `127.0.0.1:0/3784022237`) watched the
+//! primary pool's `rbd_mirroring` (twice) and the header of each mirrored
+//! image, and nothing watched `rbd_mirror_leader` there. No other client
+//! watched `rbd_mirroring`: not a librbd client holding a mirrored or a
+//! plain image open (scripts/holder.py, also with the exclusive lock),
+//! not `rbd bench`, `rbd status` or `rbd mirror image|pool status`, not the
+//! mgr (`rbd_support`, with a mirror snapshot schedule and a trash purge
+//! schedule on the pool). librbd only notifies `rbd_mirroring`; the watch
+//! is rbd-mirror's pool watcher.
 
 use crate::analysis::{OrphanClassifier, Verdict, WatcherContext};
 use crate::model::Sample;
@@ -29,8 +45,9 @@ pub struct MirrorDaemons {
 }
 
 impl MirrorDaemons {
-    /// The daemons watching `rbd_mirror_leader` in any pool of `sample`
-    /// (failed pools keep their last good list, see `crate::cycle`).
+    /// The daemons watching `rbd_mirror_leader` or `rbd_mirroring` in any
+    /// pool of `sample` (failed pools keep their last good list, see
+    /// `crate::cycle`).
     pub fn of(sample: &Sample) -> MirrorDaemons {
         let addresses = sample
             .pools
@@ -164,6 +181,7 @@ mod tests {
         // image), whichever pool listed it.
         assert_eq!(verdicts(&p), expected_verdicts());
         assert_eq!(c.count(Method::MirrorDaemons), 3);
+        assert_eq!(c.count(Method::MirroringWatchers), 3);
         let metrics = std::str::from_utf8(&p.metrics).unwrap();
         let orphaned = |image: &str| {
             metrics.lines().any(|l| {
@@ -227,5 +245,73 @@ mod tests {
         let key = ("volumes".to_string(), "rados".to_string());
         assert_eq!(p.status.sample_errors_total.get(&key), Some(&1));
         assert_eq!(verdicts(&p), expected_verdicts());
+    }
+
+    /// The secondary's daemon's peer connection, as seen on the primary.
+    const PEER: &str = "127.0.0.1:0/3784022237";
+
+    /// A one-way primary: no `rbd_mirror_leader`, the remote daemon's peer
+    /// connection watches `rbd_mirroring` and the images it replays.
+    fn primary() -> Arc<FakeCluster> {
+        let deleted = |id: &str, client: &str, address: &str| {
+            FakeImage::new(id, &format!("volume-{id}.deleted")).watcher(client, address, 9)
+        };
+        FakeCluster::builder()
+            .rbd_pool(1, "volumes")
+            .mirroring_watcher(1, "client.4129", PEER)
+            .mirroring_watcher(1, "client.4129", PEER)
+            .image(1, "", deleted("by-peer", "client.4129", PEER))
+            .image(
+                1,
+                "",
+                deleted("by-vm", "client.4165", "127.0.0.1:0/1847862647"),
+            )
+            .build()
+    }
+
+    #[tokio::test]
+    async fn a_remote_daemons_peer_watch_on_a_primary_is_no_orphan() {
+        let c = primary();
+        let p = cycle().step(&c).await;
+        assert!(p.last_error.is_none(), "{:?}", p.last_error);
+        let deleted = Some(OrphanReason::ImageDeleted);
+        assert_eq!(
+            verdicts(&p),
+            vec![("1/by-peer".into(), None), ("1/by-vm".into(), deleted)]
+        );
+        let a = p.analysed.as_ref().unwrap();
+        assert_eq!(
+            a.sample.pools[&1].mirror_daemons.len(),
+            1,
+            "one per address"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_rbd_mirroring_read_fails_the_pool_and_keeps_the_last_daemons() {
+        let c = primary();
+        let mut cycle = cycle();
+        cycle.step(&c).await;
+        c.change(|b| {
+            b.fault(
+                Fault::on(Method::MirroringWatchers, |call| Error::Rados {
+                    what: "watcher list",
+                    pool: call.pool_label.clone(),
+                    object: call.object.clone(),
+                    code: -libc_errno::EACCES,
+                })
+                .pool(1),
+            )
+        });
+        let p = cycle.step(&c).await;
+        let key = ("volumes".to_string(), "rados".to_string());
+        assert_eq!(p.status.sample_errors_total.get(&key), Some(&1));
+        let err = p.last_error.as_deref().unwrap();
+        assert!(err.contains("volumes/rbd_mirroring"), "{err}");
+        let deleted = Some(OrphanReason::ImageDeleted);
+        assert_eq!(
+            verdicts(&p),
+            vec![("1/by-peer".into(), None), ("1/by-vm".into(), deleted)]
+        );
     }
 }

@@ -47,6 +47,27 @@ impl RadosConn {
         }
     }
 
+    /// The watchers of `oid` in the pool's default namespace; none when
+    /// the object does not exist.
+    async fn pool_object_watchers(
+        &self,
+        pool: &PoolInfo,
+        oid: &str,
+    ) -> Result<Vec<Watcher>, Error> {
+        let loc = Location {
+            pool_id: pool.id,
+            namespace: String::new(),
+        };
+        let what = "watcher list";
+        let mut b = Batch::new();
+        let step = b.list_watchers()?;
+        let Some(done) = self.run(&loc, oid, b, what).await? else {
+            return Ok(Vec::new());
+        };
+        done.watchers(step)
+            .map_err(|rc| self.rados_error(&loc, oid, what, rc))
+    }
+
     fn rados_error(&self, loc: &Location, oid: &str, what: &'static str, code: i32) -> Error {
         Error::Rados {
             what,
@@ -490,18 +511,11 @@ impl Conn for RadosConn {
     }
 
     async fn mirror_daemons(&self, pool: &PoolInfo) -> Result<Vec<Watcher>, Error> {
-        let loc = Location {
-            pool_id: pool.id,
-            namespace: String::new(),
-        };
-        let (oid, what) = (rbd::MIRROR_LEADER, "watcher list");
-        let mut b = Batch::new();
-        let step = b.list_watchers()?;
-        let Some(done) = self.run(&loc, oid, b, what).await? else {
-            return Ok(Vec::new());
-        };
-        done.watchers(step)
-            .map_err(|rc| self.rados_error(&loc, oid, what, rc))
+        self.pool_object_watchers(pool, rbd::MIRROR_LEADER).await
+    }
+
+    async fn mirroring_watchers(&self, pool: &PoolInfo) -> Result<Vec<Watcher>, Error> {
+        self.pool_object_watchers(pool, rbd::MIRRORING).await
     }
 
     fn ops_sent(&self) -> u64 {

@@ -63,6 +63,8 @@ pub enum Method {
     ImageName,
     /// [`Conn::mirror_daemons`].
     MirrorDaemons,
+    /// [`Conn::mirroring_watchers`].
+    MirroringWatchers,
 }
 
 impl Method {
@@ -72,7 +74,7 @@ impl Method {
             Method::Pools => "mon command",
             Method::Header => "header read",
             Method::Snapshots => "snapshot read",
-            Method::MirrorDaemons => "watcher list",
+            Method::MirrorDaemons | Method::MirroringWatchers => "watcher list",
             _ => "omap read",
         }
     }
@@ -87,6 +89,7 @@ impl Method {
             Method::V1Children => "rbd_children".into(),
             Method::Tasks => "rbd_task".into(),
             Method::MirrorDaemons => "rbd_mirror_leader".into(),
+            Method::MirroringWatchers => "rbd_mirroring".into(),
             Method::Header | Method::Snapshots => {
                 format!("rbd_header.{}", image_id.unwrap_or_default())
             }
@@ -449,6 +452,9 @@ pub struct Builder {
     /// Watchers of each pool's `rbd_mirror_leader`; a pool without an
     /// entry has no such object.
     mirror_daemons: BTreeMap<PoolId, Vec<Watcher>>,
+    /// Watchers of each pool's `rbd_mirroring`; a pool without an entry
+    /// has no such object.
+    mirroring_watchers: BTreeMap<PoolId, Vec<Watcher>>,
     faults: Vec<Fault>,
     latency: Duration,
 }
@@ -601,6 +607,18 @@ impl Builder {
             client: client.into(),
             address: address.into(),
             cookie: daemons.len() as u64 + 1,
+        });
+        self
+    }
+
+    /// A watch on the pool's `rbd_mirroring`: an rbd-mirror daemon's, e.g.
+    /// a remote daemon's peer connection to this (primary) site.
+    pub fn mirroring_watcher(mut self, pool_id: PoolId, client: &str, address: &str) -> Builder {
+        let watchers = self.mirroring_watchers.entry(pool_id).or_default();
+        watchers.push(Watcher {
+            client: client.into(),
+            address: address.into(),
+            cookie: watchers.len() as u64 + 1,
         });
         self
     }
@@ -861,6 +879,19 @@ impl Conn for FakeCluster {
         let state = self.lock_state();
         Ok(state
             .mirror_daemons
+            .get(&pool.id)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn mirroring_watchers(&self, pool: &PoolInfo) -> Result<Vec<Watcher>, Error> {
+        let l = loc(pool.id, "");
+        let _g = self
+            .enter(Method::MirroringWatchers, Some(&l), None)
+            .await?;
+        let state = self.lock_state();
+        Ok(state
+            .mirroring_watchers
             .get(&pool.id)
             .cloned()
             .unwrap_or_default())

@@ -181,6 +181,15 @@ pub trait Conn: Send + Sync + 'static {
         &self,
         pool: &PoolInfo,
     ) -> impl Future<Output = Result<Vec<Watcher>, Error>> + Send;
+    /// Watchers of the pool's `rbd_mirroring` object: the rbd-mirror
+    /// daemons of this site and, on a primary site, the peer connections
+    /// of the remote sites' daemons (which watch no `rbd_mirror_leader`
+    /// here). Empty when the object does not exist (mirroring never
+    /// enabled); any other failure is an error, never an empty list.
+    fn mirroring_watchers(
+        &self,
+        pool: &PoolInfo,
+    ) -> impl Future<Output = Result<Vec<Watcher>, Error>> + Send;
     /// RADOS operations sent so far (each compound read counts once).
     fn ops_sent(&self) -> u64;
 }

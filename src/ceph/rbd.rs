@@ -21,6 +21,12 @@ pub(super) const RBD_LOCK_NAME: &str = "rbd_lock";
 /// pool's default namespace): its leader election.
 pub(super) const MIRROR_LEADER: &str = "rbd_mirror_leader";
 
+/// The pool's mirroring directory (in its default namespace). Of Ceph's
+/// clients only rbd-mirror's pool watcher watches it, through every
+/// connection it has to the pool, its peer connection to a remote
+/// primary's pool included (librbd only notifies it).
+pub(super) const MIRRORING: &str = "rbd_mirroring";
+
 /// `ClsLockType` of a shared lock.
 const LOCK_SHARED: u8 = 2;
 
