@@ -7,8 +7,8 @@
 #   scripts/mirror.sh stop  DIR   stop everything started in DIR (the daemon,
 #                                 holders, both clusters) and delete DIR; idempotent
 #   scripts/mirror.sh env   DIR   print PRIMARY_CONF=... SECONDARY_CONF=... for `eval`
-# Environment: CEPH_TEST_MIRROR_PRIMARY_PORT (40823), CEPH_TEST_MIRROR_SECONDARY_PORT
-# (40824), CEPH_TEST_MON_ADDR (127.0.0.1). The pool `volumes` is mirrored in
+# Environment: CEPH_TEST_MIRROR_PRIMARY_PORT (30823), CEPH_TEST_MIRROR_SECONDARY_PORT
+# (30824), CEPH_TEST_MON_ADDR (127.0.0.1). The pool `volumes` is mirrored in
 # `image` mode: enable an image with `rbd mirror image enable volumes/IMG snapshot`
 # and push changes (a rename too) with `rbd mirror image snapshot volumes/IMG`;
 # nothing is replayed between mirror snapshots (there is no snapshot schedule).
@@ -19,8 +19,10 @@ set -euo pipefail
 
 cmd=${1:-}
 dir=$(realpath -m "${2:-.mirror}")
-primary_port=${CEPH_TEST_MIRROR_PRIMARY_PORT:-40823}
-secondary_port=${CEPH_TEST_MIRROR_SECONDARY_PORT:-40824}
+# Below the kernel's ephemeral range (32768-60999): a mon port in it can
+# be taken by an outgoing connection of the first cluster (seen once).
+primary_port=${CEPH_TEST_MIRROR_PRIMARY_PORT:-30823}
+secondary_port=${CEPH_TEST_MIRROR_SECONDARY_PORT:-30824}
 pool=volumes
 daemon=rbd-mirror.a
 here=$(dirname "$0")

@@ -14,8 +14,8 @@
 //! Needs the Ceph packages and rbd-mirror (`make deps`); it fails, never
 //! skips, without them. It does not use the main test cluster
 //! (`CEPH_RBD_TEST_CONF`): its clusters listen on 127.0.0.1 ports
-//! `CEPH_TEST_MIRROR_PRIMARY_PORT` (40823) and
-//! `CEPH_TEST_MIRROR_SECONDARY_PORT` (40824), and everything it started
+//! `CEPH_TEST_MIRROR_PRIMARY_PORT` (30823) and
+//! `CEPH_TEST_MIRROR_SECONDARY_PORT` (30824), and everything it started
 //! (daemon, holder, exporter, clusters, directories) is removed when the test
 //! ends, passed or failed. Each wait is bounded; the whole takes ~20 s.
 
