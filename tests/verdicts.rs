@@ -95,12 +95,47 @@ fn run_printed(command: &str) {
     );
 }
 
-struct Killed(Child);
+/// An `rbd` command running in the background, killed when dropped.
+struct Background(Child);
 
-impl Drop for Killed {
+impl Background {
+    fn rbd(args: &[&str]) -> Background {
+        let child = Command::new("rbd")
+            .args(args)
+            .env("CEPH_CONF", conf())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Background(child)
+    }
+}
+
+impl Drop for Background {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Dumps `pool` until an image `is_it` says is the one has a watcher (at
+/// most 60 s; `what` names the command that should have got going).
+fn wait_until_held(pool: &str, what: &str, is_it: impl Fn(&Value) -> bool) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let images = dump(&["--pools", pool]);
+        let held = images
+            .iter()
+            .find(|i| is_it(i))
+            .filter(|i| !i["watchers"].as_array().unwrap().is_empty());
+        if let Some(i) = held {
+            return i.clone();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{what} never got going"
+        );
+        std::thread::sleep(Duration::from_millis(300));
     }
 }
 
@@ -116,33 +151,12 @@ fn rbd_rm_in_progress_is_not_an_orphan() {
         "layering,exclusive-lock",
         &spec,
     ]);
-    let _rm = Killed(
-        Command::new("rbd")
-            .args(["rm", "--no-progress", &spec])
-            .env("CEPH_CONF", conf())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _rm = Background::rbd(&["rm", "--no-progress", &spec]);
     // `rbd rm` moves the image to the trash (source "removing") first,
     // then deletes its objects holding a watch: wait for that state.
-    let t0 = Instant::now();
-    let img = loop {
-        let images = dump(&["--pools", &pool.0]);
-        if let Some(i) = images
-            .iter()
-            .find(|i| i["image"] == "big" && i["in_trash"] == true)
-            .filter(|i| !i["watchers"].as_array().unwrap().is_empty())
-        {
-            break i.clone();
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "rbd rm never got going"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let img = wait_until_held(&pool.0, "rbd rm", |i| {
+        i["image"] == "big" && i["in_trash"] == true
+    });
     // (`rbd trash ls --all` does not list images being removed.)
     for w in img["watchers"].as_array().unwrap() {
         assert_eq!(w["orphan_reason"], Value::Null, "{img}");
@@ -168,36 +182,10 @@ fn rbd_trash_rm_in_progress_is_not_an_orphan() {
         .as_str()
         .unwrap()
         .to_string();
-    let trashed_and_held = |images: &[Value]| {
-        images
-            .iter()
-            .find(|i| i["id"] == id.as_str())
-            .filter(|i| !i["watchers"].as_array().unwrap().is_empty())
-            .cloned()
-    };
     // (That a user-trashed image held open by a client is an orphan is
     // shown by the seeded volume-trashed-held in tests/cluster.rs.)
-    let _rm = Killed(
-        Command::new("rbd")
-            .args(["trash", "rm", "--no-progress", &format!("{}/{id}", pool.0)])
-            .env("CEPH_CONF", conf())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let t0 = Instant::now();
-    let img = loop {
-        let images = dump(&["--pools", &pool.0]);
-        if let Some(i) = trashed_and_held(&images) {
-            break i;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "rbd trash rm never got going"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let _rm = Background::rbd(&["trash", "rm", "--no-progress", &format!("{}/{id}", pool.0)]);
+    let img = wait_until_held(&pool.0, "rbd trash rm", |i| i["id"] == id.as_str());
     for w in img["watchers"].as_array().unwrap() {
         assert_eq!(w["orphan_reason"], Value::Null, "{img}");
     }
