@@ -88,6 +88,11 @@ enter() {
         mount --rbind /dev "$dir/dev"
         mount --bind "$project" "$dir$project"
         mount --bind "$reg" "$dir/root/.cargo/registry"
+        # The host'"'"'s promtool (Go, needs only libc) for the tests that lint the exposition.
+        if [ -x /usr/bin/promtool ]; then
+            touch "$dir/usr/local/bin/promtool"
+            mount --bind /usr/bin/promtool "$dir/usr/local/bin/promtool"
+        fi
         exec chroot "$dir" /usr/bin/env -i HOME=/root LANG=C.UTF-8 \
             PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
             CARGO_HOME=/root/.cargo ${CHROOT_ENV:-} \

@@ -15,8 +15,16 @@ addr=${CEPH_TEST_MON_ADDR:-127.0.0.1}
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
 write_conf() {
-    local fsid
+    local fsid class_dir=
     fsid=$(cat /proc/sys/kernel/random/uuid)
+    # Debian 13's and 14's ceph-osd default to a *relative* class dir
+    # ("lib/x86_64-linux-gnu/rados-classes"): the OSD then finds no cls_rbd unless
+    # started from /usr, and every RBD call fails with EOPNOTSUPP. Name it.
+    local d
+    for d in /usr/lib/x86_64-linux-gnu/rados-classes /usr/lib/*/rados-classes /usr/lib64/rados-classes; do
+        [ -e "$d/libcls_rbd.so" ] && { class_dir=$d; break; }
+    done
+    [ -n "$class_dir" ] || die "no libcls_rbd.so under /usr/lib*/ (is ceph-osd installed?)"
     mkdir -p "$dir"/{mon,osd,mgr,run,log}
     cat >"$dir/ceph.conf" <<CONF
 [global]
@@ -57,6 +65,7 @@ public addr = $addr
 paxos propose interval = 0.05
 [osd.0]
 osd data = $dir/osd
+osd class dir = $class_dir
 admin socket = $dir/run/osd.0.asok
 [mgr.x]
 mgr data = $dir/mgr

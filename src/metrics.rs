@@ -497,7 +497,7 @@ fn source_collectors(sources: &BTreeMap<String, SourceHealth>) -> Vec<Box<dyn Co
         images.with_label_values(&[name]).set(h.images as f64);
         // Make every kind visible at 0 so rate() works from the first error.
         for kind in ["config", "unreachable", "auth", "bad_response"] {
-            errors.with_label_values(&[name, kind]);
+            errors.with_label_values(&[name.as_str(), kind]);
         }
         for (kind, n) in &h.errors_total {
             errors.with_label_values(&[name, kind]).inc_by(*n);

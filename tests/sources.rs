@@ -1047,9 +1047,8 @@ const CONTINUE: &str =
 /// require, if any (shared so a test can rotate it).
 fn kubernetes_api(token: Arc<Mutex<Option<String>>>) -> Handler {
     Arc::new(move |r: &Recorded, _: &str| {
-        if let Some(t) = token.lock().expect("lock").as_deref()
-            && header(r, "authorization") != Some(&format!("Bearer {t}"))
-        {
+        let wanted = token.lock().expect("lock").as_deref().map(|t| format!("Bearer {t}"));
+        if wanted.is_some_and(|w| header(r, "authorization") != Some(w.as_str())) {
             return reply(
                 401,
                 r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#,

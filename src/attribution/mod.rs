@@ -404,9 +404,8 @@ fn client_ips(sample: &Sample, inventory: &Inventory) -> Vec<IpAddr> {
             .map(|w| w.address.as_str())
             .chain(s.image.locks.iter().map(|l| l.address.as_str()));
         for a in addresses {
-            if let Ok(ip) = address_ip(a).parse::<IpAddr>()
-                && inventory.lookup(ip).is_none()
-            {
+            let ip = address_ip(a).parse::<IpAddr>().ok();
+            if let Some(ip) = ip.filter(|ip| inventory.lookup(*ip).is_none()) {
                 ips.insert(ip);
             }
         }

@@ -770,9 +770,7 @@ impl FakeCluster {
             }
             return Err((fault.make)(&call));
         }
-        if let Some(l) = loc
-            && !state.pools.iter().any(|p| p.id == l.pool_id)
-        {
+        if loc.is_some_and(|l| !state.pools.iter().any(|p| p.id == l.pool_id)) {
             // What librados says when opening the I/O context of a pool
             // that does not exist.
             return Err(Error::Rados {

@@ -90,9 +90,8 @@ impl FileSource {
             if entry.image.trim().is_empty() {
                 return Err(self.error(format!("images[{index}].image is empty")));
             }
-            if let Some(hosts) = &entry.hosts
-                && let Some(pos) = hosts.iter().position(|h| h.trim().is_empty())
-            {
+            let blank = (entry.hosts.iter().flatten()).position(|h| h.trim().is_empty());
+            if let Some(pos) = blank {
                 return Err(self.error(format!("images[{index}].hosts[{pos}] is empty")));
             }
             let key = ImageRef {

@@ -33,9 +33,7 @@ impl Webhook {
                 if s.load(Ordering::SeqCst) {
                     break;
                 }
-                if let Ok(conn) = conn
-                    && let Some(n) = Self::serve(conn)
-                {
+                if let Some(n) = conn.ok().and_then(Self::serve) {
                     r.lock().unwrap().push(n);
                 }
             }

@@ -33,9 +33,10 @@ impl Proc {
         let log2 = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains(&marker)
-                    && let Some(addr) = line.split("address=").nth(1)
-                {
+                let addr = Some(&line)
+                    .filter(|l| l.contains(&marker))
+                    .and_then(|l| l.split("address=").nth(1));
+                if let Some(addr) = addr {
                     let _ = tx.send(addr.split_whitespace().next().unwrap().to_string());
                 }
                 log2.lock().unwrap().push(line);
