@@ -1,13 +1,15 @@
 //! Connecting to the cluster and talking to the mons: [`ConnectOptions`],
-//! the start-up [`preflight`](RadosConn::preflight) check, the cluster
-//! handle and its I/O contexts, configuration reads, mon commands, and
-//! parsing the mons' JSON replies (the pool list).
+//! the start-up [`preflight`](RadosConn::preflight) check (with the key
+//! check of `keytype.rs`), the cluster handle and its I/O contexts,
+//! configuration reads, mon commands, and parsing the mons' JSON replies
+//! (the pool list).
 //!
 //! Connection set-up goes through the `ceph` crate's raw bindings; the
 //! compound reads the sampler makes are in `conn_impl.rs`.
 
 use super::batch::Ioctx;
 use super::decode::DecodeError;
+use super::keytype::{CephVersion, KeyProblem, KeyType, keyring_keys, loaded_ceph_version};
 use super::throttle::{InFlight, InFlightGuard, Pacer};
 use super::{PoolInfo, cstring};
 use crate::error::{Error, libc_errno};
@@ -69,20 +71,22 @@ impl Drop for ClusterHandle {
 
 impl RadosConn {
     /// Checks what can be checked without the network: the config file and
-    /// keyring are readable. Errors here are fatal at start.
+    /// keyring are readable, and the loaded librados can read the key it is
+    /// to load (see [`KeyProblem`]). Logs the Ceph release of the loaded
+    /// librados. Errors here are fatal at start.
     pub fn preflight(opts: &ConnectOptions) -> Result<(), Error> {
         std::fs::File::open(&opts.conf_path).map_err(|e| {
             Error::Config(format!("cannot read ceph config {}: {e}", opts.conf_path))
         })?;
+        let version = loaded_ceph_version();
+        let release = version.map_or_else(|| "unknown".to_string(), |v| v.to_string());
+        tracing::info!(ceph_release = %release, "librados loaded");
         let handle = Self::configured_handle(opts)?;
         let keyring = conf_get(&handle, "keyring").unwrap_or_default();
         let key_set = conf_get(&handle, "key").is_some_and(|k| !k.is_empty())
             || conf_get(&handle, "keyfile").is_some_and(|k| !k.is_empty());
         if !key_set && !keyring.is_empty() {
-            let candidates: Vec<&str> = keyring
-                .split([',', ';', ' ', '\t'])
-                .filter(|s| !s.is_empty())
-                .collect();
+            let candidates = search_path(&keyring);
             let readable: Vec<&&str> = candidates
                 .iter()
                 .filter(|p| std::fs::File::open(p).is_ok())
@@ -95,7 +99,10 @@ impl RadosConn {
                 )));
             }
         }
-        Ok(())
+        match key_problem(&handle, &opts.user, version) {
+            Some(problem) if problem.certain() => Err(Error::Config(problem.message())),
+            _ => Ok(()),
+        }
     }
 
     fn configured_handle(opts: &ConnectOptions) -> Result<ClusterHandle, Error> {
@@ -149,12 +156,23 @@ impl RadosConn {
         let handle = Self::configured_handle(opts)?;
         let rc = unsafe { sys::rados_connect(handle.0) };
         if rc < 0 {
-            let message = crate::error::errno_text(rc);
+            let mut message = crate::error::errno_text(rc);
             if rc == -libc_errno::EACCES || rc == -libc_errno::EPERM {
                 return Err(Error::Config(format!(
                     "the cluster rejected client.{} (wrong key or unknown user?): {message}",
                     opts.user
                 )));
+            }
+            // A key librados cannot parse fails the connect at once (error
+            // -5 with Ceph 16.2); after a timeout, the key was loaded.
+            let problem = (rc != -libc_errno::ETIMEDOUT)
+                .then(|| key_problem(&handle, &opts.user, loaded_ceph_version()))
+                .flatten();
+            if let Some(problem) = problem {
+                if problem.certain() {
+                    return Err(Error::Config(problem.message()));
+                }
+                message = format!("{message}; {}", problem.message());
             }
             return Err(Error::Connect {
                 user: opts.user.clone(),
@@ -331,6 +349,55 @@ fn mon_command_blocking(handle: &ClusterHandle, json: &str) -> Result<Vec<u8>, E
         });
     }
     Ok(out)
+}
+
+/// The paths of a keyring search path (`keyring` option), in order.
+fn search_path(keyring: &str) -> Vec<&str> {
+    keyring
+        .split([',', ';', ' ', '\t'])
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The key librados is to load for `client.<user>` that the librados of
+/// `version` cannot, or may not, read. Looked for where Ceph's
+/// `KeyRing::from_ceph_context` (`src/auth/KeyRing.cc`) takes the key from:
+/// the `key` option, else the `keyfile`, else the first readable file of
+/// the keyring search path, every key of it (librados parses the whole
+/// file, and one key it cannot read fails it all).
+fn key_problem(
+    handle: &ClusterHandle,
+    user: &str,
+    version: Option<CephVersion>,
+) -> Option<KeyProblem> {
+    let wanted = format!("client.{user}");
+    let option = |name: &str| conf_get(handle, name).filter(|v| !v.trim().is_empty());
+    let (origin, keys) = if let Some(key) = option("key") {
+        let keys = vec![(wanted.clone(), KeyType::of_base64(&key))];
+        ("the key option".to_string(), keys)
+    } else if let Some(path) = option("keyfile") {
+        let keys = vec![(wanted.clone(), KeyType::of_base64(&read_small(&path)?))];
+        (format!("keyfile {path}"), keys)
+    } else {
+        let keyring = option("keyring")?;
+        let (path, text) = search_path(&keyring)
+            .into_iter()
+            .find_map(|p| read_small(p).map(|text| (p, text)))?;
+        (format!("keyring {path}"), keyring_keys(&text))
+    };
+    KeyProblem::find(&origin, &keys, &wanted, version)
+}
+
+/// The first MiB of a file as text (keyrings are a few hundred bytes).
+fn read_small(path: &str) -> Option<String> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(1 << 20)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 fn conf_get(handle: &ClusterHandle, key: &str) -> Option<String> {

@@ -11,6 +11,8 @@
 //! * `batch.rs` and `ffi.rs`: the unsafe wrappers around the C++ shim
 //!   (`shim.cc`) that builds, submits and reads compound reads;
 //! * [`decode`]: bounds-checked decoders of the binary replies;
+//! * `keytype.rs`: the type of the cephx key librados is to load, and
+//!   whether the loaded librados (whose Ceph release it looks up) reads it;
 //! * `rbd.rs`: RBD domain rules (lock kinds, rbd_support tasks, ...) that
 //!   turn decoded replies into the model's types;
 //! * [`fake`]: an in-memory cluster implementing [`Conn`], for tests.
@@ -21,10 +23,14 @@ mod connection;
 pub mod decode;
 pub mod fake;
 mod ffi;
+mod keytype;
 mod rbd;
 mod throttle;
 
 pub use connection::{ConnectOptions, RadosConn};
+pub use keytype::{
+    CephVersion, KeyProblem, KeyType, keyring_key_type, keyring_keys, loaded_ceph_version,
+};
 
 use crate::error::Error;
 use crate::model::{
