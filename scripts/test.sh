@@ -22,6 +22,13 @@ amtool check-config alerts/alertmanager.example.yml
 cleanup() {
     /usr/bin/python3 scripts/seed.py --conf "$dir/ceph.conf" --state-dir "$dir/state" stop-holders >/dev/null 2>&1 || true
     bash scripts/cluster.sh stop "$dir" >/dev/null 2>&1 || true
+    local r
+    for r in reef tentacle; do
+        [ -d "$PWD/.cluster-$r" ] || continue
+        bash scripts/chroot.sh run "$r" /usr/bin/python3 scripts/seed.py --conf "$PWD/.cluster-$r/ceph.conf" \
+            --state-dir "$PWD/.cluster-$r/state" stop-holders >/dev/null 2>&1 || true
+        bash scripts/chroot.sh run "$r" bash scripts/cluster.sh stop "$PWD/.cluster-$r" >/dev/null 2>&1 || true
+    done
 }
 trap cleanup EXIT
 cleanup
@@ -34,3 +41,13 @@ echo "== seeding the test layout"
 echo "== integration tests against the real cluster"
 CEPH_RBD_TEST_CONF="$dir/ceph.conf" CEPH_RBD_TEST_STATE="$dir/state" \
     cargo test --release --locked --test '*' -- --test-threads 1
+
+# The same tests against the newer releases, each in its Debian chroot with the exporter
+# built there against that release's librados; each cluster stays up for the matrix.
+for release in reef tentacle; do
+    echo "== Ceph release $release (scripts/release-test.sh)"
+    RELEASE_KEEP_CLUSTER=1 bash scripts/release-test.sh "$release"
+done
+
+echo "== compatibility matrix: each build against the other releases' clusters"
+bash scripts/matrix-test.sh

@@ -1047,7 +1047,11 @@ const CONTINUE: &str =
 /// require, if any (shared so a test can rotate it).
 fn kubernetes_api(token: Arc<Mutex<Option<String>>>) -> Handler {
     Arc::new(move |r: &Recorded, _: &str| {
-        let wanted = token.lock().expect("lock").as_deref().map(|t| format!("Bearer {t}"));
+        let wanted = token
+            .lock()
+            .expect("lock")
+            .as_deref()
+            .map(|t| format!("Bearer {t}"));
         if wanted.is_some_and(|w| header(r, "authorization") != Some(w.as_str())) {
             return reply(
                 401,

@@ -41,7 +41,9 @@ pub async fn serve(
             None
         }
     };
-    tracing::info!(address = %local, path = %web.web_telemetry_path, tls, "serving metrics");
+    let librados =
+        crate::ceph::loaded_ceph_version().map_or_else(|| "unknown".to_string(), |v| v.to_string());
+    tracing::info!(address = %local, path = %web.web_telemetry_path, tls, ceph_release = %librados, "serving metrics (librados of Ceph {librados})");
 
     let (publish, published) = tokio::sync::watch::channel(Arc::new(cycle.initial()));
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -594,7 +594,11 @@ impl Inventory {
             }
             by_name.insert(h.name.to_lowercase(), i);
             for (j, net) in h.addresses.iter().enumerate() {
-                if let Some(other) = by_address.insert(*net, i).copied().filter(|&other| other != i) {
+                if let Some(other) = by_address
+                    .insert(*net, i)
+                    .copied()
+                    .filter(|&other| other != i)
+                {
                     return Err(invalid(
                         format!("{at}: addresses[{j}]"),
                         format!(

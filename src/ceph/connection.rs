@@ -72,15 +72,13 @@ impl Drop for ClusterHandle {
 impl RadosConn {
     /// Checks what can be checked without the network: the config file and
     /// keyring are readable, and the loaded librados can read the key it is
-    /// to load (see [`KeyProblem`]). Logs the Ceph release of the loaded
-    /// librados. Errors here are fatal at start.
+    /// to load (see [`KeyProblem`]). Errors here are fatal at start, and
+    /// print as one line.
     pub fn preflight(opts: &ConnectOptions) -> Result<(), Error> {
         std::fs::File::open(&opts.conf_path).map_err(|e| {
             Error::Config(format!("cannot read ceph config {}: {e}", opts.conf_path))
         })?;
         let version = loaded_ceph_version();
-        let release = version.map_or_else(|| "unknown".to_string(), |v| v.to_string());
-        tracing::info!(ceph_release = %release, "librados loaded");
         let handle = Self::configured_handle(opts)?;
         let keyring = conf_get(&handle, "keyring").unwrap_or_default();
         let key_set = conf_get(&handle, "key").is_some_and(|k| !k.is_empty())

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The integration tests against a newer Ceph release, inside its Debian chroot
+# (scripts/chroot.sh): the exporter is built there against that release's librados
+# with Debian's own Rust, a throwaway cluster of that release is started and seeded
+# there, and the tests run there, so every `rbd`/`rados` CLI they compare with and
+# every client they start is that release's.
+#   scripts/release-test.sh reef       Ceph 18.2.7 (Debian 13 trixie)
+#   scripts/release-test.sh tentacle   Ceph 20.2.4 (Debian 14 forky)
+# Environment: RELEASE_TESTS (cargo test selection, default below), CEPH_RBD_CHROOTS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+release=${1:?usage: release-test.sh reef|tentacle}
+case "$release" in
+    reef) port=30825 ;;
+    tentacle) port=30826 ;;
+    *) echo "release-test.sh: unknown release '$release'" >&2; exit 2 ;;
+esac
+dir="$PWD/.cluster-$release"
+target="$PWD/target/$release"
+# The differential test against this release's rbd CLI JSON, the field scenarios
+# (watchers, locks, clones v1/v2, trash, namespaces), the running exporter, the
+# read-only caps, explain and its goldens, the verdict cases, the release's own
+# regressions, and the key-type check.
+tests=${RELEASE_TESTS:---test cluster --test explain --test verdicts --test keytype --test releases --test mirror}
+
+in_chroot() { bash scripts/chroot.sh run "$release" "$@"; }
+t0=$SECONDS
+stamp() { echo "== [$release $((SECONDS - t0)) s] $*"; }
+
+stamp "chroot (cached unless its recipe changed)"
+bash scripts/chroot.sh prepare "$release"
+in_chroot ceph --version
+
+stamp "build against this release's librados, with Debian's Rust ($(in_chroot rustc --version))"
+cargo fetch --locked >/dev/null
+# shellcheck disable=SC2086
+CHROOT_ENV="CARGO_TARGET_DIR=$target" in_chroot \
+    cargo test --release --locked --offline --no-run $tests 2>&1 | grep -v '^\s*Compiling ' || exit 1
+in_chroot ldd "$target/release/ceph-rbd-exporter" | grep -E 'librados|libceph' || true
+
+cleanup() {
+    in_chroot /usr/bin/python3 scripts/seed.py --conf "$dir/ceph.conf" --state-dir "$dir/state" stop-holders >/dev/null 2>&1 || true
+    in_chroot bash scripts/cluster.sh stop "$dir" >/dev/null 2>&1 || true
+}
+# RELEASE_KEEP_CLUSTER=1 (scripts/test.sh) leaves the seeded cluster running after a
+# pass, for scripts/matrix-test.sh; the caller stops it.
+trap cleanup EXIT
+cleanup
+
+stamp "starting a throwaway $release cluster in $dir (default keys of this release)"
+in_chroot bash scripts/cluster.sh start "$dir" "$port"
+stamp "seeding the test layout with this release's librbd"
+in_chroot /usr/bin/python3 scripts/seed.py --conf "$dir/ceph.conf" --state-dir "$dir/state" test
+
+stamp "integration tests"
+# shellcheck disable=SC2086
+CHROOT_ENV="CARGO_TARGET_DIR=$target CEPH_RBD_TEST_CONF=$dir/ceph.conf CEPH_RBD_TEST_STATE=$dir/state CEPH_RBD_TEST_RELEASE=$release" \
+    in_chroot cargo test --release --locked --offline --no-fail-fast $tests -- --test-threads 1
+
+if [ -n "${RELEASE_EXTRA:-}" ]; then
+    stamp "$RELEASE_EXTRA $dir"
+    $RELEASE_EXTRA "$dir"
+fi
+[ "${RELEASE_KEEP_CLUSTER:-}" = 1 ] && trap - EXIT
+stamp "done"
