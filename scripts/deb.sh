@@ -9,8 +9,8 @@
 # which the librados2 lower bound of the release is added (the larger of the two wins).
 # Why the bound matters: Ceph 20 (Tentacle) clusters issue aes256k cephx keys by
 # default, and librados before 20 cannot read them (Debian 12 has librados 16).
-# The cargo build reuses the host's registry cache (fetched here if needed) and keeps
-# its own target directory, target/RELEASE, so a rebuild is incremental.
+# The cargo build is offline, from the host's registry cache (cargo fetch --locked
+# first), and keeps its own target directory, target/RELEASE: a rebuild is incremental.
 # Maintainer field: $DEBFULLNAME <$DEBEMAIL> when set.
 set -euo pipefail
 
@@ -34,7 +34,7 @@ deb="$project/dist/ceph-rbd-exporter_${debversion}_amd64.deb"
 # --- inside the chroot: build, strip, assemble, pack --------------------------------
 if [ "${2:-}" = "--inside" ]; then
     export CARGO_TARGET_DIR="$target"
-    cargo fetch --locked --quiet
+    [ "${3:-}" = fetched ] || cargo fetch --locked --quiet
     cargo build --release --locked --offline --bin ceph-rbd-exporter
     stage="$target/deb"
     root="$stage/ceph-rbd-exporter_${debversion}_amd64"
@@ -139,7 +139,14 @@ fi
 t0=$SECONDS
 bash scripts/chroot.sh prepare "$release"
 say "building ceph-rbd-exporter $version in the $release chroot ($suite), target dir $target"
-bash scripts/chroot.sh run "$release" bash scripts/deb.sh "$release" --inside
+# The crates: fetched by the host's cargo into the registry cache the chroot mounts
+# (the chroot's own cargo fetches them only when the host has no cargo).
+fetched=
+if command -v cargo >/dev/null; then
+    cargo fetch --locked --quiet || die "cargo fetch --locked failed on the host"
+    fetched=fetched
+fi
+bash scripts/chroot.sh run "$release" bash scripts/deb.sh "$release" --inside $fetched
 dpkg-deb --field "$deb" | sed 's/^/  /'
 dpkg-deb --contents "$deb" | awk '{ print "  " $1, $6 }'
 say "built $deb ($(du -h "$deb" | cut -f1)) in $((SECONDS - t0)) s"
