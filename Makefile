@@ -7,7 +7,7 @@ DEMO_PORT ?= 40791
 DEMO_LISTEN ?= 127.0.0.1:9289
 RELEASE ?= tentacle
 
-.PHONY: all deps build test demo demo-stop lint fmt bench clean deb
+.PHONY: all deps build test demo demo-stop lint fmt bench clean deb image
 
 all: build
 
@@ -39,6 +39,10 @@ bench: deps
 # RELEASE (tentacle: Debian forky, Ceph 20; reef: Debian trixie, Ceph 18).
 deb: deps
 	bash scripts/deb.sh "$(RELEASE)"
+
+# The container image (Debian forky, librados 20), built with buildah, no registry.
+image: deps
+	bash scripts/image.sh
 
 demo: build
 	bash scripts/demo.sh "$(DEMO_DIR)" "$(DEMO_PORT)" "$(DEMO_LISTEN)"
