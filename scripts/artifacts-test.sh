@@ -60,7 +60,9 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 deb_sources=(Cargo.toml Cargo.lock build.rs src alerts dashboards README.md scripts/deb.sh)
 if [ ! -f "$deb" ] || [ "$(newest "${deb_sources[@]}")" -gt "$(stat -c %Y "$deb")" ]; then
     say "$deb is missing or older than its sources: make deb"
-    t1=$SECONDS; make --no-print-directory deb RELEASE=tentacle; say "make deb took $((SECONDS - t1)) s"
+    t1=$SECONDS
+    make --no-print-directory deb RELEASE=tentacle || { echo "FAIL: make deb"; exit 1; }
+    say "make deb took $((SECONDS - t1)) s"
 else
     say "reusing $deb"
 fi
@@ -68,13 +70,16 @@ image_sources=(Cargo.toml Cargo.lock build.rs src benches Dockerfile .dockerigno
 created=$(podman image inspect --format '{{.Created.Unix}}' "$image" 2>/dev/null || echo 0)
 if [ "$(newest "${image_sources[@]}")" -gt "$created" ]; then
     say "$image is missing or older than its sources: make image"
-    t1=$SECONDS; make --no-print-directory image; say "make image took $((SECONDS - t1)) s"
+    t1=$SECONDS
+    make --no-print-directory image || { echo "FAIL: make image"; exit 1; }
+    say "make image took $((SECONDS - t1)) s"
 else
     say "reusing $image"
 fi
 
 # The truth, from Ceph 20's own CLI in the tentacle chroot.
-expected=$(bash scripts/chroot.sh run tentacle rbd -c "$dir/ceph.conf" ls volumes | wc -l)
+expected=$(bash scripts/chroot.sh run tentacle timeout 60 rbd -c "$dir/ceph.conf" ls volumes | wc -l) \
+    || die "rbd ls volumes failed in the tentacle chroot: is the cluster in $dir running?"
 [ "$expected" -gt 0 ] || die "rbd ls volumes lists nothing: is the cluster in $dir seeded?"
 say "rbd ls volumes (Ceph $(bash scripts/chroot.sh run tentacle ceph --version | awk '{ print $3 }')): $expected images"
 
