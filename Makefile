@@ -5,8 +5,9 @@ BIN := target/release/ceph-rbd-exporter
 DEMO_DIR ?= $(CURDIR)/.demo
 DEMO_PORT ?= 40791
 DEMO_LISTEN ?= 127.0.0.1:9289
+RELEASE ?= tentacle
 
-.PHONY: all deps build test demo demo-stop lint fmt bench clean
+.PHONY: all deps build test demo demo-stop lint fmt bench clean deb image
 
 all: build
 
@@ -34,6 +35,15 @@ test: deps
 bench: deps
 	bash scripts/bench.sh
 
+# dist/ceph-rbd-exporter_<version>-1~<suite>_amd64.deb, built in the chroot of
+# RELEASE (tentacle: Debian forky, Ceph 20; reef: Debian trixie, Ceph 18).
+deb: deps
+	bash scripts/deb.sh "$(RELEASE)"
+
+# The container image (Debian forky, librados 20), built with buildah, no registry.
+image: deps
+	bash scripts/image.sh
+
 demo: build
 	bash scripts/demo.sh "$(DEMO_DIR)" "$(DEMO_PORT)" "$(DEMO_LISTEN)"
 
@@ -43,4 +53,4 @@ demo-stop:
 
 clean:
 	$(CARGO) clean
-	rm -rf .cluster-test .demo
+	rm -rf .cluster-test .demo dist

@@ -10,6 +10,9 @@
 # - python3-rados/python3-rbd for scripts/seed.py and scripts/holder.py (they work only
 #   with /usr/bin/python3, Debian's interpreter).
 # - prometheus and alertmanager for the demo; build tools a minimal image may lack.
+# - debootstrap for the Reef/Tentacle chroots (scripts/chroot.sh); buildah and podman
+#   for the container image (make image) and its test; runc besides podman's crun,
+#   which cannot start containers on a cgroup v1/v2 hybrid host.
 # The Rust toolchain itself is not installed here.
 set -euo pipefail
 
@@ -19,6 +22,7 @@ PACKAGES=(
     python3-rados python3-rbd
     prometheus prometheus-alertmanager
     g++ pkg-config make curl jq iproute2 procps ca-certificates openssl
+    debootstrap buildah podman crun runc
 )
 
 say() { echo "install-deps: $*"; }

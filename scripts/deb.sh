@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Builds the Debian package of the exporter for one Ceph release, in that release's
+# chroot (scripts/chroot.sh), so the binary links the librados it will run with:
+#   scripts/deb.sh [RELEASE]     (make deb [RELEASE=...])
+#     tentacle (default)  Debian 14 "forky",  Ceph 20.2  -> dist/ceph-rbd-exporter_<v>-1~forky_amd64.deb
+#     reef                Debian 13 "trixie", Ceph 18.2  -> dist/ceph-rbd-exporter_<v>-1~trixie_amd64.deb
+# <v> is Cargo.toml's version. No debhelper: the tree is assembled here and packed with
+# dpkg-deb; dpkg-shlibdeps (inside the chroot) computes the shared-library Depends, to
+# which the librados2 lower bound of the release is added (the larger of the two wins).
+# Why the bound matters: Ceph 20 (Tentacle) clusters issue aes256k cephx keys by
+# default, and librados before 20 cannot read them (Debian 12 has librados 16).
+# The cargo build is offline, from the host's registry cache (cargo fetch --locked
+# first), and keeps its own target directory, target/RELEASE: a rebuild is incremental.
+# Maintainer field: $DEBFULLNAME <$DEBEMAIL> when set.
+set -euo pipefail
+
+project=$(cd "$(dirname "$0")/.." && pwd)
+cd "$project"
+die() { echo "deb.sh: $*" >&2; exit 1; }
+say() { echo "deb.sh: $*"; }
+
+release=${1:-tentacle}
+case "$release" in
+    tentacle) suite=forky;  rados_min=20; ceph_name="Ceph 20 (Tentacle)" ;;
+    reef)     suite=trixie; rados_min=18; ceph_name="Ceph 18 (Reef)" ;;
+    *) die "unknown release '$release' (expected tentacle or reef)" ;;
+esac
+version=$(awk -F'"' '/^version *=/ { print $2; exit }' Cargo.toml)
+[ -n "$version" ] || die "no version in Cargo.toml"
+debversion="$version-1~$suite"
+target="$project/target/$release"
+deb="$project/dist/ceph-rbd-exporter_${debversion}_amd64.deb"
+
+# --- inside the chroot: build, strip, assemble, pack --------------------------------
+if [ "${2:-}" = "--inside" ]; then
+    export CARGO_TARGET_DIR="$target"
+    [ "${3:-}" = fetched ] || cargo fetch --locked --quiet
+    cargo build --release --locked --offline --bin ceph-rbd-exporter
+    stage="$target/deb"
+    root="$stage/ceph-rbd-exporter_${debversion}_amd64"
+    rm -rf "$stage"
+    mkdir -p "$root/DEBIAN" "$root/usr/bin" "$root/usr/share/ceph-rbd-exporter" \
+        "$root/usr/share/doc/ceph-rbd-exporter" "$stage/src/debian"
+    install -m 0755 "$target/release/ceph-rbd-exporter" "$root/usr/bin/ceph-rbd-exporter"
+    strip --strip-unneeded --remove-section=.comment --remove-section=.note \
+        "$root/usr/bin/ceph-rbd-exporter"
+    cp -r alerts dashboards "$root/usr/share/ceph-rbd-exporter/"
+    install -m 0644 README.md "$root/usr/share/doc/ceph-rbd-exporter/README.md"
+
+    # copyright: the project's own licence as Cargo.toml states it (none stated yet),
+    # then the Rust crates linked into the binary with theirs.
+    license=$(awk -F'"' '/^license *=/ { print $2; exit }' Cargo.toml)
+    {
+        echo "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/"
+        echo "Upstream-Name: ceph-rbd-exporter"
+        echo "Source: https://github.com/ceph-rbd-exporter/ceph-rbd-exporter"
+        echo
+        echo "Files: *"
+        echo "Copyright: the ceph-rbd-exporter authors"
+        if [ -n "$license" ]; then
+            echo "License: $license"
+        else
+            echo "License: not stated"
+            echo " Cargo.toml names no licence for ceph-rbd-exporter itself yet."
+        fi
+        for f in LICENSE*; do
+            [ -f "$f" ] || continue
+            echo " ."
+            sed -e 's/^$/./' -e 's/^/ /' "$f"
+        done
+        echo
+        echo "Comment: Rust crates statically linked into /usr/bin/ceph-rbd-exporter,"
+        echo " with the licence each declares (cargo tree; copyright with their authors):"
+        cargo tree --locked --offline --edges normal --prefix none --no-dedupe \
+            --format '{p}|{l}' --target x86_64-unknown-linux-gnu \
+            | sort -u | grep -v '^ceph-rbd-exporter ' \
+            | awk -F'|' '{ sub(/ \(.*\)$/, "", $1); printf " %s: %s\n", $1, ($2 == "" ? "unstated" : $2) }'
+    } >"$root/usr/share/doc/ceph-rbd-exporter/copyright"
+    find "$root/usr" -type d -exec chmod 0755 {} + ; find "$root/usr/share" -type f -exec chmod 0644 {} +
+
+    # dpkg-shlibdeps wants a debian/control to be run from; a stub one will do.
+    printf 'Source: ceph-rbd-exporter\n\nPackage: ceph-rbd-exporter\nArchitecture: amd64\n' \
+        >"$stage/src/debian/control"
+    shlibs=$(cd "$stage/src" && dpkg-shlibdeps -O -e"$root/usr/bin/ceph-rbd-exporter" 2>/dev/null \
+        | sed -n 's/^shlibs:Depends=//p')
+    [ -n "$shlibs" ] || die "dpkg-shlibdeps found no dependencies"
+    # Merge: every shlibs term, with librados2's bound raised to the release's when lower.
+    re='^librados2( \(>= ([^)]*)\))?$'
+    depends=$(echo "$shlibs" | tr ',' '\n' | sed 's/^ *//' | while read -r term; do
+        if [[ "$term" =~ $re ]]; then
+            have=${BASH_REMATCH[2]:-0}
+            if dpkg --compare-versions "$have" ge "$rados_min"; then echo "$term"; else echo "librados2 (>= $rados_min)"; fi
+        else
+            echo "$term"
+        fi
+    done | paste -sd, | sed 's/,/, /g')
+    echo "$depends" | grep -q 'librados2 (>= ' || depends="$depends, librados2 (>= $rados_min)"
+
+    if [ "$release" = tentacle ]; then
+        why=" It was built and tested against librados from $ceph_name and needs
+ librados2 20 or later: Ceph 20 clusters issue aes256k cephx keys by default,
+ which this build reads; the librados 16 of Debian 12 cannot read them."
+    else
+        why=" It was built and tested against librados from $ceph_name and needs
+ librados2 18 or later. Ceph 20 clusters issue aes256k cephx keys by default,
+ which need librados 20: for those, use the tentacle (Debian forky) build."
+    fi
+    maint="${DEBFULLNAME:-ceph-rbd-exporter developers} <${DEBEMAIL:-dev@ceph-rbd-exporter.invalid}>"
+    size=$(du -sk --apparent-size --exclude=DEBIAN "$root" | cut -f1)
+    cat >"$root/DEBIAN/control" <<CONTROL
+Package: ceph-rbd-exporter
+Version: $debversion
+Architecture: amd64
+Maintainer: $maint
+Installed-Size: $size
+Depends: $depends
+Section: admin
+Priority: optional
+Homepage: https://github.com/ceph-rbd-exporter/ceph-rbd-exporter
+Description: Prometheus exporter for Ceph RBD image hygiene
+ Exports what keeps RBD images from being deleted or cleaned up: orphaned
+ watchers, stale locks, deep clone chains, pinned snapshots and clones
+ pending flatten; \`ceph-rbd-exporter explain\` says who holds an image.
+ .
+$why
+ .
+ Alert rules and Grafana dashboards are in /usr/share/ceph-rbd-exporter.
+ Nothing is started on install: run /usr/bin/ceph-rbd-exporter as a service
+ of your own, with a keyring it can read.
+CONTROL
+    (cd "$root" && find usr -type f -print0 | sort -z | xargs -0 md5sum >DEBIAN/md5sums)
+    chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/md5sums"
+    mkdir -p "$(dirname "$deb")"
+    dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
+    exit 0
+fi
+
+# --- on the host ---------------------------------------------------------------------
+t0=$SECONDS
+bash scripts/chroot.sh prepare "$release"
+say "building ceph-rbd-exporter $version in the $release chroot ($suite), target dir $target"
+# The crates: fetched by the host's cargo into the registry cache the chroot mounts
+# (the chroot's own cargo fetches them only when the host has no cargo).
+fetched=
+if command -v cargo >/dev/null; then
+    cargo fetch --locked --quiet || die "cargo fetch --locked failed on the host"
+    fetched=fetched
+fi
+bash scripts/chroot.sh run "$release" bash scripts/deb.sh "$release" --inside $fetched
+dpkg-deb --field "$deb" | sed 's/^/  /'
+dpkg-deb --contents "$deb" | awk '{ print "  " $1, $6 }'
+say "built $deb ($(du -h "$deb" | cut -f1)) in $((SECONDS - t0)) s"
