@@ -21,8 +21,8 @@ say() { echo "deb.sh: $*"; }
 
 release=${1:-tentacle}
 case "$release" in
-    tentacle) suite=forky;  rados_min=20; ceph_name="Ceph 20 (Tentacle)" ;;
-    reef)     suite=trixie; rados_min=18; ceph_name="Ceph 18 (Reef)" ;;
+    tentacle) suite=forky;  rados_min=20.2.4~; ceph_name="Ceph 20 (Tentacle)" ;;
+    reef)     suite=trixie; rados_min=18.2.0~; ceph_name="Ceph 18 (Reef)" ;;
     *) die "unknown release '$release' (expected tentacle or reef)" ;;
 esac
 version=$(awk -F'"' '/^version *=/ { print $2; exit }' Cargo.toml)
@@ -84,21 +84,16 @@ if [ "${2:-}" = "--inside" ]; then
     shlibs=$(cd "$stage/src" && dpkg-shlibdeps -O -e"$root/usr/bin/ceph-rbd-exporter" 2>/dev/null \
         | sed -n 's/^shlibs:Depends=//p')
     [ -n "$shlibs" ] || die "dpkg-shlibdeps found no dependencies"
-    # Merge: every shlibs term, with librados2's bound raised to the release's when lower.
-    re='^librados2( \(>= ([^)]*)\))?$'
-    depends=$(echo "$shlibs" | tr ',' '\n' | sed 's/^ *//' | while read -r term; do
-        if [[ "$term" =~ $re ]]; then
-            have=${BASH_REMATCH[2]:-0}
-            if dpkg --compare-versions "$have" ge "$rados_min"; then echo "$term"; else echo "librados2 (>= $rados_min)"; fi
-        else
-            echo "$term"
-        fi
-    done | paste -sd, | sed 's/,/, /g')
-    echo "$depends" | grep -q 'librados2 (>= ' || depends="$depends, librados2 (>= $rados_min)"
+    # Every shlibs term but librados2's, whose bound is the release's own: shlibs says
+    # "20.2.4+ds" (Debian's version), which Ceph's upstream 20.2.4-1 packages would not
+    # satisfy; "20.2.4~" is met by both. 20.2.4 is the first Tentacle whose librados
+    # reads aes256k keys; every librados symbol the exporter uses is older than that.
+    depends=$(echo "$shlibs" | tr ',' '\n' | sed 's/^ *//' | grep -v '^librados2\b' \
+        | { cat; echo "librados2 (>= $rados_min)"; } | paste -sd, | sed 's/,/, /g')
 
     if [ "$release" = tentacle ]; then
         why=" It was built and tested against librados from $ceph_name and needs
- librados2 20 or later: Ceph 20 clusters issue aes256k cephx keys by default,
+ librados2 20.2.4 or later: Ceph 20 clusters issue aes256k cephx keys by default,
  which this build reads; the librados 16 of Debian 12 cannot read them."
     else
         why=" It was built and tested against librados from $ceph_name and needs

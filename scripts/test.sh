@@ -10,6 +10,17 @@ port=${CEPH_TEST_MON_PORT:-40790}
 echo "== layout: no import circles, no function over 80 lines, librados only in src/ceph"
 python3 scripts/check-layout.py
 
+echo "== chroots of the newer Ceph releases (scripts/chroot.sh; cached, else ~2 min for both)"
+bash scripts/chroot.sh prepare reef >/tmp/ceph-rbd-exporter-chroot-reef.log 2>&1 &
+reef_pid=$!
+bash scripts/chroot.sh prepare tentacle >/tmp/ceph-rbd-exporter-chroot-tentacle.log 2>&1 &
+tentacle_pid=$!
+for r in reef tentacle; do
+    pid_var=${r}_pid
+    wait "${!pid_var}" || { cat "/tmp/ceph-rbd-exporter-chroot-$r.log" >&2; echo "preparing the $r chroot failed" >&2; exit 1; }
+    tail -1 "/tmp/ceph-rbd-exporter-chroot-$r.log"
+done
+
 echo "== unit tests"
 # Bounded: they take seconds; a hang fails here instead of eating CI's time.
 timeout 600 cargo test --release --locked --lib --bins
@@ -48,6 +59,9 @@ for release in reef tentacle; do
     echo "== Ceph release $release (scripts/release-test.sh)"
     RELEASE_KEEP_CLUSTER=1 bash scripts/release-test.sh "$release"
 done
+
+echo "== what we ship, against the default Tentacle cluster: the .deb on a clean forky, the container image"
+bash scripts/artifacts-test.sh "$PWD/.cluster-tentacle"
 
 echo "== compatibility matrix: each build against the other releases' clusters"
 bash scripts/matrix-test.sh

@@ -190,7 +190,7 @@ fn a_clone_of_a_group_snapshot_is_counted_and_flagged_when_trashed() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["id"].to_string() == snap_id)
+        .find(|s| s["id"].as_u64() == group_snap["id"].as_u64())
         .unwrap_or_else(|| panic!("group snapshot {snap_id} not in {base}"));
     assert_eq!(snap["children"], 1, "{snap}");
     let child = find(&images, pool, "", "child");

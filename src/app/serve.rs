@@ -41,9 +41,10 @@ pub async fn serve(
             None
         }
     };
-    let librados =
+    // The Ceph release of the client library loaded: which build is this.
+    let release =
         crate::ceph::loaded_ceph_version().map_or_else(|| "unknown".to_string(), |v| v.to_string());
-    tracing::info!(address = %local, path = %web.web_telemetry_path, tls, ceph_release = %librados, "serving metrics (librados of Ceph {librados})");
+    tracing::info!(address = %local, path = %web.web_telemetry_path, tls, ceph_release = %release, "serving metrics");
 
     let (publish, published) = tokio::sync::watch::channel(Arc::new(cycle.initial()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
