@@ -118,4 +118,7 @@ mnt=$(podman image mount "$image:$version")
 rados=$(dpkg-query --admindir="$mnt/var/lib/dpkg" -W -f '${Version}' librados2 2>/dev/null || echo '?')
 podman image unmount "$image:$version" >/dev/null
 size=$(podman image inspect --format '{{.Size}}' "$image:$version" | awk '{ printf "%d MB", $1 / 1e6 }')
+# Each build leaves its builder stage (~1.6 GB) untagged; keep the newest as the layer
+# cache of the next build, drop the older ones and the images this build replaced.
+podman image prune --force --filter until=20m >/dev/null 2>&1 || true
 say "built $image:$version ($size, librados2 $rados) in $((SECONDS - t0)) s"
