@@ -194,8 +194,11 @@ impl StepErrors<'_> {
 /// than the method, which also predates what it reads (image flags came
 /// with Hammer, operation features with Mimic), so 0 is the truth.
 const OLDER_THAN_METHOD: &[i32] = &[-libc_errno::EOPNOTSUPP];
-/// `lock.get_info` failing with ENOENT or ENODATA: the lock's xattr does
-/// not exist, i.e. the lock was never taken.
+/// `lock.get_info` failing with ENOENT (the header object itself is gone:
+/// the image went since it was listed, and its other steps say so) or
+/// ENODATA. A lock that was never taken is not an error: cls_lock answers
+/// a missing `lock.rbd_lock` xattr with an empty reply (no lockers), in
+/// every release from 15.2 to 20.2.
 const NO_LOCK: &[i32] = &[-libc_errno::ENOENT, -libc_errno::ENODATA];
 /// `snapshot_get` and `get_protection_status` failing with ENOENT: the
 /// snapshot was removed since the header read.
@@ -246,8 +249,9 @@ impl HeaderSteps {
     /// Everything but the size. A step that failed is an error naming it
     /// (the image's facts would be incomplete), unless its failure means
     /// "absent" (see the constants above); a reply that does not decode is
-    /// an error. Pacific's `parent_get` and `parent_overlap_get` answer
-    /// "no parent" with an empty reply, never with an error.
+    /// an error. `parent_get` answers "no parent" with a spec whose pool
+    /// is -1 and `parent_overlap_get` with an empty optional (16.2 to
+    /// 20.2), never with an error.
     fn decode(
         &self,
         done: &Done,
