@@ -159,6 +159,13 @@ pub struct AttributionArgs {
     )]
     pub watchers_reverse_dns: bool,
 
+    /// How long a client address keeps the host it was last named (by the
+    /// inventory, an attachment source or reverse DNS) once nothing names
+    /// it any more (a source down, DNS failing), so that host labels do not
+    /// flap; after that its host is unknown. `0s` keeps nothing.
+    #[arg(long = "watchers.host-retention", env = "CEPH_RBD_EXPORTER_WATCHERS_HOST_RETENTION", default_value = "1h", value_parser = parse_retention, global = true)]
+    pub watchers_host_retention: Duration,
+
     /// Take expected attachments from this OpenStack cloud (an entry of
     /// clouds.yaml): Cinder volumes, Nova servers and Glance images.
     #[arg(
@@ -353,6 +360,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A duration as [`parse_duration`] takes it, or `0`/`0s` for none.
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    let zero = s.trim().trim_end_matches(['s', 'm', 'h']);
+    if zero.contains('0') && zero.chars().all(|c| c == '0' || c == '.') {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
+}
+
 fn parse_interval(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < Duration::from_secs(1) {
@@ -407,6 +423,16 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_interval("100ms").is_err());
+        assert_eq!(parse_retention("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_retention("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_retention("90s"), Ok(Duration::from_secs(90)));
+        assert!(parse_retention("-1s").is_err());
+        assert!(parse_retention("soon").is_err());
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(
+            cli.attribution.watchers_host_retention,
+            Duration::from_secs(3600)
+        );
     }
 
     #[test]

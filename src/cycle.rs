@@ -256,7 +256,7 @@ impl Cycle {
     /// (healthy sources and reverse DNS), or none.
     async fn attribute(&self, sample: &Sample) -> Attribution {
         match &self.attributor {
-            Some(a) => a.attribution(sample).await,
+            Some(a) => a.attribution(sample, now_unix()).await,
             None => Attribution::default(),
         }
     }

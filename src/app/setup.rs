@@ -31,12 +31,9 @@ pub fn attributor(args: &AttributionArgs) -> Result<Option<Arc<Attributor>>, Err
         None => Inventory::default(),
     };
     let rdns = args.watchers_reverse_dns.then(reverse_dns);
-    Ok(Some(Arc::new(Attributor::new(
-        inventory,
-        sources,
-        rdns,
-        REVERSE_DNS_BUDGET,
-    ))))
+    let attributor = Attributor::new(inventory, sources, rdns, REVERSE_DNS_BUDGET)
+        .with_host_retention(args.watchers_host_retention);
+    Ok(Some(Arc::new(attributor)))
 }
 
 /// The attachment sources the flags ask for.
