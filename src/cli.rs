@@ -1,6 +1,6 @@
 //! Command-line flags, in groups that each lower into the configuration of
-//! one part of the flow (cluster, sampling, web, attribution). Every flag has
-//! an environment twin.
+//! one part of the flow (cluster, sampling, web, attribution, storage).
+//! Every flag has an environment twin.
 
 use crate::analysis::Settings;
 use crate::ceph::ConnectOptions;
@@ -31,6 +31,10 @@ pub struct Cli {
     /// Who holds the images: inventory, reverse DNS, attachment sources.
     #[command(flatten)]
     pub attribution: AttributionArgs,
+
+    /// What survives a restart.
+    #[command(flatten)]
+    pub storage: StorageArgs,
 
     /// Log level: error, warn, info, debug or trace.
     #[arg(long = "log.level", env = "CEPH_RBD_EXPORTER_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"], global = true)]
@@ -217,6 +221,20 @@ pub struct AttributionArgs {
     /// Timeout of each request to an attachment source, e.g. `20s`.
     #[arg(long = "attachments.timeout", env = "CEPH_RBD_EXPORTER_ATTACHMENTS_TIMEOUT", default_value = "20s", value_parser = parse_duration, global = true)]
     pub attachments_timeout: Duration,
+}
+
+/// What survives a restart.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StorageArgs {
+    /// Directory to keep state in across restarts (made if missing): the
+    /// first-seen times of the watchers, in first-seen.json. Without it
+    /// they start again at every restart.
+    #[arg(
+        long = "storage.path",
+        env = "CEPH_RBD_EXPORTER_STORAGE_PATH",
+        global = true
+    )]
+    pub storage_path: Option<std::path::PathBuf>,
 }
 
 impl ClusterArgs {
@@ -433,6 +451,7 @@ mod tests {
             cli.attribution.watchers_host_retention,
             Duration::from_secs(3600)
         );
+        assert!(cli.storage.storage_path.is_none());
     }
 
     #[test]
