@@ -1,6 +1,6 @@
 //! Command-line flags, in groups that each lower into the configuration of
-//! one part of the flow (cluster, sampling, web, attribution). Every flag has
-//! an environment twin.
+//! one part of the flow (cluster, sampling, web, attribution, storage).
+//! Every flag has an environment twin.
 
 use crate::analysis::Settings;
 use crate::ceph::ConnectOptions;
@@ -31,6 +31,10 @@ pub struct Cli {
     /// Who holds the images: inventory, reverse DNS, attachment sources.
     #[command(flatten)]
     pub attribution: AttributionArgs,
+
+    /// What survives a restart.
+    #[command(flatten)]
+    pub storage: StorageArgs,
 
     /// Log level: error, warn, info, debug or trace.
     #[arg(long = "log.level", env = "CEPH_RBD_EXPORTER_LOG_LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug", "trace"], global = true)]
@@ -159,6 +163,13 @@ pub struct AttributionArgs {
     )]
     pub watchers_reverse_dns: bool,
 
+    /// How long a client address keeps the host it was last named (by the
+    /// inventory, an attachment source or reverse DNS) once nothing names
+    /// it any more (a source down, DNS failing), so that host labels do not
+    /// flap; after that its host is unknown. `0s` keeps nothing.
+    #[arg(long = "watchers.host-retention", env = "CEPH_RBD_EXPORTER_WATCHERS_HOST_RETENTION", default_value = "1h", value_parser = parse_retention, global = true)]
+    pub watchers_host_retention: Duration,
+
     /// Take expected attachments from this OpenStack cloud (an entry of
     /// clouds.yaml): Cinder volumes, Nova servers and Glance images.
     #[arg(
@@ -210,6 +221,20 @@ pub struct AttributionArgs {
     /// Timeout of each request to an attachment source, e.g. `20s`.
     #[arg(long = "attachments.timeout", env = "CEPH_RBD_EXPORTER_ATTACHMENTS_TIMEOUT", default_value = "20s", value_parser = parse_duration, global = true)]
     pub attachments_timeout: Duration,
+}
+
+/// What survives a restart.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StorageArgs {
+    /// Directory to keep state in across restarts (made if missing): the
+    /// first-seen times of the watchers, in first-seen.json. Without it
+    /// they start again at every restart.
+    #[arg(
+        long = "storage.path",
+        env = "CEPH_RBD_EXPORTER_STORAGE_PATH",
+        global = true
+    )]
+    pub storage_path: Option<std::path::PathBuf>,
 }
 
 impl ClusterArgs {
@@ -353,6 +378,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A duration as [`parse_duration`] takes it, or `0`/`0s` for none.
+fn parse_retention(s: &str) -> Result<Duration, String> {
+    let zero = s.trim().trim_end_matches(['s', 'm', 'h']);
+    if zero.contains('0') && zero.chars().all(|c| c == '0' || c == '.') {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
+}
+
 fn parse_interval(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < Duration::from_secs(1) {
@@ -407,6 +441,17 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_interval("100ms").is_err());
+        assert_eq!(parse_retention("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_retention("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_retention("90s"), Ok(Duration::from_secs(90)));
+        assert!(parse_retention("-1s").is_err());
+        assert!(parse_retention("soon").is_err());
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(
+            cli.attribution.watchers_host_retention,
+            Duration::from_secs(3600)
+        );
+        assert!(cli.storage.storage_path.is_none());
     }
 
     #[test]

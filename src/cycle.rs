@@ -4,13 +4,16 @@
 //! **analyse** (`crate::analysis`), **render** the exposition
 //! (`crate::metrics`) and **publish** the result for the HTTP server
 //! (`crate::server`) to serve until the next cycle. [`Cycle::run`] repeats
-//! it every `--sample.interval`; `dump` and `explain` run it once.
+//! it every `--sample.interval`; `dump` and `explain` run it once. With a
+//! state file (`--storage.path`) the first-seen times are restored at start
+//! and saved after every sample that changes them.
 
 use crate::analysis::{Analysis, Settings};
 use crate::attribution::{Attribution, Attributor};
 use crate::ceph::Conn;
 use crate::clock::{Every, now_unix};
 use crate::error::Error;
+use crate::first_seen::file::StateFile;
 use crate::first_seen::{FirstSeen, FirstSeenTimes};
 use crate::metrics::{self, RenderOptions};
 use crate::model::{NamespaceSample, PoolSample, Sample, Skipped};
@@ -71,6 +74,8 @@ pub struct Cycle {
     status: ExporterStatus,
     /// When each watcher was first seen.
     first_seen: FirstSeen,
+    /// Where the first-seen times are saved (`--storage.path`), if anywhere.
+    state: Option<StateFile>,
     /// Hosts, inventory and attachment sources; `None` without any.
     attributor: Option<Arc<Attributor>>,
     /// The last analysed sample.
@@ -176,10 +181,19 @@ impl Cycle {
             config,
             status: ExporterStatus::default(),
             first_seen: FirstSeen::default(),
+            state: None,
             attributor,
             last: None,
             format1: Format1Warnings::default(),
         }
+    }
+
+    /// Restores the first-seen times from `state` and saves them there
+    /// after every sample that changes them.
+    pub fn with_state_file(mut self, state: StateFile) -> Self {
+        self.first_seen = state.load(now_unix());
+        self.state = Some(state);
+        self
     }
 
     /// The attributor, if the flags asked for one.
@@ -214,6 +228,9 @@ impl Cycle {
         }
         let (sample, error) = self.merge(sample);
         let first_seen = self.first_seen.update(&sample, sample.started_at);
+        if let Some(state) = &mut self.state {
+            state.save(&mut self.first_seen, sample.finished_at).await;
+        }
         let attribution = self.attribute(&sample).await;
         self.last = Some(Arc::new(self.analyse(sample, attribution, &first_seen)));
         self.publish(error)
@@ -256,7 +273,7 @@ impl Cycle {
     /// (healthy sources and reverse DNS), or none.
     async fn attribute(&self, sample: &Sample) -> Attribution {
         match &self.attributor {
-            Some(a) => a.attribution(sample).await,
+            Some(a) => a.attribution(sample, now_unix()).await,
             None => Attribution::default(),
         }
     }
@@ -640,6 +657,27 @@ mod tests {
                 .contains_key(&2),
             "--pools leaves images out"
         );
+    }
+
+    #[tokio::test]
+    async fn first_seen_times_survive_a_restart_with_a_state_file() {
+        let dir = std::env::temp_dir().join(format!(
+            "ceph-rbd-exporter-unit-{}-cycle-state",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let c = cluster();
+        let seen = |p: &Published| {
+            p.analysed.as_ref().unwrap().analysis.images[&key(1, "v1")].watchers[0].first_seen
+        };
+        let restarted =
+            || Cycle::new(config(None), None).with_state_file(StateFile::open(&dir).unwrap());
+        let t0 = seen(&restarted().step(&c).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(seen(&restarted().step(&c).await), t0, "restored");
+        let without = seen(&Cycle::new(config(None), None).step(&c).await);
+        assert!(without > t0, "without the file the time starts again");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

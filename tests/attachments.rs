@@ -1,8 +1,10 @@
 //! End to end: the real test cluster, holder clients, and the exporter
 //! asking OpenStack (Keystone, Cinder, Nova, Glance) and Kubernetes APIs
 //! served by this test, over real HTTP with pagination. Checks the orphan
-//! verdicts each source leads to on /metrics, and that a source that stops
-//! answering is reported down and stops contributing verdicts.
+//! verdicts each source leads to on /metrics, that a source that stops
+//! answering is reported down and stops contributing verdicts, and that
+//! the host names it gave stay on the watcher series for
+//! `--watchers.host-retention`, then go.
 //!
 //! The API bodies follow the shapes of the official API references
 //! (Keystone v3 token from tests/data/sources/keystone-token.json; Cinder
@@ -19,7 +21,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const U1: &str = "11111111-0000-4000-8000-000000000001"; // available, watched: detached
 const U2: &str = "11111111-0000-4000-8000-000000000002"; // in-use on compute-1: fine
@@ -278,6 +280,27 @@ fn orphan_series(body: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The `host` label of the watcher of volume U2 (held from 127.0.0.1,
+/// Kubernetes node compute-1's InternalIP).
+fn u2_host(body: &str) -> Option<String> {
+    let image = format!("volume-{U2}");
+    metrics::series(body, "ceph_rbd_watcher_info")
+        .into_iter()
+        .find(|(l, _)| l.get("image") == Some(&image))
+        .map(|(l, _)| l["host"].clone())
+}
+
+/// When pool xa-volumes was last sampled: a new value is a new sample.
+fn sampled_at(body: &str) -> Option<f64> {
+    metric_value(
+        body,
+        "ceph_rbd_exporter_last_success_timestamp_seconds{pool=\"xa-volumes\"}",
+    )
+}
+
+/// How long hosts outlive their source in this test.
+const HOST_RETENTION_SECONDS: u64 = 20;
+
 #[test]
 fn openstack_and_kubernetes_verdicts_end_to_end() {
     let _layout = layout();
@@ -314,6 +337,8 @@ fn openstack_and_kubernetes_verdicts_end_to_end() {
         kubeconfig.to_str().unwrap(),
         "--attachments.refresh-interval",
         "1s",
+        "--watchers.host-retention",
+        &format!("{HOST_RETENTION_SECONDS}s"),
     ]);
 
     let want: BTreeMap<String, String> = [
@@ -399,19 +424,46 @@ fn openstack_and_kubernetes_verdicts_end_to_end() {
             .join("\n")
     );
 
-    // Kubernetes goes down too: no verdicts from any source, no host names.
+    // Kubernetes goes down too: no verdicts from any source. The host
+    // names it gave stay, sample after sample, for the host retention.
     kubernetes.failing.store(true, Ordering::SeqCst);
+    let down_at = Instant::now();
+    let mut samples = Vec::new();
+    while samples.len() < 4 {
+        let (_, body) = exporter.get("GET", "/metrics");
+        assert_eq!(
+            u2_host(&body).as_deref(),
+            Some("compute-1"),
+            "{:?} after the source went down, samples {samples:?}",
+            down_at.elapsed()
+        );
+        let down = metric_value(&body, "ceph_rbd_exporter_source_up{source=\"kubernetes\"}")
+            == Some(0.0)
+            && orphan_series(&body).is_empty();
+        if down && !samples.contains(&sampled_at(&body)) {
+            samples.push(sampled_at(&body));
+        }
+        assert!(down_at.elapsed() < Duration::from_secs(60), "never down");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Past the retention: unknown. Kubernetes named it last at most one
+    // sample interval (2 s) before it went down.
     let body = exporter.wait_metrics(Duration::from_secs(60), |b| {
-        metric_value(b, "ceph_rbd_exporter_source_up{source=\"kubernetes\"}") == Some(0.0)
-            && orphan_series(b).is_empty()
+        u2_host(b).as_deref() == Some("")
     });
+    let after = down_at.elapsed();
+    assert!(
+        after >= Duration::from_secs(HOST_RETENTION_SECONDS - 3),
+        "host forgotten {after:?} after the source went down"
+    );
     assert!(
         !body.contains("host=\"compute-1\""),
-        "hosts from a down source"
+        "hosts from a source down for longer than the retention"
     );
 
     // Both come back: the verdicts return by themselves.
     openstack.failing.store(false, Ordering::SeqCst);
     kubernetes.failing.store(false, Ordering::SeqCst);
-    exporter.wait_metrics(Duration::from_secs(60), |b| orphan_series(b) == want);
+    let body = exporter.wait_metrics(Duration::from_secs(60), |b| orphan_series(b) == want);
+    assert_eq!(u2_host(&body).as_deref(), Some("compute-1"));
 }

@@ -24,7 +24,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::Dump) => report::dump(cycle, &opts).await,
         Some(Command::Explain(args)) => report::explain(cycle, &opts, args).await,
-        None => serve::serve(cycle, opts, &cli.web, &cli.attribution).await,
+        None => {
+            // Only the server keeps state: a one-shot command run next to
+            // it must not rewrite its file.
+            let cycle = match setup::state_file(&cli.storage)? {
+                Some(state) => cycle.with_state_file(state),
+                None => cycle,
+            };
+            serve::serve(cycle, opts, &cli.web, &cli.attribution).await
+        }
     }
 }
 

@@ -1,12 +1,13 @@
-//! Builds the attributor the attribution flags ask for: the inventory,
-//! reverse DNS and the attachment sources. Bad files and settings are
-//! configuration errors.
+//! Builds the attributor the attribution flags ask for (the inventory,
+//! reverse DNS and the attachment sources) and the state file of
+//! `--storage.path`. Bad files and settings are configuration errors.
 
 use crate::attribution::inventory::Inventory;
 use crate::attribution::rdns::ReverseDns;
 use crate::attribution::{Attributor, NameResolver};
-use crate::cli::AttributionArgs;
+use crate::cli::{AttributionArgs, StorageArgs};
 use crate::error::Error;
+use crate::first_seen::file::StateFile;
 use crate::sources::file::FileSource;
 use crate::sources::kubernetes::KubernetesSource;
 use crate::sources::openstack::OpenStackSource;
@@ -31,12 +32,20 @@ pub fn attributor(args: &AttributionArgs) -> Result<Option<Arc<Attributor>>, Err
         None => Inventory::default(),
     };
     let rdns = args.watchers_reverse_dns.then(reverse_dns);
-    Ok(Some(Arc::new(Attributor::new(
-        inventory,
-        sources,
-        rdns,
-        REVERSE_DNS_BUDGET,
-    ))))
+    let attributor = Attributor::new(inventory, sources, rdns, REVERSE_DNS_BUDGET)
+        .with_host_retention(args.watchers_host_retention);
+    Ok(Some(Arc::new(attributor)))
+}
+
+/// The first-seen state file `--storage.path` asks for; a path that cannot
+/// be a directory is a configuration error.
+pub fn state_file(args: &StorageArgs) -> Result<Option<StateFile>, Error> {
+    let Some(dir) = &args.storage_path else {
+        return Ok(None);
+    };
+    StateFile::open(dir)
+        .map(Some)
+        .map_err(|e| Error::Config(e.to_string()))
 }
 
 /// The attachment sources the flags ask for.

@@ -2,10 +2,12 @@
 //! attributed to hosts (inventory, orchestrator node lists, reverse DNS),
 //! and orphan verdicts come from comparing that with where the attachment
 //! sources say images belong. The [`Attributor`] lives as long as the
-//! exporter (sources, their health, the reverse-DNS cache); each cycle asks
-//! it for an [`Attribution`], a fixed picture that analysis judges with.
+//! exporter (sources, their health, the reverse-DNS cache, the last host of
+//! each address); each cycle asks it for an [`Attribution`], a fixed picture
+//! that analysis judges with.
 
 pub mod inventory;
+pub mod memory;
 pub mod mirror;
 pub mod rdns;
 
@@ -19,6 +21,7 @@ use crate::model::{Sample, address_ip};
 use crate::sources::{AttachmentReport, AttachmentSource, Expectation, ImageRef, SourceError};
 use crate::status::SourceHealth;
 use inventory::Inventory;
+use memory::HostMemory;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -34,6 +37,9 @@ pub struct Attribution {
     pub sources: BTreeMap<&'static str, Arc<AttachmentReport>>,
     /// Reverse DNS names found for client addresses.
     pub dns: HashMap<IpAddr, String>,
+    /// The last host of addresses that nothing above names now (a source
+    /// down, DNS failing), named within `--watchers.host-retention`.
+    pub remembered: HashMap<IpAddr, Host>,
 }
 
 /// What one source says about one image, for `explain`.
@@ -121,6 +127,13 @@ impl Attribution {
 impl HostLookup for Attribution {
     fn host(&self, ip: &str) -> Option<Host> {
         let ip: IpAddr = ip.parse().ok()?;
+        self.named(ip).or_else(|| self.remembered.get(&ip).cloned())
+    }
+}
+
+impl Attribution {
+    /// The host the inventory, a healthy source or reverse DNS names now.
+    fn named(&self, ip: IpAddr) -> Option<Host> {
         if let Some(h) = self.inventory.lookup(ip) {
             return Some(Host {
                 name: h.name.clone(),
@@ -260,6 +273,8 @@ pub struct Attributor {
     rdns: Option<NameResolver>,
     /// Most time reverse DNS may add to a sample.
     rdns_budget: Duration,
+    /// The last host of each address, for when nothing names it.
+    memory: Mutex<HostMemory>,
 }
 
 impl Attributor {
@@ -283,6 +298,17 @@ impl Attributor {
             }),
             rdns,
             rdns_budget,
+            memory: Mutex::new(HostMemory::default()),
+        }
+    }
+
+    /// Keeps the last host of an address for `retention` after nothing
+    /// names it any more (default [`memory::DEFAULT_RETENTION`]; zero keeps
+    /// nothing).
+    pub fn with_host_retention(self, retention: Duration) -> Attributor {
+        Attributor {
+            memory: Mutex::new(HostMemory::new(retention)),
+            ..self
         }
     }
 
@@ -348,10 +374,11 @@ impl Attributor {
             .collect()
     }
 
-    /// An attribution for analysing `sample`: the healthy sources' latest
-    /// answers, and reverse DNS names of its client addresses (at most the
-    /// reverse DNS budget is spent waiting for them).
-    pub async fn attribution(&self, sample: &Sample) -> Attribution {
+    /// An attribution for analysing `sample` at `now`: the healthy sources'
+    /// latest answers, reverse DNS names of its client addresses (at most
+    /// the reverse DNS budget is spent waiting for them), and the last host
+    /// of the addresses none of them names now.
+    pub async fn attribution(&self, sample: &Sample, now: f64) -> Attribution {
         let sources = {
             let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
             states.reports.clone()
@@ -367,11 +394,22 @@ impl Attributor {
                 }
             }
         }
-        Attribution {
+        let mut attribution = Attribution {
             inventory: self.inventory.clone(),
             sources,
             dns,
+            remembered: HashMap::new(),
+        };
+        let (mut named, mut unnamed) = (Vec::new(), Vec::new());
+        for ip in sample_ips(sample) {
+            match attribution.named(ip) {
+                Some(host) => named.push((ip, host)),
+                None => unnamed.push(ip),
+            }
         }
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        attribution.remembered = memory.recall(named, unnamed, now);
+        attribution
     }
 
     /// Fetches the sources every `interval` until `shutdown` turns true.
@@ -395,6 +433,14 @@ impl Attributor {
 /// Client addresses in a sample (watchers and lockers) that the inventory
 /// does not already name: the ones worth a reverse lookup.
 fn client_ips(sample: &Sample, inventory: &Inventory) -> Vec<IpAddr> {
+    sample_ips(sample)
+        .into_iter()
+        .filter(|ip| inventory.lookup(*ip).is_none())
+        .collect()
+}
+
+/// Every client address in a sample (watchers and lockers).
+fn sample_ips(sample: &Sample) -> BTreeSet<IpAddr> {
     let mut ips = BTreeSet::new();
     for s in sample.images() {
         let addresses = s
@@ -403,14 +449,9 @@ fn client_ips(sample: &Sample, inventory: &Inventory) -> Vec<IpAddr> {
             .iter()
             .map(|w| w.address.as_str())
             .chain(s.image.locks.iter().map(|l| l.address.as_str()));
-        for a in addresses {
-            let ip = address_ip(a).parse::<IpAddr>().ok();
-            if let Some(ip) = ip.filter(|ip| inventory.lookup(*ip).is_none()) {
-                ips.insert(ip);
-            }
-        }
+        ips.extend(addresses.filter_map(|a| address_ip(a).parse::<IpAddr>().ok()));
     }
-    ips.into_iter().collect()
+    ips
 }
 
 #[cfg(test)]
@@ -492,6 +533,7 @@ hosts:
                 .map(|(n, r)| (*n, Arc::new(r.clone())))
                 .collect(),
             dns: [("10.0.3.3".parse().unwrap(), "db-1.example.org".to_string())].into(),
+            remembered: HashMap::new(),
         }
     }
 
@@ -699,6 +741,7 @@ hosts:
 
     struct Flaky {
         fail: std::sync::atomic::AtomicBool,
+        report: AttachmentReport,
     }
 
     impl AttachmentSource for Flaky {
@@ -715,24 +758,29 @@ hosts:
                         message: "down".into(),
                     })
                 } else {
-                    Ok(openstack())
+                    Ok(self.report.clone())
                 }
             })
         }
     }
 
+    struct Shared(Arc<Flaky>);
+
+    impl AttachmentSource for Shared {
+        fn name(&self) -> &'static str {
+            self.0.name()
+        }
+        fn fetch(&self) -> BoxFuture<'_, Result<AttachmentReport, SourceError>> {
+            self.0.fetch()
+        }
+    }
+
     #[tokio::test]
     async fn a_failing_source_drops_out_and_comes_back() {
-        let source = Arc::new(Flaky { fail: false.into() });
-        struct Shared(Arc<Flaky>);
-        impl AttachmentSource for Shared {
-            fn name(&self) -> &'static str {
-                self.0.name()
-            }
-            fn fetch(&self) -> BoxFuture<'_, Result<AttachmentReport, SourceError>> {
-                self.0.fetch()
-            }
-        }
+        let source = Arc::new(Flaky {
+            fail: false.into(),
+            report: openstack(),
+        });
         let attributor = Attributor::new(
             Inventory::parse(INVENTORY, "test").unwrap(),
             vec![Box::new(Shared(source.clone()))],
@@ -745,7 +793,7 @@ hosts:
             "unhealthy before the first fetch"
         );
         attributor.refresh(100.0).await;
-        let a = attributor.attribution(&s).await;
+        let a = attributor.attribution(&s, 0.0).await;
         assert_eq!(verdicts(&a, &s)["volume-detached 10.0.1.11"], "detached");
         let h = &attributor.health()["file"];
         assert!(h.up);
@@ -753,7 +801,7 @@ hosts:
 
         source.fail.store(true, std::sync::atomic::Ordering::SeqCst);
         attributor.refresh(200.0).await;
-        let a = attributor.attribution(&s).await;
+        let a = attributor.attribution(&s, 0.0).await;
         assert_eq!(verdicts(&a, &s)["volume-detached 10.0.1.11"], "-");
         let h = &attributor.health()["file"];
         assert!(!h.up);
@@ -764,8 +812,67 @@ hosts:
             .fail
             .store(false, std::sync::atomic::Ordering::SeqCst);
         attributor.refresh(300.0).await;
-        let a = attributor.attribution(&s).await;
+        let a = attributor.attribution(&s, 0.0).await;
         assert_eq!(verdicts(&a, &s)["volume-detached 10.0.1.11"], "detached");
+    }
+
+    /// The host of `ip` in an attribution, as the `host` label has it.
+    fn host_label(a: &Attribution, ip: &str) -> String {
+        a.host(ip).map(|h| h.name).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_host_outlives_its_source_for_the_retention_only() {
+        let source = Arc::new(Flaky {
+            fail: false.into(),
+            report: kubernetes(),
+        });
+        let attributor = Attributor::new(
+            Inventory::default(),
+            vec![Box::new(Shared(source.clone()))],
+            None,
+            Duration::from_secs(1),
+        )
+        .with_host_retention(Duration::from_secs(600));
+        // A watcher on node-a, a locker nobody ever named.
+        let mut s = sample_of(&[("k8s", "tenant-a", "csi-vol-1", &["10.0.2.21"])]);
+        let img = s.pools.get_mut(&1).unwrap().outcome.as_mut().unwrap()[0]
+            .images
+            .get_mut("id0")
+            .unwrap();
+        img.locks.push(advisory_lock(9, "10.0.7.7", "c"));
+        attributor.refresh(1000.0).await;
+        let a = attributor.attribution(&s, 1000.0).await;
+        assert_eq!(host_label(&a, "10.0.2.21"), "node-a");
+
+        // The source fails: the host stays, sample after sample.
+        source.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        for t in [1060.0, 1300.0, 1600.0] {
+            attributor.refresh(t).await;
+            let a = attributor.attribution(&s, t).await;
+            assert!(a.sources.is_empty(), "no verdicts from a failed source");
+            let h = a.host("10.0.2.21").unwrap();
+            assert_eq!((h.name.as_str(), h.via), ("node-a", "file"), "at {t}");
+            let analysis = a.analyse(&s, &Settings::default(), &FirstSeenTimes::default());
+            let w = &analysis.images.values().next().unwrap().watchers[0];
+            assert_eq!(w.host_name(), "node-a");
+            assert_eq!(
+                host_label(&a, "10.0.7.7"),
+                "",
+                "never named, never remembered"
+            );
+        }
+        // Past the retention (last named at 1000): unknown.
+        let a = attributor.attribution(&s, 1600.5).await;
+        assert_eq!(host_label(&a, "10.0.2.21"), "");
+
+        // The source answers again: named again.
+        source
+            .fail
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        attributor.refresh(1700.0).await;
+        let a = attributor.attribution(&s, 1700.0).await;
+        assert_eq!(host_label(&a, "10.0.2.21"), "node-a");
     }
 
     #[tokio::test]
@@ -787,7 +894,7 @@ hosts:
             Duration::from_secs(1),
         );
         let s = sample_of(&[("volumes", "", "v", &["10.0.1.11", "10.0.4.4"])]);
-        let a = attributor.attribution(&s).await;
+        let a = attributor.attribution(&s, 0.0).await;
         assert_eq!(
             *asked.lock().unwrap(),
             vec!["10.0.4.4".parse::<IpAddr>().unwrap()]
