@@ -23,7 +23,7 @@ use common::artifacts::{
 use common::exporter::{rbd_pools, start_exporter_with, write_attachments};
 use common::http::http_get;
 use common::process::{Scratch, run};
-use common::promql::{metric_names, parse_label_values};
+use common::promql::{metric_names, variable_promql};
 use common::{conf, scratch_dir};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -422,8 +422,7 @@ fn rules_and_dashboards_use_only_exported_metric_names() {
             if v["type"] != "query" {
                 continue;
             }
-            let (selector, _) = parse_label_values(&var_query(v));
-            for n in metric_names(&selector.unwrap_or_default()) {
+            for n in metric_names(&variable_promql(&var_query(v))) {
                 used.entry(n)
                     .or_default()
                     .insert(format!("{file}: ${}", v["name"].as_str().unwrap()));

@@ -7,6 +7,7 @@
 pub mod alertmanager;
 pub mod artifacts;
 pub mod exporter;
+pub mod grafana;
 pub mod http;
 pub mod metrics;
 pub mod process;
