@@ -6,7 +6,7 @@ python3-rados/python3-rbd and are not importable from other interpreters.
 
     holder.py --conf CONF --pool P [--namespace NS] (--image NAME | --image-id ID)
               [--write] [--lock-exclusive] [--advisory-lock COOKIE]
-              [--pidfile F] [--ready-file F] [--admin-socket PATH]
+              [--watch-object OBJ] [--pidfile F] [--ready-file F] [--admin-socket PATH]
 
 The image is opened read-write, which registers a watch on its header object
 (`rbd status` lists it as a watcher).
@@ -23,6 +23,11 @@ The image is opened read-write, which registers a watch on its header object
                     rbd_lock, so no other client can take the exclusive lock:
                     their maintenance operations (e.g. the mgr's queued
                     flatten) fail with EROFS and their writes wait forever.
+  --watch-object O  also watch the RADOS object O of the pool's default
+                    namespace, from the same client (the same address). With
+                    O = rbd_mirror_leader or rbd_mirroring the client looks
+                    like an rbd-mirror daemon to whoever lists those objects'
+                    watchers (the object must exist: `rados -p P create O`).
 The pid goes to --pidfile at start; --ready-file is created once the watch
 (and the lock, if asked for) is established; it holds one line of JSON: pid,
 client (client.N), address (as `rbd status` shows the watcher), lock_owner.
@@ -71,6 +76,8 @@ def parse_args(argv):
                    help="also take an advisory exclusive lock (like `rbd lock add IMAGE COOKIE`) while "
                         "holding; it blocks the exclusive-lock feature of every other client and is "
                         "released on exit")
+    p.add_argument("--watch-object", metavar="OBJ",
+                   help="also watch this object of the pool's default namespace (e.g. rbd_mirror_leader)")
     p.add_argument("--pidfile", help="write our pid here at start")
     p.add_argument("--ready-file", help="create this file once the watch (and lock) are established")
     p.add_argument("--admin-socket", default="",
@@ -124,6 +131,7 @@ def main(argv):
     what = "{}/{}{}".format(args.pool, args.namespace + "/" if args.namespace else "",
                             args.image if args.image else "id:" + args.image_id)
     cluster = ioctx = image = None
+    pool_ioctx = extra_watch = None
     locked = False
     advisory = False
     try:
@@ -159,9 +167,12 @@ def main(argv):
                 if time.monotonic() > deadline:
                     raise RuntimeError("exclusive lock not acquired within {}s".format(args.timeout))
                 time.sleep(0.05)
+        if args.watch_object:
+            pool_ioctx = cluster.open_ioctx(args.pool)
+            extra_watch = pool_ioctx.watch(args.watch_object, lambda *_: None)
     except Exception as e:  # noqa: BLE001 - report anything and exit 1
         log("cannot hold {}: {}: {}".format(what, type(e).__name__, e))
-        for obj in (image, ioctx):
+        for obj in (extra_watch, pool_ioctx, image, ioctx):
             try:
                 if obj is not None:
                     obj.close()
@@ -189,7 +200,8 @@ def main(argv):
 
     mode = "watch" + (" + exclusive lock (lock_acquire)" if args.lock_exclusive else "") \
         + (" + advisory lock {!r}".format(args.advisory_lock) if advisory else "") \
-        + (" + write" if args.write else "")
+        + (" + write" if args.write else "") \
+        + (" + watch on {}".format(args.watch_object) if args.watch_object else "")
     if args.ready_file:
         info = {
             "pid": os.getpid(),
@@ -231,6 +243,9 @@ def main(argv):
                 image.unlock(args.advisory_lock)
             except rbd.Error as e:
                 log("unlock {!r}: {}".format(args.advisory_lock, e))
+        if extra_watch is not None:
+            extra_watch.close()
+            pool_ioctx.close()
         image.close()
         ioctx.close()
     except Exception as e:  # noqa: BLE001

@@ -3,7 +3,7 @@
 //!
 //! Rendering happens once per sample, not per scrape: /metrics serves the
 //! bytes rendered here. Per-watcher series come from the analysis'
-//! per-watcher findings as they are (host, first-seen time).
+//! per-watcher findings as they are (host, verdict, first-seen time).
 
 use crate::analysis::{Analysis, ImageFindings};
 use crate::model::{Image, ImageKey, Sample};
@@ -52,6 +52,17 @@ const WATCHER: &[&str] = &[
     "address",
     "host",
 ];
+/// A watcher's labels and why it is believed orphaned.
+const WATCHER_REASON: &[&str] = &[
+    "pool",
+    "namespace",
+    "image",
+    "image_id",
+    "client",
+    "address",
+    "host",
+    "reason",
+];
 const SNAPSHOT: &[&str] = &["pool", "namespace", "image", "image_id", "snapshot"];
 const POOL_NS: &[&str] = &["pool", "namespace"];
 
@@ -95,6 +106,8 @@ struct SampleGauges {
     watcher_info: IntGaugeVec,
     /// `ceph_rbd_watcher_first_seen_timestamp_seconds`.
     watcher_first_seen: GaugeVec,
+    /// `ceph_rbd_watcher_orphaned`.
+    watcher_orphaned: IntGaugeVec,
     /// `ceph_rbd_snapshot_children`.
     snap_children: IntGaugeVec,
     /// `ceph_rbd_snapshot_protected`.
@@ -196,6 +209,11 @@ impl SampleGauges {
                 "Unix time this exporter first saw the watcher.",
                 WATCHER,
             ),
+            watcher_orphaned: int_gauge(
+                "ceph_rbd_watcher_orphaned",
+                "1 for each watcher believed orphaned, with why; absent for the others.",
+                WATCHER_REASON,
+            ),
             snap_children: int_gauge(
                 "ceph_rbd_snapshot_children",
                 "Clones (v1 and v2, in any pool) of the snapshot.",
@@ -280,6 +298,13 @@ impl SampleGauges {
             if g.get() == 0.0 || w.first_seen < g.get() {
                 g.set(w.first_seen);
             }
+            // Only orphans have this series: it is their list, and host
+            // and verdict come from the same finding.
+            if let Some(reason) = w.orphan_reason() {
+                let [pool, ns, name, id, client, address, host] = l;
+                let l = [pool, ns, name, id, client, address, host, reason.label()];
+                self.watcher_orphaned.with_label_values(&l).set(1);
+            }
         }
     }
 
@@ -292,6 +317,7 @@ impl SampleGauges {
             Box::new(self.image_orphans),
             Box::new(self.watcher_info),
             Box::new(self.watcher_first_seen),
+            Box::new(self.watcher_orphaned),
             Box::new(self.snap_children),
             Box::new(self.snap_protected),
             Box::new(self.snap_trashed),
@@ -708,6 +734,86 @@ mod tests {
                     || line.contains("\\\"")
             );
         }
+    }
+
+    /// compute-1 (10.0.0.5) and compute-2 (10.0.0.6), as an inventory
+    /// would name them.
+    struct TwoHosts;
+    impl crate::analysis::HostLookup for TwoHosts {
+        fn host(&self, ip: &str) -> Option<crate::analysis::Host> {
+            let name = match ip {
+                "10.0.0.5" => "compute-1",
+                "10.0.0.6" => "compute-2",
+                _ => return None,
+            };
+            Some(crate::analysis::Host {
+                name: name.into(),
+                role: Some("compute".into()),
+                via: "inventory",
+            })
+        }
+    }
+
+    /// The image is attached to compute-1 only, as an attachment source
+    /// would say: a watcher from anywhere else is `unexpected_host`.
+    struct AttachedToCompute1;
+    impl crate::analysis::OrphanClassifier for AttachedToCompute1 {
+        fn classify(
+            &self,
+            ctx: &crate::analysis::WatcherContext<'_>,
+        ) -> Option<crate::analysis::Verdict> {
+            let host = ctx.host?;
+            (host.name != "compute-1").then_some(crate::analysis::Verdict::Orphan(
+                crate::analysis::OrphanReason::UnexpectedHost,
+            ))
+        }
+    }
+
+    #[test]
+    fn only_orphaned_watchers_have_a_verdict_series_with_their_host() {
+        // "Locked by other nodes": the pod moved to compute-1, compute-2
+        // still has the image mapped. Two watchers, one orphan.
+        let mut img = image("v2", "csi-vol-0002");
+        img.watchers.push(watcher(4600, "10.0.0.5", 1));
+        img.watchers.push(watcher(4601, "10.0.0.6", 2));
+        let s = sample(vec![(3, "k8s", vec![namespace("", vec![img])])]);
+        let fs = FirstSeen::default().update(&s, 1_699_999_000.0);
+        let judges = Judges {
+            hosts: &TwoHosts,
+            classifiers: &[&ImageStateClassifier, &AttachedToCompute1],
+            first_seen: &fs,
+        };
+        let a = analyse_with(&s, &Settings::default(), &judges);
+        let out = render(
+            Some(&s),
+            Some(&a),
+            &ExporterStatus::default(),
+            &RenderOptions::default(),
+        );
+        let lines = |name: &str| -> Vec<&str> {
+            out.lines()
+                .filter(|l| l.starts_with(&format!("{name}{{")))
+                .collect()
+        };
+        assert_eq!(
+            lines("ceph_rbd_watcher_orphaned"),
+            [
+                "ceph_rbd_watcher_orphaned{address=\"10.0.0.6:0/5601\",client=\"client.4601\",\
+                 host=\"compute-2\",image=\"csi-vol-0002\",image_id=\"v2\",namespace=\"\",\
+                 pool=\"k8s\",reason=\"unexpected_host\"} 1"
+            ],
+            "{out}"
+        );
+        assert_eq!(lines("ceph_rbd_watcher_info").len(), 2, "{out}");
+        assert_eq!(
+            lines("ceph_rbd_image_orphaned_watchers"),
+            [
+                "ceph_rbd_image_orphaned_watchers{image=\"csi-vol-0002\",image_id=\"v2\",\
+                 namespace=\"\",pool=\"k8s\",reason=\"unexpected_host\"} 1"
+            ],
+            "{out}"
+        );
+        assert!(out.contains("ceph_rbd_pool_orphaned_watchers{namespace=\"\",pool=\"k8s\"} 1"));
     }
 
     #[test]

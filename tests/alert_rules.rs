@@ -23,7 +23,7 @@ use common::artifacts::{
 use common::exporter::{rbd_pools, start_exporter_with, write_attachments};
 use common::http::http_get;
 use common::process::{Scratch, run};
-use common::promql::{metric_names, parse_label_values};
+use common::promql::{metric_names, variable_promql};
 use common::{conf, scratch_dir};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -93,20 +93,39 @@ fn rules_are_complete_documented_and_unit_tested() {
             desc.contains("$labels."),
             "{a}: description built from $labels"
         );
-        // The value of ceph_rbd_image_flatten_pending is always 1; every
-        // other alert's value (a count, a depth, an age) is in its text.
+        // The values of ceph_rbd_image_flatten_pending and
+        // ceph_rbd_watcher_orphaned are always 1; every other alert's value
+        // (a count, a depth, an age) is in its text.
         assert_eq!(
             desc.contains("$value"),
-            a != "CephRBDFlattenPending",
+            !matches!(
+                a.as_str(),
+                "CephRBDFlattenPending" | "CephRBDOrphanedWatcher"
+            ),
             "{a}: description uses $value"
         );
-        let per_image = r.expr.contains("ceph_rbd_image_") || r.expr.contains("ceph_rbd_snapshot_");
+        let per_watcher = r.expr.contains("ceph_rbd_watcher_");
+        let per_image = per_watcher
+            || r.expr.contains("ceph_rbd_image_")
+            || r.expr.contains("ceph_rbd_snapshot_");
         if per_image {
             for l in ["pool", "namespace", "image"] {
                 assert!(
                     desc.contains(&format!("$labels.{l}")),
                     "{a}: description names the {l}"
                 );
+            }
+        }
+        // A per-watcher alert names the client to stop, in both texts.
+        if per_watcher {
+            for key in ["summary", "description"] {
+                let text = r.annotations[key].as_str().unwrap();
+                for l in ["client", "address", "host"] {
+                    assert!(
+                        text.contains(&format!("$labels.{l}")),
+                        "{a}: {key} names the {l}"
+                    );
+                }
             }
         }
         assert!(
@@ -126,9 +145,11 @@ fn rules_are_complete_documented_and_unit_tested() {
     // Durations and conditions the issue fixes.
     let rule = |n: &str| rules.iter().find(|r| r.alert == n).unwrap();
     assert_eq!(rule("CephRBDOrphanedWatcher").hold, "10m");
+    // Per orphaned watcher, with the reason aggregated away: a verdict that
+    // changes reason keeps one alert and its `for:` running.
     assert_eq!(
         rule("CephRBDOrphanedWatcher").expr.trim(),
-        "ceph_rbd_image_orphaned_watchers > 0"
+        "max without (reason) (ceph_rbd_watcher_orphaned)"
     );
     assert_eq!(rule("CephRBDStaleLock").hold, "5m");
     assert_eq!(rule("CephRBDFlattenPending").hold, "1h");
@@ -139,8 +160,29 @@ fn rules_are_complete_documented_and_unit_tested() {
         "ceph_rbd_exporter_source_up == 0"
     );
     // The orphan page names every reason the exporter can give, in its
-    // annotations, and the runbook has a section for each.
+    // annotations (the reason is looked up, the labels do not carry it), and
+    // the runbook has a section for each; the description gives the
+    // commands for that one client.
     let orphan = rule("CephRBDOrphanedWatcher");
+    assert!(orphan.labels.get("reason").is_none());
+    for key in ["summary", "description"] {
+        let text = orphan.annotations[key].as_str().unwrap();
+        assert!(
+            text.contains("query (printf \"ceph_rbd_watcher_orphaned{"),
+            "CephRBDOrphanedWatcher: {key} looks up the current reason"
+        );
+        assert!(!text.contains("$labels.reason"), "{key}: no reason label");
+    }
+    let desc = orphan.annotations["description"].as_str().unwrap();
+    for command in [
+        "ceph osd blocklist add {{ $labels.address }}",
+        "/sys/bus/rbd/devices/*/client_addr",
+        "grep '[q]emu'",
+        "rbd lock rm {{ $spec }} '<lock-id>' {{ $labels.client }}",
+        "lock break rbd_header.{{ $labels.image_id }} rbd_lock {{ $labels.client }}",
+    ] {
+        assert!(desc.contains(command), "CephRBDOrphanedWatcher: {command}");
+    }
     for reason in [
         "image_deleted",
         "image_trashed",
@@ -326,6 +368,7 @@ fn rules_and_dashboards_use_only_exported_metric_names() {
         .collect();
     for n in [
         "ceph_rbd_image_orphaned_watchers",
+        "ceph_rbd_watcher_orphaned",
         "ceph_rbd_exporter_sample_errors_total",
         "ceph_rbd_exporter_source_up",
         "ceph_rbd_exporter_source_last_success_timestamp_seconds",
@@ -347,7 +390,7 @@ fn rules_and_dashboards_use_only_exported_metric_names() {
     }
     // Guards the extraction itself: the rules use exactly these.
     let expected: BTreeSet<String> = [
-        "ceph_rbd_image_orphaned_watchers",
+        "ceph_rbd_watcher_orphaned",
         "ceph_rbd_image_stale_locks",
         "ceph_rbd_image_clone_depth",
         "ceph_rbd_image_flatten_pending",
@@ -379,8 +422,7 @@ fn rules_and_dashboards_use_only_exported_metric_names() {
             if v["type"] != "query" {
                 continue;
             }
-            let (selector, _) = parse_label_values(&var_query(v));
-            for n in metric_names(&selector.unwrap_or_default()) {
+            for n in metric_names(&variable_promql(&var_query(v))) {
                 used.entry(n)
                     .or_default()
                     .insert(format!("{file}: ${}", v["name"].as_str().unwrap()));

@@ -11,7 +11,13 @@
 //!   1 s), so the run takes about a minute instead of hours; nothing else of
 //!   the rules changes. The exporter reads an attachments file this test
 //!   writes (`images: []`); at the end the file is broken, so that
-//!   `CephRBDExporterSourceDown` fires for `source="file"`, and repaired.
+//!   `CephRBDExporterSourceDown` fires for `source="file"`, and repaired. It
+//!   also reads an inventory naming 127.0.0.1 `e2e-node`, so that the
+//!   orphan page carries a host. The `.deleted` image has two watchers: the
+//!   orphan, and a client that also watches the pool's `rbd_mirror_leader`
+//!   (as an rbd-mirror daemon does, so the exporter calls it legitimate);
+//!   exactly one page arrives, naming the orphan's client, address and host
+//!   and the commands for that client.
 //! - `pool_never_sampled_fires_for_the_blind_pools_only`: the exporter runs
 //!   as a cephx user whose OSD caps cover `volumes` only, with
 //!   `--pools volumes,images,<a pool that does not exist>`; Prometheus with
@@ -24,7 +30,7 @@ mod common;
 
 use common::alertmanager::Webhook;
 use common::artifacts::{ALERTS, AM_EXAMPLE, RULES, read};
-use common::exporter::{ATTACHMENTS_OK, start_exporter, start_exporter_with, write_attachments};
+use common::exporter::{ATTACHMENTS_OK, start_exporter_with, write_attachments};
 use common::process::{Proc, Scratch, run, wait_for};
 use common::prometheus::{prom_api, prom_query, prometheus_config, start_prometheus};
 use common::{Holder, ceph_cli, conf, conf_text_with, rbd_json, scratch_dir};
@@ -40,6 +46,31 @@ const E2E_FOR: &str = "5s";
 /// Images this test created: locks removed and images deleted on drop (best
 /// effort: an image whose killed holder's watch has not expired yet stays).
 struct TestImages(Vec<String>);
+
+/// A RADOS object this test created (pool, name), removed on drop.
+struct TestObject(&'static str, &'static str);
+
+impl Drop for TestObject {
+    fn drop(&mut self) {
+        let _ = Command::new("rados")
+            .args(["-p", self.0, "rm", self.1])
+            .env("CEPH_CONF", conf())
+            .output();
+    }
+}
+
+/// The host the e2e inventory gives 127.0.0.1, where every test client runs.
+const E2E_HOST: &str = "e2e-node";
+
+fn write_inventory(dir: &Path) -> PathBuf {
+    let p = dir.join("inventory.yaml");
+    std::fs::write(
+        &p,
+        format!("hosts:\n  - {{name: {E2E_HOST}, role: compute, addresses: [127.0.0.1]}}\n"),
+    )
+    .unwrap();
+    p
+}
 
 impl Drop for TestImages {
     fn drop(&mut self) {
@@ -148,7 +179,20 @@ fn alerts_fire_route_and_resolve_end_to_end() {
     // A stale advisory lock: `rbd lock add` exits, nobody watches the image.
     ceph_cli("rbd", &["lock", "add", &locked_spec, "e2e-cookie"]);
     // An orphaned watcher: a client holding a `.deleted` image open.
-    let mut holder = Holder::start("volumes", &deleted, &["--write"]);
+    let (mut holder, orphan_client) = Holder::start_with_info("volumes", &deleted, &["--write"]);
+    // And a legitimate one on the same image: it also watches the pool's
+    // rbd_mirror_leader, as an rbd-mirror daemon does.
+    ceph_cli("rados", &["-p", "volumes", "create", "rbd_mirror_leader"]);
+    let _leader = TestObject("volumes", "rbd_mirror_leader");
+    let (mut mirror_holder, mirror_client) = Holder::start_with_info(
+        "volumes",
+        &deleted,
+        &["--watch-object", "rbd_mirror_leader"],
+    );
+    let client = orphan_client["client"].as_str().unwrap().to_string();
+    let address = orphan_client["address"].as_str().unwrap().to_string();
+    let mirror = mirror_client["client"].as_str().unwrap().to_string();
+    assert_ne!(client, mirror);
 
     let scratch = Scratch(scratch_dir("e2e"));
     eprintln!(
@@ -158,6 +202,7 @@ fn alerts_fire_route_and_resolve_end_to_end() {
     );
     let rules = shortened_rules(&scratch.0);
     let attachments = write_attachments(&scratch.0);
+    let inventory = write_inventory(&scratch.0);
     let webhook = Webhook::start();
     let am_config = test_alertmanager_config(&scratch.0, &webhook.addr);
     let (am, am_addr) = Proc::start(
@@ -171,7 +216,11 @@ fn alerts_fire_route_and_resolve_end_to_end() {
             ]),
         "msg=\"Listening on\"",
     );
-    let (exporter, exporter_addr) = start_exporter(&attachments);
+    let (exporter, exporter_addr) = start_exporter_with(
+        &attachments,
+        &conf(),
+        &["--watchers.inventory", inventory.to_str().unwrap()],
+    );
     let (prom, p) = start_prometheus(
         &scratch.0,
         &prometheus_config(&exporter_addr, &rules, Some(&am_addr)),
@@ -187,11 +236,15 @@ fn alerts_fire_route_and_resolve_end_to_end() {
     };
     eprintln!("e2e: stack up after {:.1}s", t0.elapsed().as_secs_f64());
 
-    // 1. The orphaned watcher pages, with the right labels, on the pager route.
+    // 1. The orphaned watcher pages, with the right labels, on the pager
+    //    route: the client to stop, its address and its host.
     let orphan = [
         ("alertname", "CephRBDOrphanedWatcher"),
         ("pool", "volumes"),
         ("image", deleted.as_str()),
+        ("client", client.as_str()),
+        ("address", address.as_str()),
+        ("host", E2E_HOST),
     ];
     let (route, fired_at, alert) =
         wait_for(Duration::from_secs(90), "CephRBDOrphanedWatcher", || {
@@ -204,15 +257,39 @@ fn alerts_fire_route_and_resolve_end_to_end() {
     );
     assert_eq!(route, "/pager", "critical goes to the pager: {alert}");
     assert_eq!(alert["labels"]["severity"], "critical");
-    assert_eq!(alert["labels"]["reason"], "image_deleted");
+    assert!(
+        alert["labels"].get("reason").is_none(),
+        "the reason is in the text, not a label: {alert}"
+    );
     assert!(
         alert["labels"].get("namespace").is_none(),
         "default namespace: no label {alert}"
     );
+    let summary = alert["annotations"]["summary"].as_str().unwrap();
+    assert_eq!(
+        summary,
+        format!(
+            "RBD image volumes/{deleted} is still open by {client} ({address}, host {E2E_HOST}) \
+             although it is deleted (named *.deleted)"
+        )
+    );
     let desc = alert["annotations"]["description"].as_str().unwrap();
+    for part in [
+        format!(
+            "Client {client} at {address} (host {E2E_HOST}) still watches image {deleted} in pool volumes"
+        ),
+        "(reason image_deleted)".to_string(),
+        format!("First find the process on {E2E_HOST}:"),
+        format!("grep -F '{deleted}'"),
+        format!("grep -lF '{address}' /sys/bus/rbd/devices/*/client_addr"),
+        format!("`ceph osd blocklist add {address}`"),
+        format!("`rbd lock rm volumes/{deleted} '<lock-id>' {client}`"),
+    ] {
+        assert!(desc.contains(&part), "no {part:?} in: {desc}");
+    }
     assert!(
-        desc.contains(&deleted) && desc.contains("pool volumes"),
-        "{desc}"
+        !desc.contains(&mirror),
+        "names the legitimate watcher: {desc}"
     );
     assert!(
         alert["annotations"]["runbook_url"]
@@ -262,7 +339,7 @@ fn alerts_fire_route_and_resolve_end_to_end() {
     )
     .unwrap_or_else(|| panic!("the orphan page never resolved\n{}", diagnostics()));
     assert_eq!(route, "/pager");
-    assert_eq!(alert["labels"]["reason"], "image_deleted");
+    assert_eq!(alert["labels"]["client"], client.as_str());
     eprintln!(
         "e2e: CephRBDOrphanedWatcher resolved {:.1}s after the holder was killed",
         resolved_at.duration_since(killed).as_secs_f64()
@@ -284,8 +361,22 @@ fn alerts_fire_route_and_resolve_end_to_end() {
         )
     });
 
-    // 4. Nothing that should stay quiet spoke, ever.
+    // 4. Nothing that should stay quiet spoke, ever: one page for the
+    //    .deleted image, the orphan's, never one naming the legitimate
+    //    watcher.
     let received = webhook.alerts();
+    let paged: BTreeSet<&str> = received
+        .iter()
+        .filter(|(_, _, a)| {
+            a["labels"]["alertname"] == "CephRBDOrphanedWatcher" && a["labels"]["image"] == deleted
+        })
+        .filter_map(|(_, _, a)| a["labels"]["client"].as_str())
+        .collect();
+    assert_eq!(
+        paged,
+        BTreeSet::from([client.as_str()]),
+        "pages for {deleted}"
+    );
     for (route, _, a) in &received {
         let name = a["labels"]["alertname"].as_str().unwrap_or("?");
         assert_ne!(
@@ -386,6 +477,9 @@ fn alerts_fire_route_and_resolve_end_to_end() {
         "e2e: CephRBDExporterSourceDown resolved {:.1}s after the file was repaired",
         at.duration_since(repaired).as_secs_f64()
     );
+
+    // The legitimate watcher lets go cleanly, so the image can be removed.
+    mirror_holder.release();
 
     let received = webhook.alerts();
     let names: BTreeSet<&str> = received

@@ -505,6 +505,39 @@ fn metrics_endpoint_serves_the_sample_and_passes_promtool() {
         &body,
         "ceph_rbd_watcher_first_seen_timestamp_seconds{"
     ));
+    // One verdict series per orphaned watcher, and only for those: the
+    // seed's holders of the .deleted and the trashed image, each named by
+    // its client and address, with the image's reason.
+    let seed: Value =
+        serde_json::from_str(&std::fs::read_to_string(state_dir().join("seed.json")).unwrap())
+            .unwrap();
+    let mut orphaned: Vec<String> = common::metrics::series(&raw, "ceph_rbd_watcher_orphaned")
+        .into_iter()
+        .map(|(l, v)| {
+            assert_eq!(v, 1.0, "{l:?}");
+            format!(
+                "{} {} {} {}",
+                l["image"], l["client"], l["address"], l["reason"]
+            )
+        })
+        .collect();
+    orphaned.sort();
+    let holder = |name: &str, image: &str, reason: &str| {
+        let h = &seed["holders"][name];
+        format!(
+            "{image} {} {} {reason}",
+            h["client"].as_str().unwrap(),
+            h["address"].as_str().unwrap()
+        )
+    };
+    assert_eq!(
+        orphaned,
+        [
+            holder("trashed-held", "volume-trashed-held", "image_trashed"),
+            holder("zombie", "volume-zombie.deleted", "image_deleted"),
+        ],
+        "ceph_rbd_watcher_orphaned"
+    );
     assert!(has_series(
         &body,
         "ceph_rbd_exporter_sample_duration_seconds{pool=\"volumes\"}"

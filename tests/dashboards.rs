@@ -4,11 +4,16 @@
 //! data in a scratch directory, killed on drop) that scraped the exporter on
 //! the seeded test cluster of `make test` and evaluates the project's rules.
 //!
-//! - `dashboards_are_well_formed`: Grafana JSON structure, uids, variables.
+//! - `dashboards_are_well_formed`: Grafana JSON structure, uids, variables,
+//!   the RBD namespace variable (a `(default)` option for the default
+//!   namespace) and the image links (pool, namespace and image exactly).
 //! - `dashboard_panels_and_variables_return_data`: Prometheus scrapes the
 //!   exporter and evaluates the project's rules (unchanged); every panel query
 //!   and every template variable query of both dashboards, with the variables
-//!   substituted, returns data.
+//!   substituted, returns data; the default namespace can be selected alone.
+//! - `orphan_tables_list_only_the_orphaned_watcher`: an image with two
+//!   watchers, one orphaned: the orphan tables list that one only, with how
+//!   long it has been held, and its row's link opens the image detail on it.
 //!
 //! The exporter runs with an attachment source, `--attachments.file` of a
 //! file this test writes (`images: []`: no image named, so no verdict
@@ -19,14 +24,27 @@ mod common;
 
 use common::artifacts::{ALERTS, RULES, dashboards, panels, path, var_query, variables};
 use common::exporter::{start_exporter, write_attachments};
-use common::http::encode;
+use common::grafana::{NS_REGEX, apply_ns_regex, variable_options};
 use common::process::{Scratch, wait_for};
 use common::prometheus::{JOB, prom_api, prom_query, prometheus_config, start_prometheus};
-use common::promql::{parse_label_values, substitute};
-use common::scratch_dir;
+use common::promql::substitute;
+use common::{Holder, ceph_cli, conf, scratch_dir};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
 use std::time::Duration;
+
+/// How every panel selects RBD namespaces: the variable's values are
+/// regular expressions (`\Q<name>\E`, `\Q\E` for the default namespace),
+/// in a raw string so that their backslashes reach Prometheus.
+const NS_MATCHER: &str = "namespace=~`${namespace:pipe}`";
+/// The link from a table row to the image detail.
+const IMAGE_LINK: &str = "/d/ceph-rbd-image/ceph-rbd-image-detail?var-datasource=${datasource}\
+     &var-job=${job}&var-pool=${__data.fields.pool:percentencode}\
+     &var-namespace=${__data.fields.ns_re:percentencode}\
+     &var-image=${__data.fields.image:percentencode}&${__url_time_range}";
+/// The value of the namespace variable for the default namespace.
+const DEFAULT_NS: &str = r"\Q\E";
 
 // ---------------------------------------------------------------------------
 // Static checks of the dashboards.
@@ -68,9 +86,46 @@ fn dashboards_are_well_formed() {
             let v = var(n);
             assert_eq!(v["type"], "query", "{file}: ${n}");
             assert_eq!(v["datasource"]["uid"], "${datasource}", "{file}: ${n}");
+            let function = if n == "namespace" {
+                "query_result("
+            } else {
+                "label_values("
+            };
+            assert!(var_query(v).starts_with(function), "{file}: ${n} query");
+        }
+        // The namespace variable: one option per namespace, "(default)" for
+        // the default one (Prometheus' label values never list its empty
+        // label), each a regex matching that namespace exactly; "All" is .*
+        // on the overview, the image detail has no "All" (an image is in
+        // one namespace).
+        let ns = var("namespace");
+        assert_eq!(ns["regex"], NS_REGEX, "{file}: $namespace regex");
+        let q = var_query(ns);
+        for part in [
+            "group by (namespace) (ceph_rbd_pool_images{",
+            r#""value", "\\Q$1\\E", "namespace", "(.*)""#,
+            r#""namespace", "(default)", "namespace", """#,
+        ] {
             assert!(
-                var_query(v).starts_with("label_values("),
-                "{file}: ${n} query"
+                q.contains(part),
+                "{file}: $namespace query has no {part}: {q}"
+            );
+        }
+        if ns["includeAll"] == true {
+            assert_eq!(ns["allValue"], ".*", "{file}: $namespace All");
+        }
+        let ns_desc = ns["description"].as_str().unwrap();
+        assert!(ns_desc.contains("(default)"), "{file}: {ns_desc}");
+        assert!(
+            d["description"].as_str().unwrap().contains("(default)"),
+            "{file}: the dashboard description explains the default namespace"
+        );
+        for v in &vars {
+            let q = var_query(v);
+            assert!(
+                !q.contains("namespace=~\"$namespace\""),
+                "{file}: ${} selects namespaces without the regex values: {q}",
+                v["name"]
             );
         }
 
@@ -108,11 +163,55 @@ fn dashboards_are_well_formed() {
             assert!(!targets.is_empty(), "{file}: {title}: no query");
             for t in targets {
                 assert_eq!(t["datasource"]["uid"], "${datasource}", "{file}: {title}");
-                assert!(!t["expr"].as_str().unwrap().trim().is_empty());
+                let expr = t["expr"].as_str().unwrap();
+                assert!(!expr.trim().is_empty());
+                if expr.contains("namespace=") {
+                    assert!(
+                        expr.contains(NS_MATCHER) && !expr.contains("namespace=~\""),
+                        "{file}: {title}: namespaces selected with {NS_MATCHER}: {expr}"
+                    );
+                }
+            }
+            // Links to the image detail carry pool, namespace and image
+            // exactly; the namespace as the row's ns_re label (a regex
+            // matching only its namespace), hidden in the table.
+            let links: Vec<String> = p["fieldConfig"]["overrides"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|o| o["properties"].as_array().cloned().unwrap_or_default())
+                .filter(|prop| prop["id"] == "links")
+                .flat_map(|prop| prop["value"].as_array().cloned().unwrap_or_default())
+                .map(|l| l["url"].as_str().unwrap().to_string())
+                .collect();
+            for url in &links {
+                assert_eq!(url, IMAGE_LINK, "{file}: {title}: link");
+            }
+            if !links.is_empty() {
+                let hidden = p["fieldConfig"]["overrides"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|o| {
+                        o["matcher"]["options"] == "ns_re"
+                            && o["properties"][0]["id"] == "custom.hidden"
+                            && o["properties"][0]["value"] == true
+                    });
+                assert!(hidden, "{file}: {title}: ns_re is hidden, not excluded");
+                for t in targets {
+                    let expr = t["expr"].as_str().unwrap();
+                    assert!(
+                        expr.contains(r#""ns_re", "\\Q$1\\E", "namespace", "(.*)""#),
+                        "{file}: {title}: the link's ns_re: {expr}"
+                    );
+                }
+                let excluded = &p["transformations"][0]["options"]["excludeByName"];
+                assert!(excluded.get("ns_re").is_none(), "{file}: {title}");
             }
         }
         // Links between the dashboards point at uids that exist.
         let text = serde_json::to_string(d).unwrap();
+        assert!(!text.contains("=$__all"), "{file}: a link passes $__all");
         for part in text.split("/d/").skip(1) {
             let uid = part.split('/').next().unwrap();
             assert!(
@@ -143,7 +242,7 @@ fn dashboards_are_well_formed() {
         "ceph_rbd_pool_max_clone_depth",
         "ceph_rbd_pool_trash_images",
         "ceph_rbd_watcher_first_seen_timestamp_seconds",
-        "ceph_rbd_image_orphaned_watchers",
+        "ceph_rbd_watcher_orphaned",
         "ceph_rbd_image_stale_locks",
         "ceph_rbd_image_clone_depth",
         "ceph_rbd_snapshot_children",
@@ -160,6 +259,7 @@ fn dashboards_are_well_formed() {
         "ceph_rbd_image_watchers",
         "ceph_rbd_watcher_info",
         "ceph_rbd_watcher_first_seen_timestamp_seconds",
+        "ceph_rbd_watcher_orphaned",
         "ceph_rbd_image_stale_locks",
         "ceph_rbd_image_clone_depth",
         "ceph_rbd_image_flatten_pending",
@@ -167,20 +267,46 @@ fn dashboards_are_well_formed() {
     ] {
         assert!(image.contains(m), "image detail does not show {m}");
     }
+    // The image detail sums the reasons of its orphaned watchers (one
+    // watcher has one reason; an image can have several watchers with
+    // different reasons), per exporter, deduplicated across exporters.
+    let (_, d) = all
+        .iter()
+        .find(|(_, d)| d["uid"] == "ceph-rbd-image")
+        .unwrap();
+    for p in panels(d) {
+        for t in p["targets"].as_array().cloned().unwrap_or_default() {
+            let expr = t["expr"].as_str().unwrap();
+            if expr.contains("ceph_rbd_image_orphaned_watchers") {
+                assert!(
+                    expr.starts_with(
+                        "max(sum by (job, instance) (ceph_rbd_image_orphaned_watchers{"
+                    ),
+                    "{}: {expr}",
+                    p["title"]
+                );
+            }
+        }
+    }
+    // What the namespace regex gives for query_result()'s lines.
+    let line = r#"{namespace="(default)",value="\Q\E"} 1 1700000000000"#;
+    assert_eq!(
+        apply_ns_regex(line),
+        Some(("(default)".into(), DEFAULT_NS.into()))
+    );
+    let line = r#"{namespace="tenant-a",value="\Qtenant-a\E"} 1 1700000000000"#;
+    assert_eq!(
+        apply_ns_regex(line),
+        Some(("tenant-a".into(), r"\Qtenant-a\E".into()))
+    );
 }
 
 // ---------------------------------------------------------------------------
 // Dashboards against a real Prometheus that scraped the exporter.
 
-/// What the variables are set to for one check of a dashboard.
-struct VarRun {
-    label: &'static str,
-    values: Vec<(&'static str, &'static str)>,
-}
-
-#[test]
-fn dashboard_panels_and_variables_return_data() {
-    let scratch = Scratch(scratch_dir("dashboards"));
+/// The exporter on the test cluster, and Prometheus scraping it with the
+/// project's rules loaded (checked healthy), once it has a sample.
+fn start_stack(scratch: &Scratch) -> (common::process::Proc, common::process::Proc, String) {
     let (exporter, exporter_addr) = start_exporter(&write_attachments(&scratch.0));
     let config = prometheus_config(&exporter_addr, &path(RULES), None);
     let (prom, p) = start_prometheus(&scratch.0, &config);
@@ -202,53 +328,101 @@ fn dashboard_panels_and_variables_return_data() {
         }
     }
     assert_eq!(loaded, ALERTS.len(), "rules loaded by Prometheus");
+    (exporter, prom, p)
+}
 
-    let vars_for = |pool: &'static str, image: &'static str| {
-        vec![
-            ("datasource", "prometheus"),
-            ("job", JOB),
-            ("pool", pool),
-            ("namespace", ".*"),
-            ("image", image),
-            ("__rate_interval", "1m"),
-            ("__interval", "15s"),
-            ("__range", "5m"),
-        ]
-    };
+/// The variables as Grafana substitutes them: "All" is ".*"; a namespace
+/// is `\Q<name>\E`, the default one `\Q\E`.
+fn vars(pool: &str, namespace: &str, image: &str) -> BTreeMap<&'static str, String> {
+    [
+        ("datasource", "prometheus"),
+        ("job", JOB),
+        ("pool", pool),
+        ("namespace", namespace),
+        ("image", image),
+        ("__rate_interval", "1m"),
+        ("__interval", "15s"),
+        ("__range", "5m"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_string()))
+    .collect()
+}
+
+/// What the variables are set to for one check of a dashboard.
+struct VarRun {
+    label: &'static str,
+    values: BTreeMap<&'static str, String>,
+}
+
+fn run(label: &'static str, pool: &str, namespace: &str, image: &str) -> VarRun {
+    VarRun {
+        label,
+        values: vars(pool, namespace, image),
+    }
+}
+
+/// A panel of a dashboard, by title and type.
+fn panel<'a>(d: &'a Value, title: &str, kind: &str) -> &'a Value {
+    panels(d)
+        .into_iter()
+        .find(|x| x["title"] == title && x["type"] == kind)
+        .unwrap_or_else(|| panic!("{}: no {kind} {title}", d["uid"]))
+}
+
+/// The series of a panel's only query, with `vars` substituted.
+fn panel_series(p: &str, panel: &Value, vars: &BTreeMap<&str, String>) -> Vec<Value> {
+    let targets = panel["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 1, "{}", panel["title"]);
+    let q = substitute(targets[0]["expr"].as_str().unwrap(), vars);
+    prom_query(p, &q).unwrap_or_else(|e| panic!("{e}\n{q}"))
+}
+
+#[test]
+fn dashboard_panels_and_variables_return_data() {
+    let scratch = Scratch(scratch_dir("dashboards"));
+    let (_exporter, _prom, p) = start_stack(&scratch);
+
     // Overview: every query must return data with every variable set to All
     // (Grafana substitutes allValue ".*"), and with pool=volumes.
     // Image detail: no seeded image has everything at once (a watched clone
-    // with a flatten reason has no snapshots), so it is checked with TWO
+    // with a flatten reason has no snapshots), so it is checked with THREE
     // images and every query must return data for at least one of them:
-    // volumes/volume-flatten-me (watcher, lock, clone depth 1, flatten_queued)
-    // and images/8c0f7d1e-glance-base (protected snapshot with 3 children).
+    // volumes/volume-flatten-me (watcher, lock, clone depth 1, flatten_queued),
+    // images/8c0f7d1e-glance-base (protected snapshot with 3 children) and
+    // volumes/volume-zombie.deleted (an orphaned watcher), each in its pool's
+    // default namespace.
     let checks: Vec<(&str, bool, Vec<VarRun>)> = vec![
         (
             "ceph-rbd-overview",
             true,
             vec![
-                VarRun {
-                    label: "all pools",
-                    values: vars_for(".*", ".*"),
-                },
-                VarRun {
-                    label: "pool=volumes",
-                    values: vars_for("volumes", ".*"),
-                },
+                run("all pools", ".*", ".*", ".*"),
+                run("pool=volumes", "volumes", ".*", ".*"),
             ],
         ),
         (
             "ceph-rbd-image",
             false,
             vec![
-                VarRun {
-                    label: "volumes/volume-flatten-me",
-                    values: vars_for("volumes", "volume-flatten-me"),
-                },
-                VarRun {
-                    label: "images/8c0f7d1e-glance-base",
-                    values: vars_for("images", "8c0f7d1e-glance-base"),
-                },
+                run(
+                    "volumes/volume-flatten-me",
+                    "volumes",
+                    DEFAULT_NS,
+                    "volume-flatten-me",
+                ),
+                run(
+                    "images/8c0f7d1e-glance-base",
+                    "images",
+                    DEFAULT_NS,
+                    "8c0f7d1e-glance-base",
+                ),
+                run(
+                    "volumes/volume-zombie.deleted",
+                    "volumes",
+                    DEFAULT_NS,
+                    "volume-zombie.deleted",
+                ),
             ],
         ),
     ];
@@ -266,9 +440,7 @@ fn dashboard_panels_and_variables_return_data() {
                 let expr = t["expr"].as_str().unwrap();
                 let mut counts = Vec::new();
                 for r in runs {
-                    let vars: BTreeMap<&str, String> =
-                        r.values.iter().map(|(k, v)| (*k, v.to_string())).collect();
-                    let q = substitute(expr, &vars);
+                    let q = substitute(expr, &r.values);
                     match prom_query(&p, &q) {
                         Ok(series) => counts.push(series.len()),
                         Err(e) => {
@@ -302,80 +474,95 @@ fn dashboard_panels_and_variables_return_data() {
             }
         }
 
-        // Template variables: label_values() through the label values API.
+        // Template variables, as Grafana computes their options.
         for r in runs {
-            let vars: BTreeMap<&str, String> =
-                r.values.iter().map(|(k, v)| (*k, v.to_string())).collect();
             for v in variables(d) {
                 if v["type"] != "query" {
                     continue;
                 }
                 let name = v["name"].as_str().unwrap();
-                let (selector, label) = parse_label_values(&var_query(v));
-                let mut url = format!("/api/v1/label/{label}/values");
-                if let Some(sel) = &selector {
-                    url.push_str(&format!("?match[]={}", encode(&substitute(sel, &vars))));
-                }
-                let values: Vec<String> = match prom_api(&p, &url) {
-                    Ok(Value::Array(a)) => {
-                        a.iter().map(|x| x.as_str().unwrap().to_string()).collect()
-                    }
-                    other => {
-                        problems.push(format!("{uid} ${name} ({}): {other:?}", r.label));
+                let options = match variable_options(&p, v, &var_query(v), &r.values) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        problems.push(format!("{uid} ${name} ({}): {e}", r.label));
                         continue;
                     }
                 };
-                report.push(format!("  {uid} ${name} ({}): {values:?}", r.label));
-                // A pool with only the default namespace has no namespace label
-                // value: Grafana then offers All (".*"), which selects it.
-                if values.is_empty() && !(name == "namespace" && v["includeAll"] == true) {
+                report.push(format!("  {uid} ${name} ({}): {options:?}", r.label));
+                if options.is_empty() {
                     problems.push(format!("{uid} ${name} ({}): no values", r.label));
                 }
-                let chosen = vars[name].as_str();
-                if chosen != ".*" && !values.iter().any(|x| x == chosen) {
+                let chosen = r.values[name].as_str();
+                if chosen != ".*" && !options.iter().any(|(_, value)| value == chosen) {
                     problems.push(format!(
-                        "{uid} ${name} ({}): {chosen} is not among {values:?}",
+                        "{uid} ${name} ({}): {chosen} is not among {options:?}",
                         r.label
                     ));
                 }
             }
         }
-        // The namespace variable lists real RBD namespaces.
+        // The namespace variable lists the pool's RBD namespaces and its
+        // default one, each with a value that selects it alone.
         let ns_var = variables(d)
             .into_iter()
             .find(|v| v["name"] == "namespace")
             .unwrap();
-        let (sel, label) = parse_label_values(&var_query(ns_var));
-        let vars: BTreeMap<&str, String> = vars_for("k8s", ".*")
-            .iter()
-            .map(|(k, v)| (*k, v.to_string()))
-            .collect();
-        let url = format!(
-            "/api/v1/label/{label}/values?match[]={}",
-            encode(&substitute(&sel.unwrap(), &vars))
-        );
-        let values = prom_api(&p, &url).unwrap();
-        if !values.as_array().unwrap().iter().any(|x| x == "tenant-a") {
-            problems.push(format!("{uid} $namespace for pool k8s: {values}"));
+        let mut options =
+            variable_options(&p, ns_var, &var_query(ns_var), &vars("k8s", ".*", ".*")).unwrap();
+        options.sort();
+        let expected = vec![
+            ("(default)".to_string(), DEFAULT_NS.to_string()),
+            ("tenant-a".to_string(), r"\Qtenant-a\E".to_string()),
+        ];
+        if options != expected {
+            problems.push(format!("{uid} $namespace for pool k8s: {options:?}"));
         }
     }
+
+    // The default namespace selected alone: pool k8s has it and tenant-a.
+    let (_, overview) = all
+        .iter()
+        .find(|(_, d)| d["uid"] == "ceph-rbd-overview")
+        .unwrap();
+    let pools_table = panel(overview, "Pools and RBD namespaces", "table");
+    let expr = pools_table["targets"][0]["expr"].as_str().unwrap();
+    for (ns, expected) in [
+        (DEFAULT_NS, ""),
+        (r"\Qtenant-a\E", "tenant-a"),
+        (r"\Q\E|\Qtenant-a\E", "both"),
+    ] {
+        let q = substitute(expr, &vars("k8s", ns, ".*"));
+        let got: BTreeSet<String> = prom_query(&p, &q)
+            .unwrap()
+            .iter()
+            .map(|x| x["metric"]["namespace"].as_str().unwrap_or("").to_string())
+            .collect();
+        let want: BTreeSet<String> = match expected {
+            "both" => ["".to_string(), "tenant-a".to_string()].into(),
+            one => [one.to_string()].into(),
+        };
+        if got != want {
+            problems.push(format!("namespace={ns} in pool k8s selects {got:?}: {q}"));
+        }
+    }
+
     // The watcher tables have a host column even when the exporter cannot
     // name the host (no inventory here: every host is "", which Prometheus
     // drops, so the dashboards fill in "(unknown)").
     for (uid, title) in [
         ("ceph-rbd-overview", "Orphaned watchers"),
+        ("ceph-rbd-image", "Orphaned watchers"),
         ("ceph-rbd-image", "Watchers"),
     ] {
         let (_, d) = all.iter().find(|(_, d)| d["uid"] == uid).unwrap();
-        let panel = panels(d)
-            .into_iter()
-            .find(|x| x["title"] == title && x["type"] == "table")
-            .unwrap_or_else(|| panic!("{uid}: no table {title}"));
-        let vars: BTreeMap<&str, String> = vars_for("volumes", "volume-zombie.deleted")
-            .iter()
-            .map(|(k, v)| (*k, v.to_string()))
-            .collect();
-        for t in panel["targets"].as_array().unwrap() {
+        let table = panel(d, title, "table");
+        let namespace = if uid == "ceph-rbd-overview" {
+            ".*"
+        } else {
+            DEFAULT_NS
+        };
+        let vars = vars("volumes", namespace, "volume-zombie.deleted");
+        for t in table["targets"].as_array().unwrap() {
             let q = substitute(t["expr"].as_str().unwrap(), &vars);
             let series = prom_query(&p, &q).unwrap();
             if series.is_empty() {
@@ -399,4 +586,122 @@ fn dashboard_panels_and_variables_return_data() {
         "dashboard problems:\n{}",
         problems.join("\n")
     );
+}
+
+// ---------------------------------------------------------------------------
+// Two watchers on one image, one of them orphaned.
+
+/// A RADOS object this test created (pool, name), removed on drop.
+struct TestObject(&'static str, &'static str);
+
+impl Drop for TestObject {
+    fn drop(&mut self) {
+        let _ = Command::new("rados")
+            .args(["-p", self.0, "rm", self.1])
+            .env("CEPH_CONF", conf())
+            .output();
+    }
+}
+
+/// An image this test created, removed on drop (after its holders).
+struct TestImage(String);
+
+impl Drop for TestImage {
+    fn drop(&mut self) {
+        let _ = Command::new("rbd")
+            .args(["rm", "--no-progress", &self.0])
+            .env("CEPH_CONF", conf())
+            .output();
+    }
+}
+
+#[test]
+fn orphan_tables_list_only_the_orphaned_watcher() {
+    // In pool scratch (nothing else there), a `.deleted` image watched by
+    // two clients: a plain one, an orphan (image_deleted), and one that also
+    // watches the pool's rbd_mirror_leader, as an rbd-mirror daemon does
+    // (a secondary site's daemon holds replayed `.deleted` images open),
+    // which the exporter calls legitimate.
+    let image = format!("volume-dash-{}.deleted", std::process::id());
+    let spec = format!("scratch/{image}");
+    let _image = TestImage(spec.clone());
+    ceph_cli("rbd", &["create", "--size", "16M", &spec]);
+    ceph_cli("rados", &["-p", "scratch", "create", "rbd_mirror_leader"]);
+    let _leader = TestObject("scratch", "rbd_mirror_leader");
+    let (mut orphan, orphan_info) = Holder::start_with_info("scratch", &image, &[]);
+    let (mut mirror, mirror_info) =
+        Holder::start_with_info("scratch", &image, &["--watch-object", "rbd_mirror_leader"]);
+    let client = orphan_info["client"].as_str().unwrap();
+    let address = orphan_info["address"].as_str().unwrap();
+
+    let scratch = Scratch(scratch_dir("dashboards-orphans"));
+    let (_exporter, _prom, p) = start_stack(&scratch);
+    let sel = format!("{{pool=\"scratch\",image=\"{image}\"}}");
+    wait_for(
+        Duration::from_secs(30),
+        "both watchers in Prometheus",
+        || {
+            let info = prom_query(&p, &format!("ceph_rbd_watcher_info{sel}")).ok()?;
+            let orphaned = prom_query(&p, &format!("ceph_rbd_watcher_orphaned{sel}")).ok()?;
+            (info.len() == 2 && !orphaned.is_empty()).then_some(())
+        },
+    )
+    .expect("two watchers, one orphaned");
+
+    let all = dashboards();
+    let dash = |uid: &str| &all.iter().find(|(_, d)| d["uid"] == uid).unwrap().1;
+    let check_row = |what: &str, series: &[Value]| {
+        assert_eq!(series.len(), 1, "{what}: only the orphan: {series:?}");
+        let m = &series[0]["metric"];
+        assert_eq!(m["client"], client, "{what}: {m}");
+        assert_eq!(m["address"], address, "{what}: {m}");
+        assert_eq!(m["reason"], "image_deleted", "{what}: {m}");
+        assert_eq!(m["host"], "(unknown)", "{what}: {m}");
+        assert_ne!(m["client"], mirror_info["client"], "{what}: {m}");
+        // Held for: since the exporter first saw the watch, seconds ago.
+        let held: f64 = series[0]["value"][1].as_str().unwrap().parse().unwrap();
+        assert!((0.0..120.0).contains(&held), "{what}: held for {held}");
+        m.clone()
+    };
+
+    // The overview's table: one row, and its link's values.
+    let table = panel(dash("ceph-rbd-overview"), "Orphaned watchers", "table");
+    let row = check_row(
+        "overview",
+        &panel_series(&p, table, &vars("scratch", ".*", &image)),
+    );
+    assert_eq!(row["pool"], "scratch");
+    assert_eq!(row["image"], image.as_str());
+    assert_eq!(row["namespace"], "(default)", "shown as (default)");
+    assert_eq!(row["ns_re"], DEFAULT_NS, "the link's namespace");
+    // All images of the pool: still only the orphan of this image.
+    let rows = panel_series(&p, table, &vars("scratch", ".*", ".*"));
+    check_row("overview, every image of the pool", &rows);
+
+    // The row's link opens the image detail on exactly this image: its
+    // variables take the row's pool, ns_re and image.
+    let detail = dash("ceph-rbd-image");
+    let linked = vars(
+        row["pool"].as_str().unwrap(),
+        row["ns_re"].as_str().unwrap(),
+        row["image"].as_str().unwrap(),
+    );
+    let table = panel(detail, "Orphaned watchers", "table");
+    check_row("image detail", &panel_series(&p, table, &linked));
+    for (title, expected) in [("Watchers", "2"), ("Orphaned watchers", "1")] {
+        let series = panel_series(&p, panel(detail, title, "stat"), &linked);
+        assert_eq!(series.len(), 1, "{title}: {series:?}");
+        assert_eq!(series[0]["value"][1], expected, "image detail stat {title}");
+    }
+    let watchers = panel(detail, "Watchers", "table");
+    let listed = prom_query(
+        &p,
+        &substitute(watchers["targets"][0]["expr"].as_str().unwrap(), &linked),
+    )
+    .unwrap();
+    assert_eq!(listed.len(), 2, "the Watchers table lists both: {listed:?}");
+
+    // Clean release, so that the image can be removed.
+    mirror.release();
+    orphan.release();
 }

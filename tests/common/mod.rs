@@ -7,6 +7,7 @@
 pub mod alertmanager;
 pub mod artifacts;
 pub mod exporter;
+pub mod grafana;
 pub mod http;
 pub mod metrics;
 pub mod process;
@@ -286,10 +287,22 @@ impl Holder {
         Self::start_on(&conf(), pool, image, extra)
     }
 
+    /// [`Holder::start`], with what the holder wrote to its ready file
+    /// (scripts/holder.py): `pid`, `client` (`client.N`), `address` (as
+    /// `rbd status` shows the watcher), `lock_owner`.
+    pub fn start_with_info(pool: &str, image: &str, extra: &[&str]) -> (Holder, Value) {
+        let holder = Self::start(pool, image, extra);
+        let text = std::fs::read_to_string(Self::ready_file(image)).unwrap();
+        (holder, serde_json::from_str(&text).unwrap())
+    }
+
+    fn ready_file(image: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("holder-{}-{image}.ready", std::process::id()))
+    }
+
     /// A holder on another cluster than the test cluster.
     pub fn start_on(conf: &str, pool: &str, image: &str, extra: &[&str]) -> Holder {
-        let ready =
-            std::env::temp_dir().join(format!("holder-{}-{image}.ready", std::process::id()));
+        let ready = Self::ready_file(image);
         let _ = std::fs::remove_file(&ready);
         let child = Command::new("/usr/bin/python3")
             .arg(repo().join("scripts/holder.py"))
@@ -318,6 +331,20 @@ impl Holder {
             std::thread::sleep(Duration::from_millis(100));
         }
         Holder(child)
+    }
+
+    /// Lets the holder release the image cleanly (it exits when its stdin
+    /// closes: no watch or lock is left behind); kills it after 20 s.
+    pub fn release(&mut self) {
+        drop(self.0.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.kill();
     }
 
     pub fn kill(&mut self) {

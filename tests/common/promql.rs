@@ -166,8 +166,26 @@ pub fn parse_label_values(q: &str) -> (Option<String>, String) {
     }
 }
 
+/// `query_result(expr)`: the PromQL expression.
+pub fn parse_query_result(q: &str) -> Option<String> {
+    let inner = q.trim().strip_prefix("query_result(")?.strip_suffix(')')?;
+    Some(inner.trim().to_string())
+}
+
+/// The PromQL of a query variable, for the metric names it uses: the
+/// selector of `label_values(selector, label)`, the expression of
+/// `query_result(expr)`.
+pub fn variable_promql(q: &str) -> String {
+    match parse_query_result(q) {
+        Some(expr) => expr,
+        None => parse_label_values(q).0.unwrap_or_default(),
+    }
+}
+
 /// Substitutes Grafana variables (`$x`, `${x}`, `${x:fmt}`, `[[x]]`); panics on
 /// a variable it does not know, so a typo in a dashboard fails the test.
+/// `$1` and other names starting with a digit are left alone, as Grafana
+/// leaves them (label_replace's capture references).
 pub fn substitute(expr: &str, vars: &BTreeMap<&str, String>) -> String {
     let c: Vec<char> = expr.chars().collect();
     let mut out = String::new();
@@ -184,6 +202,9 @@ pub fn substitute(expr: &str, vars: &BTreeMap<&str, String>) -> String {
             let inner: String = c[i + 2..end].iter().collect();
             out.push_str(&lookup(inner.split(':').next().unwrap()));
             i = end + 1;
+        } else if c[i] == '$' && i + 1 < c.len() && c[i + 1].is_ascii_digit() {
+            out.push(c[i]);
+            i += 1;
         } else if c[i] == '$' && i + 1 < c.len() && is_name(c[i + 1]) {
             let start = i + 1;
             i = start;
