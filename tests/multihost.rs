@@ -575,6 +575,43 @@ fn orphan_verdicts_from_inventory_and_attachment_file() {
         );
         assert_eq!(s.1, 1.0);
     }
+    // Per watcher: exactly the orphaned watchers, each with its own client,
+    // address, host and reason. vol-wrong has two watchers, compute-1's
+    // (attached there: legitimate) and compute-2's (unexpected_host): only
+    // compute-2's may be listed.
+    let want_watchers: BTreeSet<[String; 6]> = HOLDS
+        .iter()
+        .zip(&env.ready)
+        .filter_map(|(h, r)| {
+            let (host, _, reason) = expected(h);
+            reason.map(|reason| {
+                [
+                    h.namespace.to_string(),
+                    h.image.to_string(),
+                    r.client.clone(),
+                    r.address.clone(),
+                    host.unwrap_or("").to_string(),
+                    reason.to_string(),
+                ]
+            })
+        })
+        .collect();
+    let got_watchers: BTreeSet<[String; 6]> = series(&body, "ceph_rbd_watcher_orphaned")
+        .into_iter()
+        .filter(|(l, v)| l["pool"] == POOL && *v == 1.0)
+        .map(|(l, _)| {
+            ["namespace", "image", "client", "address", "host", "reason"]
+                .map(|k| l.get(k).cloned().unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(got_watchers, want_watchers);
+    assert!(
+        want_watchers
+            .iter()
+            .any(|w| w[1] == "vol-wrong" && w[5] == "unexpected_host"),
+        "the two-watcher case is in the layout"
+    );
+
     let pool_orphans: f64 = series(&body, "ceph_rbd_pool_orphaned_watchers")
         .iter()
         .filter(|(l, _)| l["pool"] == POOL)
