@@ -33,7 +33,7 @@ use common::artifacts::{ALERTS, AM_EXAMPLE, RULES, read};
 use common::exporter::{ATTACHMENTS_OK, start_exporter_with, write_attachments};
 use common::process::{Proc, Scratch, run, wait_for};
 use common::prometheus::{prom_api, prom_query, prometheus_config, start_prometheus};
-use common::{Holder, ceph_cli, conf, conf_text_with, rbd_json, scratch_dir};
+use common::{Holder, TestObject, ceph_cli, conf, conf_text_with, rbd_json, scratch_dir};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -46,18 +46,6 @@ const E2E_FOR: &str = "5s";
 /// Images this test created: locks removed and images deleted on drop (best
 /// effort: an image whose killed holder's watch has not expired yet stays).
 struct TestImages(Vec<String>);
-
-/// A RADOS object this test created (pool, name), removed on drop.
-struct TestObject(&'static str, &'static str);
-
-impl Drop for TestObject {
-    fn drop(&mut self) {
-        let _ = Command::new("rados")
-            .args(["-p", self.0, "rm", self.1])
-            .env("CEPH_CONF", conf())
-            .output();
-    }
-}
 
 /// The host the e2e inventory gives 127.0.0.1, where every test client runs.
 const E2E_HOST: &str = "e2e-node";
@@ -182,8 +170,7 @@ fn alerts_fire_route_and_resolve_end_to_end() {
     let (mut holder, orphan_client) = Holder::start_with_info("volumes", &deleted, &["--write"]);
     // And a legitimate one on the same image: it also watches the pool's
     // rbd_mirror_leader, as an rbd-mirror daemon does.
-    ceph_cli("rados", &["-p", "volumes", "create", "rbd_mirror_leader"]);
-    let _leader = TestObject("volumes", "rbd_mirror_leader");
+    let _leader = TestObject::create("volumes", "rbd_mirror_leader");
     let (mut mirror_holder, mirror_client) = Holder::start_with_info(
         "volumes",
         &deleted,

@@ -28,7 +28,7 @@ use common::grafana::{NS_REGEX, apply_ns_regex, variable_options};
 use common::process::{Scratch, wait_for};
 use common::prometheus::{JOB, prom_api, prom_query, prometheus_config, start_prometheus};
 use common::promql::substitute;
-use common::{Holder, ceph_cli, conf, scratch_dir};
+use common::{Holder, TestObject, ceph_cli, conf, scratch_dir};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -591,18 +591,6 @@ fn dashboard_panels_and_variables_return_data() {
 // ---------------------------------------------------------------------------
 // Two watchers on one image, one of them orphaned.
 
-/// A RADOS object this test created (pool, name), removed on drop.
-struct TestObject(&'static str, &'static str);
-
-impl Drop for TestObject {
-    fn drop(&mut self) {
-        let _ = Command::new("rados")
-            .args(["-p", self.0, "rm", self.1])
-            .env("CEPH_CONF", conf())
-            .output();
-    }
-}
-
 /// An image this test created, removed on drop (after its holders).
 struct TestImage(String);
 
@@ -626,8 +614,7 @@ fn orphan_tables_list_only_the_orphaned_watcher() {
     let spec = format!("scratch/{image}");
     let _image = TestImage(spec.clone());
     ceph_cli("rbd", &["create", "--size", "16M", &spec]);
-    ceph_cli("rados", &["-p", "scratch", "create", "rbd_mirror_leader"]);
-    let _leader = TestObject("scratch", "rbd_mirror_leader");
+    let _leader = TestObject::create("scratch", "rbd_mirror_leader");
     let (mut orphan, orphan_info) = Holder::start_with_info("scratch", &image, &[]);
     let (mut mirror, mirror_info) =
         Holder::start_with_info("scratch", &image, &["--watch-object", "rbd_mirror_leader"]);

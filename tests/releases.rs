@@ -133,20 +133,9 @@ fn a_clone_of_a_group_snapshot_is_counted_and_flagged_when_trashed() {
         return;
     }
     let pool = "release-group";
-    let _ = ceph_cli_status(
-        "ceph",
-        &[
-            "osd",
-            "pool",
-            "rm",
-            pool,
-            pool,
-            "--yes-i-really-really-mean-it",
-        ],
-    );
-    ceph_cli("ceph", &["osd", "pool", "create", pool, "8"]);
-    ceph_cli("rbd", &["pool", "init", pool]);
-    let pool_guard = PoolGuard(pool);
+    // A pool left by an earlier run that was killed.
+    let _ = std::panic::catch_unwind(|| remove_pool(pool));
+    let _pool = TestPool::new(pool);
     ceph_cli("rbd", &["create", "--size", "64M", &format!("{pool}/base")]);
     ceph_cli("rbd", &["group", "create", &format!("{pool}/grp")]);
     ceph_cli(
@@ -208,34 +197,4 @@ fn a_clone_of_a_group_snapshot_is_counted_and_flagged_when_trashed() {
         reasons(child).contains(&"parent_snapshot_trashed".to_string()),
         "{child}"
     );
-    drop(pool_guard);
-}
-
-/// Removes a test pool on drop, also when the test fails.
-struct PoolGuard(&'static str);
-
-impl Drop for PoolGuard {
-    fn drop(&mut self) {
-        let _ = ceph_cli_status(
-            "ceph",
-            &[
-                "osd",
-                "pool",
-                "rm",
-                self.0,
-                self.0,
-                "--yes-i-really-really-mean-it",
-            ],
-        );
-    }
-}
-
-fn ceph_cli_status(tool: &str, args: &[&str]) -> bool {
-    Command::new(tool)
-        .args(["-c", &conf()])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }

@@ -22,24 +22,6 @@ use serde_json::Value;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A pool of one test's own, removed when the test ends.
-struct Pool(String);
-
-impl Pool {
-    fn new(name: &str) -> Pool {
-        ceph_cli("ceph", &["osd", "pool", "create", name, "8"]);
-        ceph_cli("rbd", &["pool", "init", name]);
-        Pool(name.to_string())
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        let name = self.0.clone();
-        let _ = std::panic::catch_unwind(|| remove_pool(&name));
-    }
-}
-
 fn rbd(args: &[&str]) -> String {
     ceph_cli("rbd", args)
 }
@@ -141,7 +123,7 @@ fn wait_until_held(pool: &str, what: &str, is_it: impl Fn(&Value) -> bool) -> Va
 
 #[test]
 fn rbd_rm_in_progress_is_not_an_orphan() {
-    let pool = Pool::new("vd-rm");
+    let pool = TestPool::new("vd-rm");
     let spec = format!("{}/big", pool.0);
     rbd(&[
         "create",
@@ -174,7 +156,7 @@ fn rbd_rm_in_progress_is_not_an_orphan() {
 
 #[test]
 fn rbd_trash_rm_in_progress_is_not_an_orphan() {
-    let pool = Pool::new("vd-trashrm");
+    let pool = TestPool::new("vd-trashrm");
     let spec = format!("{}/big", pool.0);
     rbd(&["create", "--size", "20T", &spec]);
     rbd(&["trash", "mv", &spec]);
@@ -193,7 +175,7 @@ fn rbd_trash_rm_in_progress_is_not_an_orphan() {
 
 #[test]
 fn a_layering_only_clone_flattened_with_a_snapshot_has_no_parent_but_pins_it() {
-    let pool = Pool::new("vd-flat");
+    let pool = TestPool::new("vd-flat");
     let p = |name: &str| format!("{}/{name}", pool.0);
     let layering = ["--image-feature", "layering"];
     rbd(&[&["create", "--size", "16M"][..], &layering, &[&p("base")]].concat());
@@ -243,7 +225,7 @@ fn a_layering_only_clone_flattened_with_a_snapshot_has_no_parent_but_pins_it() {
 
 #[test]
 fn a_v1_clone_in_a_namespace_counts_against_its_parent_there() {
-    let pool = Pool::new("vd-v1ns");
+    let pool = TestPool::new("vd-v1ns");
     rbd(&["namespace", "create", &format!("{}/tenant", pool.0)]);
     let base = format!("{}/tenant/base", pool.0);
     rbd(&["create", "--size", "16M", "--image-format", "2", &base]);
@@ -274,7 +256,7 @@ fn a_v1_clone_in_a_namespace_counts_against_its_parent_there() {
 
 #[test]
 fn a_trashed_and_a_live_image_of_the_same_name_keep_apart() {
-    let pool = Pool::new("vd-same");
+    let pool = TestPool::new("vd-same");
     let x = format!("{}/x", pool.0);
     rbd(&["create", "--size", "16M", &x]);
     rbd(&["trash", "mv", &x]);
@@ -302,7 +284,7 @@ fn a_trashed_and_a_live_image_of_the_same_name_keep_apart() {
 
 #[test]
 fn explain_commands_for_a_trashed_image_run() {
-    let pool = Pool::new("vd-trashfix");
+    let pool = TestPool::new("vd-trashfix");
     let img = format!("{}/old", pool.0);
     // Without exclusive-lock: `rbd trash mv` would wait for the advisory
     // lock below forever.

@@ -483,6 +483,45 @@ pub fn pool_errors<'a>(body: &'a str, pool: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// An RBD pool of one test's own (created and `rbd pool init`ed), removed
+/// when the test ends, passed or failed.
+pub struct TestPool(pub String);
+
+impl TestPool {
+    pub fn new(name: &str) -> TestPool {
+        ceph_cli("ceph", &["osd", "pool", "create", name, "8"]);
+        ceph_cli("rbd", &["pool", "init", name]);
+        TestPool(name.to_string())
+    }
+}
+
+impl Drop for TestPool {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        let _ = std::panic::catch_unwind(|| remove_pool(&name));
+    }
+}
+
+/// A RADOS object a test created (pool, name), removed on drop.
+pub struct TestObject(&'static str, &'static str);
+
+impl TestObject {
+    /// Creates the (empty) object.
+    pub fn create(pool: &'static str, name: &'static str) -> TestObject {
+        ceph_cli("rados", &["-p", pool, "create", name]);
+        TestObject(pool, name)
+    }
+}
+
+impl Drop for TestObject {
+    fn drop(&mut self) {
+        let _ = Command::new("rados")
+            .args(["-p", self.0, "rm", self.1])
+            .env("CEPH_CONF", conf())
+            .output();
+    }
+}
+
 /// Removes a pool the test made.
 pub fn remove_pool(pool: &str) {
     ceph_cli(
