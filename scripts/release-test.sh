@@ -6,6 +6,7 @@
 # every client they start is that release's.
 #   scripts/release-test.sh reef       Ceph 18.2.7 (Debian 13 trixie)
 #   scripts/release-test.sh tentacle   Ceph 20.2.4 (Debian 14 forky)
+#   scripts/release-test.sh RELEASE stop   stop the cluster a kept run left running
 # Environment: RELEASE_TESTS (cargo test selection, default below), CEPH_RBD_CHROOTS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,15 @@ target="$PWD/target/$release"
 tests=${RELEASE_TESTS:---test cluster --test explain --test verdicts --test keytype --test releases --test mirror}
 
 in_chroot() { bash scripts/chroot.sh run "$release" "$@"; }
+cleanup() {
+    in_chroot /usr/bin/python3 scripts/seed.py --conf "$dir/ceph.conf" --state-dir "$dir/state" stop-holders >/dev/null 2>&1 || true
+    in_chroot bash scripts/cluster.sh stop "$dir" >/dev/null 2>&1 || true
+}
+# `release-test.sh RELEASE stop`: stop the cluster a RELEASE_KEEP_CLUSTER=1 run left.
+if [ "${2:-}" = stop ]; then
+    [ -d "$dir" ] && cleanup
+    exit 0
+fi
 t0=$SECONDS
 stamp() { echo "== [$release $((SECONDS - t0)) s] $*"; }
 
@@ -39,10 +49,6 @@ CHROOT_ENV="CARGO_TARGET_DIR=$target" in_chroot \
     cargo test --release --locked --offline --no-run $tests 2>&1 | grep -v '^\s*Compiling ' || exit 1
 in_chroot ldd "$target/release/ceph-rbd-exporter" | grep -E 'librados|libceph' || true
 
-cleanup() {
-    in_chroot /usr/bin/python3 scripts/seed.py --conf "$dir/ceph.conf" --state-dir "$dir/state" stop-holders >/dev/null 2>&1 || true
-    in_chroot bash scripts/cluster.sh stop "$dir" >/dev/null 2>&1 || true
-}
 # RELEASE_KEEP_CLUSTER=1 (scripts/test.sh) leaves the seeded cluster running after a
 # pass, for scripts/matrix-test.sh; the caller stops it.
 trap cleanup EXIT

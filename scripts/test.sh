@@ -35,10 +35,7 @@ cleanup() {
     bash scripts/cluster.sh stop "$dir" >/dev/null 2>&1 || true
     local r
     for r in reef tentacle; do
-        [ -d "$PWD/.cluster-$r" ] || continue
-        bash scripts/chroot.sh run "$r" /usr/bin/python3 scripts/seed.py --conf "$PWD/.cluster-$r/ceph.conf" \
-            --state-dir "$PWD/.cluster-$r/state" stop-holders >/dev/null 2>&1 || true
-        bash scripts/chroot.sh run "$r" bash scripts/cluster.sh stop "$PWD/.cluster-$r" >/dev/null 2>&1 || true
+        bash scripts/release-test.sh "$r" stop || true
     done
 }
 trap cleanup EXIT
