@@ -95,6 +95,13 @@ pub struct SamplingArgs {
     #[arg(long = "sample.interval", env = "CEPH_RBD_EXPORTER_SAMPLE_INTERVAL", default_value = "60s", value_parser = parse_interval, global = true)]
     pub sample_interval: Duration,
 
+    /// Between full reads, an image header whose RADOS version has not
+    /// moved is read light (its watchers only); every header is still read
+    /// in full at least once every this many samples, spread over the
+    /// samples. 1 reads every header in full every sample.
+    #[arg(long = "sample.full-every", env = "CEPH_RBD_EXPORTER_SAMPLE_FULL_EVERY", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=100_000), global = true)]
+    pub sample_full_every: u32,
+
     /// Clone depth above which a clone is reported as needing a flatten
     /// (Cinder's `rbd_max_clone_depth`).
     #[arg(
@@ -256,6 +263,7 @@ impl SamplingArgs {
             sample: SampleConfig {
                 pools: self.pools.clone(),
                 max_inflight: self.ceph_max_inflight as usize,
+                full_every: self.sample_full_every,
             },
             settings: Settings {
                 clone_depth_max: self.clone_depth_max,

@@ -82,6 +82,8 @@ pub struct Cycle {
     last: Option<Arc<Analysed>>,
     /// The format 1 images last warned about.
     format1: Format1Warnings,
+    /// Samples taken so far (the clock of the periodic full header reads).
+    samples: u64,
 }
 
 /// Puts back the last facts of the images a good pool sample skipped
@@ -185,6 +187,7 @@ impl Cycle {
             attributor,
             last: None,
             format1: Format1Warnings::default(),
+            samples: 0,
         }
     }
 
@@ -215,7 +218,17 @@ impl Cycle {
 
     /// Runs one cycle and returns what to publish.
     pub async fn step<C: Conn>(&mut self, conn: &Arc<C>) -> Published {
-        let (sample, unknown) = match sampler::sample_once(conn, &self.config.sample).await {
+        // After the first sample, headers that did not change since the
+        // last one are read light (see `crate::sampler`).
+        let previous = self.last.as_ref().map(|l| l.sample.clone());
+        self.samples += 1;
+        let sampled = match previous {
+            Some(previous) => {
+                sampler::sample_since(conn, &self.config.sample, previous, self.samples).await
+            }
+            None => sampler::sample_once(conn, &self.config.sample).await,
+        };
+        let (sample, unknown) = match sampled {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "sample failed: cannot list pools");
@@ -388,6 +401,7 @@ mod tests {
             sample: SampleConfig {
                 pools: pools.map(|p| p.iter().map(|s| s.to_string()).collect()),
                 max_inflight: 4,
+                full_every: 60,
             },
             settings: Settings::default(),
             render: RenderOptions::default(),
@@ -511,8 +525,12 @@ mod tests {
         let before = image(&first, "h").unwrap().clone();
         assert_eq!(before.watchers.len(), 1);
 
+        // Both the light read (the header did not change) and a full one.
         c.change(|b| {
             b.fault(Fault::on(Method::Header, fake::failed_step("list_watchers", -5)).image("h"))
+                .fault(
+                    Fault::on(Method::Watchers, fake::failed_step("list_watchers", -5)).image("h"),
+                )
         });
         let second = cycle.step(&c).await;
         assert_eq!(errors(&second, "volumes", "partial_read"), 1);
@@ -539,7 +557,10 @@ mod tests {
     #[tokio::test]
     async fn a_failed_snapshot_read_keeps_the_last_snapshots_and_is_counted() {
         let c = held_cluster();
-        let mut cycle = Cycle::new(config(None), None);
+        // Snapshots are read with a full header read: every sample here.
+        let mut every_header_in_full = config(None);
+        every_header_in_full.sample.full_every = 1;
+        let mut cycle = Cycle::new(every_header_in_full, None);
         let first = cycle.step(&c).await;
         let before = image(&first, "p").unwrap().clone();
         assert!(before.snapshots[0].protected);

@@ -110,6 +110,12 @@ pub mod libc_errno {
     pub const ENODATA: i32 = 61;
     /// Operation not supported (a cls method the OSD does not have).
     pub const EOPNOTSUPP: i32 = 95;
+    /// Result out of range: an asserted object version older than the
+    /// object's (it changed since).
+    pub const ERANGE: i32 = 34;
+    /// Value too large: an asserted object version newer than the
+    /// object's.
+    pub const EOVERFLOW: i32 = 75;
 }
 
 /// `-2` as "ENOENT (No such file or directory)".

@@ -47,6 +47,41 @@ pub struct Sample {
     /// follow clone chains; not reported themselves.
     #[serde(skip)]
     pub ancestors: BTreeMap<ImageKey, Image>,
+    /// How the images' headers were read.
+    #[serde(skip)]
+    pub reads: HeaderReads,
+}
+
+/// How a sample read the image headers: in full, or (for a header still
+/// at the version last read) only its watchers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct HeaderReads {
+    /// Full header reads (new images, changed headers, images due for
+    /// their periodic full read, and every image without a previous
+    /// sample).
+    pub full: u64,
+    /// Light reads (the watchers, if the header had not changed).
+    pub light: u64,
+    /// Light reads that found the header changed (then read in full,
+    /// so also counted in `full`).
+    pub changed: u64,
+    /// Snapshot reads (only with a full header read of an image with
+    /// snapshots).
+    pub snapshots: u64,
+}
+
+impl Sample {
+    /// The images of one sampled pool and namespace, if that pool's sample
+    /// was good.
+    pub fn namespace_images(
+        &self,
+        pool_id: PoolId,
+        namespace: &str,
+    ) -> Option<&BTreeMap<String, Image>> {
+        let namespaces = self.pools.get(&pool_id)?.outcome.as_ref().ok()?;
+        let ns = namespaces.iter().find(|n| n.namespace == namespace)?;
+        Some(&ns.images)
+    }
 }
 
 /// What one pool gave, or why it gave nothing.
@@ -143,6 +178,11 @@ pub struct Image {
     pub locks: Vec<Lock>,
     /// Snapshots, in snapshot-id order.
     pub snapshots: Vec<Snapshot>,
+    /// The version of `rbd_header.<id>` its facts were read at (0 when
+    /// unknown): the next sample reads only the watchers while the header
+    /// stays at it (`crate::sampler`).
+    #[serde(skip)]
+    pub header_version: u64,
 }
 
 impl Image {

@@ -3,15 +3,29 @@
 //! chains followed out of the sampled pools. Nothing here judges, renders
 //! or remembers: the cycle (`crate::cycle`) does that with what this
 //! returns.
+//!
+//! **Incremental sampling.** Given the previous sample
+//! ([`sample_since`]), an image it holds is read with one light operation:
+//! its header's watchers, asserting the header is still at the version
+//! its facts were read at. A watch does not move a RADOS object's version;
+//! everything else the exporter reads from the header does (locks, size,
+//! features, flags, parent, snapshots, and the clone v2 child lists of
+//! the snapshots, which all live in the header's omap and xattrs). Only a
+//! header that moved, a new image, and an image due for its periodic full
+//! read ([`SampleConfig::full_every`]) are read in full. Names and the
+//! trash state come from the directory and trash listings, read every
+//! sample.
 
-use crate::ceph::{BadEntry, Conn, ImageHeader, PoolInfo};
+use crate::ceph::{BadEntry, Conn, HeaderCheck, ImageHeader, PoolInfo};
 use crate::clock::now_unix;
 use crate::error::Error;
 use crate::model::{
-    Image, Location, NamespaceSample, PoolSample, Sample, SampleError, Skipped, Watcher,
+    HeaderReads, Image, Location, NamespaceSample, PoolSample, Sample, SampleError, Skipped,
+    Watcher,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::Semaphore;
 use tokio::task::{Id, JoinError, JoinSet};
@@ -24,6 +38,61 @@ pub struct SampleConfig {
     pub pools: Option<Vec<String>>,
     /// Most RADOS operations in flight at once, across all pools.
     pub max_inflight: usize,
+    /// With a previous sample, every image's header is still read in full
+    /// at least once every this many samples (spread over the samples by
+    /// image id), even when its version did not move: a bound on any drift
+    /// of what was read light (`--sample.full-every`). 1 reads every
+    /// header in full every time.
+    pub full_every: u32,
+}
+
+/// Whether `image_id`'s header is due for its periodic full read in
+/// sample number `seq`: once every `every` samples, at a phase set by the
+/// image id so that the full reads spread evenly over the samples.
+pub fn due_for_full_read(image_id: &str, seq: u64, every: u32) -> bool {
+    if every <= 1 {
+        return true;
+    }
+    // FNV-1a: stable across runs and releases, unlike std's hasher.
+    let phase = image_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    phase.wrapping_add(seq) % u64::from(every) == 0
+}
+
+/// The previous sample, for reading only what changed since.
+#[derive(Clone)]
+struct Previous {
+    /// The sample.
+    sample: Arc<Sample>,
+    /// This sample's number (the periodic full reads' clock).
+    seq: u64,
+    /// `full_every`.
+    full_every: u32,
+}
+
+/// Header reads of one sample, counted by the image tasks.
+#[derive(Debug, Default)]
+struct ReadCounters {
+    full: AtomicU64,
+    light: AtomicU64,
+    changed: AtomicU64,
+    snapshots: AtomicU64,
+}
+
+impl ReadCounters {
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn totals(&self) -> HeaderReads {
+        HeaderReads {
+            full: self.full.load(Ordering::Relaxed),
+            light: self.light.load(Ordering::Relaxed),
+            changed: self.changed.load(Ordering::Relaxed),
+            snapshots: self.snapshots.load(Ordering::Relaxed),
+        }
+    }
 }
 
 fn sample_error(e: &Error) -> SampleError {
@@ -80,17 +149,49 @@ pub fn select_pools(all: &[PoolInfo], wanted: Option<&[String]>) -> (Vec<PoolInf
     }
 }
 
-/// The bound on RADOS operations in flight, shared by every pool.
+/// The bound on RADOS operations in flight, shared by every pool, and
+/// what every image read shares.
 #[derive(Clone)]
 struct Limit {
     permits: Arc<Semaphore>,
+    /// The previous sample, when sampling incrementally.
+    previous: Option<Previous>,
+    /// Header reads so far.
+    counters: Arc<ReadCounters>,
 }
 
-/// Takes one complete sample. Fails only when the pool list cannot be read;
-/// a pool that fails is recorded in its [`PoolSample`].
+/// Takes one complete sample, reading every header in full. Fails only
+/// when the pool list cannot be read; a pool that fails is recorded in its
+/// [`PoolSample`].
 pub async fn sample_once<C: Conn>(
     conn: &Arc<C>,
     config: &SampleConfig,
+) -> Result<(Sample, Vec<String>), Error> {
+    sample(conn, config, None).await
+}
+
+/// Takes one sample, reading in full only the headers that changed since
+/// `previous` (or are new there, or due for their periodic full read, see
+/// [`SampleConfig::full_every`]); `seq` numbers the samples. Gives the
+/// same sample as [`sample_once`] would.
+pub async fn sample_since<C: Conn>(
+    conn: &Arc<C>,
+    config: &SampleConfig,
+    previous: Arc<Sample>,
+    seq: u64,
+) -> Result<(Sample, Vec<String>), Error> {
+    let previous = Previous {
+        sample: previous,
+        seq,
+        full_every: config.full_every,
+    };
+    sample(conn, config, Some(previous)).await
+}
+
+async fn sample<C: Conn>(
+    conn: &Arc<C>,
+    config: &SampleConfig,
+    previous: Option<Previous>,
 ) -> Result<(Sample, Vec<String>), Error> {
     let started_at = now_unix();
     let all = conn.pools().await?;
@@ -98,6 +199,8 @@ pub async fn sample_once<C: Conn>(
     let size = config.max_inflight.clamp(1, Semaphore::MAX_PERMITS);
     let limit = Limit {
         permits: Arc::new(Semaphore::new(size)),
+        previous,
+        counters: Arc::default(),
     };
     let t0 = Instant::now();
     let mut tasks = JoinSet::new();
@@ -128,7 +231,8 @@ pub async fn sample_once<C: Conn>(
         };
         sample.pools.insert(pool.pool_id, pool);
     }
-    fetch_ancestors(conn, &mut sample).await;
+    fetch_ancestors(conn, &mut sample, &limit.counters).await;
+    sample.reads = limit.counters.totals();
     sample.finished_at = now_unix();
     Ok((sample, unknown))
 }
@@ -140,7 +244,7 @@ const MAX_ANCESTOR_ROUNDS: usize = 32;
 /// so depth and flatten reasons are right when `--pools` leaves a parent's
 /// pool out. A parent that cannot be read stays missing (its chain is then
 /// reported incomplete); it never fails the sample.
-async fn fetch_ancestors<C: Conn>(conn: &Arc<C>, sample: &mut Sample) {
+async fn fetch_ancestors<C: Conn>(conn: &Arc<C>, sample: &mut Sample, counters: &ReadCounters) {
     let mut tried = std::collections::HashSet::new();
     for _ in 0..MAX_ANCESTOR_ROUNDS {
         let missing: Vec<_> = sample
@@ -160,7 +264,12 @@ async fn fetch_ancestors<C: Conn>(conn: &Arc<C>, sample: &mut Sample) {
                 let Some((name, in_trash)) = conn.image_name(&loc, &key.image_id).await? else {
                     return Ok(None);
                 };
-                read_image(&**conn, &loc, &key.image_id, name, in_trash).await
+                let wanted = Wanted {
+                    name,
+                    in_trash,
+                    cached: None,
+                };
+                read_image(&**conn, &loc, &key.image_id, wanted, counters).await
             };
             match image.await {
                 Ok(Some(image)) => {
@@ -427,7 +536,21 @@ async fn read_images<C: Conn>(
         skipped,
         first_error: None,
     };
+    let previous = limit.previous.as_ref();
+    let cached_images =
+        previous.and_then(|p| p.sample.namespace_images(loc.pool_id, &loc.namespace));
     for (id, (name, in_trash)) in wanted {
+        let cached = previous
+            .zip(cached_images)
+            .filter(|(p, _)| !due_for_full_read(&id, p.seq, p.full_every))
+            .and_then(|(_, images)| images.get(&id))
+            .filter(|image| image.header_version != 0)
+            .cloned();
+        let wanted = Wanted {
+            name,
+            in_trash,
+            cached,
+        };
         while let Some(joined) = r.reads.try_join_next_with_id() {
             r.absorb(joined);
         }
@@ -443,8 +566,9 @@ async fn read_images<C: Conn>(
         let conn = conn.clone();
         let loc = loc.clone();
         let image_id = id.clone();
+        let counters = limit.counters.clone();
         let task = r.reads.spawn(async move {
-            let result = read_image(&*conn, &loc, &id, name, in_trash).await;
+            let result = read_image(&*conn, &loc, &id, wanted, &counters).await;
             drop(permit);
             (id, result)
         });
@@ -459,20 +583,58 @@ async fn read_images<C: Conn>(
     }
 }
 
-/// Header read, then (only for images with snapshots) the snapshot read.
+/// One image to read: its name and trash state from the listings, and
+/// what the previous sample read of it, if it may be read light.
+struct Wanted {
+    /// Its name.
+    name: String,
+    /// True when it is in the trash.
+    in_trash: bool,
+    /// The previous sample's image, when its header is not due for a
+    /// full read.
+    cached: Option<Image>,
+}
+
+/// With a cached image, the light read first: the cached facts with the
+/// watchers now, if the header has not moved. Otherwise (or when it has
+/// moved) the header read, then (only for images with snapshots) the
+/// snapshot read.
 async fn read_image<C: Conn>(
     conn: &C,
     loc: &Location,
     id: &str,
-    name: String,
-    in_trash: bool,
+    wanted: Wanted,
+    counters: &ReadCounters,
 ) -> Result<Option<Image>, Error> {
+    let Wanted {
+        name,
+        in_trash,
+        cached,
+    } = wanted;
+    if let Some(mut image) = cached {
+        ReadCounters::add(&counters.light);
+        match conn
+            .watchers_if_unchanged(loc, id, image.header_version)
+            .await?
+        {
+            HeaderCheck::Unchanged(watchers) => {
+                image.watchers = watchers;
+                image.name = name;
+                image.in_trash = in_trash;
+                return Ok(Some(image));
+            }
+            HeaderCheck::Gone => return Ok(None),
+            HeaderCheck::Changed => ReadCounters::add(&counters.changed),
+        }
+    }
+    ReadCounters::add(&counters.full);
     let Some(header) = conn.header(loc, id).await? else {
         return Ok(None);
     };
     let snapshots = if header.snap_ids.is_empty() {
         Vec::new()
     } else {
+        ReadCounters::add(&counters.snapshots);
         match conn.snapshots(loc, id, &header.snap_ids).await? {
             Some(s) => s,
             None => return Ok(None),
@@ -487,6 +649,7 @@ async fn read_image<C: Conn>(
         parent,
         watchers,
         locks,
+        version,
         ..
     } = header;
     Ok(Some(Image {
@@ -502,6 +665,7 @@ async fn read_image<C: Conn>(
         watchers,
         locks,
         snapshots,
+        header_version: version,
     }))
 }
 
@@ -547,6 +711,7 @@ mod fake_cluster_tests {
         SampleConfig {
             pools: pools.map(|p| p.iter().map(|s| s.to_string()).collect()),
             max_inflight,
+            full_every: 1,
         }
     }
 

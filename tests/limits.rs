@@ -41,6 +41,7 @@ fn config(max_inflight: usize) -> SampleConfig {
     SampleConfig {
         pools: None,
         max_inflight,
+        full_every: 1,
     }
 }
 

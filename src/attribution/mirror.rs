@@ -97,6 +97,7 @@ mod tests {
             sample: SampleConfig {
                 pools: None,
                 max_inflight: 4,
+                full_every: 60,
             },
             settings: Settings::default(),
             render: RenderOptions::default(),

@@ -82,6 +82,18 @@ impl Batch {
         step(unsafe { ffi::rbdx_batch_list_watchers(self.0) })
     }
 
+    /// Makes the whole operation fail unless the object is at `version`
+    /// (`-ERANGE`: it changed since; `-EOVERFLOW`: it is older, e.g.
+    /// re-created). Add it first: no step after a failed assertion runs.
+    pub(super) fn assert_version(&mut self, version: u64) -> Result<(), Error> {
+        if unsafe { ffi::rbdx_batch_assert_version(self.0, version) } < 0 {
+            return Err(Error::Config(
+                "out of memory building a RADOS operation".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Adds a read of the object's whole data (not FAILOK: its failure
     /// fails the batch).
     pub(super) fn read(&mut self) -> Result<Step, Error> {
@@ -180,6 +192,12 @@ impl Done {
     /// The return code of the whole operation.
     pub(super) fn rc(&self) -> i32 {
         unsafe { ffi::rbdx_batch_rc(self.0.0) }
+    }
+
+    /// The object's (user) version this operation read: what
+    /// [`Batch::assert_version`] compares with.
+    pub(super) fn version(&self) -> u64 {
+        unsafe { ffi::rbdx_batch_version(self.0.0) }
     }
 
     /// Output bytes of an exec or read step, or its negative return code.

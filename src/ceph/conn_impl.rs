@@ -5,7 +5,9 @@
 
 use super::batch::{Batch, Done, OmapEntry, Step};
 use super::decode::{self, CEPH_NOSNAP, DecodeError};
-use super::{BadEntry, Conn, Directory, ImageHeader, Listing, PoolInfo, RadosConn, rbd};
+use super::{
+    BadEntry, Conn, Directory, HeaderCheck, ImageHeader, Listing, PoolInfo, RadosConn, rbd,
+};
 use crate::error::{Error, libc_errno};
 use crate::model::{Location, QueuedTask, Snapshot, TrashEntry, V1ChildLink, Watcher};
 use std::sync::atomic::Ordering;
@@ -294,6 +296,7 @@ impl HeaderSteps {
                 Some(bytes) => rbd::locks(decode::lock_info(bytes).map_err(err)?),
                 None => Vec::new(),
             },
+            version: done.version(),
         })
     }
 }
@@ -458,6 +461,46 @@ impl Conn for RadosConn {
             Err(rc) => return Err(f.failed("get_size", rc)),
         };
         steps.decode(&done, &err, &f, size).map(Some)
+    }
+
+    async fn watchers_if_unchanged(
+        &self,
+        loc: &Location,
+        image_id: &str,
+        version: u64,
+    ) -> Result<HeaderCheck, Error> {
+        let oid = format!("rbd_header.{image_id}");
+        let what = "watcher read";
+        let mut b = Batch::new();
+        b.assert_version(version)?;
+        let step = b.list_watchers()?;
+        let io = self.ioctx(loc)?;
+        self.pace().await;
+        let done = b
+            .submit(io, &oid, &self.inflight)
+            .await
+            .map_err(|rc| self.rados_error(loc, &oid, what, rc))?;
+        match done.rc() {
+            0.. => {
+                let f = StepErrors {
+                    conn: self,
+                    loc,
+                    oid: &oid,
+                    what,
+                };
+                let watchers = done
+                    .watchers(step)
+                    .map_err(|rc| f.failed("list_watchers", rc))?;
+                Ok(HeaderCheck::Unchanged(watchers))
+            }
+            rc if rc == -libc_errno::ENOENT => Ok(HeaderCheck::Gone),
+            // ERANGE: newer than asked; EOVERFLOW: older (re-created, or a
+            // version never seen). Either way, not what was read.
+            rc if rc == -libc_errno::ERANGE || rc == -libc_errno::EOVERFLOW => {
+                Ok(HeaderCheck::Changed)
+            }
+            rc => Err(self.rados_error(loc, &oid, what, rc)),
+        }
     }
 
     async fn snapshots(

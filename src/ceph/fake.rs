@@ -29,7 +29,7 @@
 //! ```
 
 use super::decode::DecodeError;
-use super::{BadEntry, Conn, Directory, ImageHeader, Listing, PoolInfo};
+use super::{BadEntry, Conn, Directory, HeaderCheck, ImageHeader, Listing, PoolInfo};
 use crate::error::{Error, libc_errno};
 use crate::model::{
     Location, Lock, LockKind, ParentRef, PoolId, QueuedTask, Snapshot, SnapshotNamespace,
@@ -59,6 +59,8 @@ pub enum Method {
     Header,
     /// [`Conn::snapshots`].
     Snapshots,
+    /// [`Conn::watchers_if_unchanged`].
+    Watchers,
     /// [`Conn::image_name`].
     ImageName,
     /// [`Conn::mirror_daemons`].
@@ -73,6 +75,7 @@ impl Method {
         match self {
             Method::Pools => "mon command",
             Method::Header => "header read",
+            Method::Watchers => "watcher read",
             Method::Snapshots => "snapshot read",
             Method::MirrorDaemons | Method::MirroringWatchers => "watcher list",
             _ => "omap read",
@@ -90,7 +93,7 @@ impl Method {
             Method::Tasks => "rbd_task".into(),
             Method::MirrorDaemons => "rbd_mirror_leader".into(),
             Method::MirroringWatchers => "rbd_mirroring".into(),
-            Method::Header | Method::Snapshots => {
+            Method::Header | Method::Snapshots | Method::Watchers => {
                 format!("rbd_header.{}", image_id.unwrap_or_default())
             }
         }
@@ -265,12 +268,25 @@ fn bad_entry_error(object: &str, key: &str) -> Error {
 }
 
 /// One image: its header and its snapshots. Built with chained setters.
+///
+/// Its header has a version, as a RADOS object does: every read that
+/// finds what the header holds (everything but its watchers) changed since
+/// the last read gives it a new version from a cluster-wide counter, so a
+/// re-created header never repeats an old version (as RADOS' per-PG
+/// versions never do). [`FakeImage::frozen_version`] stops that, for
+/// testing what a version that fails to move would do.
 #[derive(Debug, Clone)]
 pub struct FakeImage {
     id: String,
     name: String,
     header: ImageHeader,
     snapshots: Vec<Snapshot>,
+    /// The header's version; 0 until first read.
+    version: u64,
+    /// What the header held (no watchers) and the snapshots at `version`.
+    versioned: Option<(ImageHeader, Vec<Snapshot>)>,
+    /// True when the version no longer moves.
+    frozen: bool,
 }
 
 impl FakeImage {
@@ -286,7 +302,72 @@ impl FakeImage {
                 ..Default::default()
             },
             snapshots: Vec::new(),
+            version: 0,
+            versioned: None,
+            frozen: false,
         }
+    }
+
+    /// The header's version stops moving once it has one: a change is
+    /// then invisible to [`Conn::watchers_if_unchanged`] (a drift only a
+    /// full read finds).
+    pub fn frozen_version(mut self) -> FakeImage {
+        self.frozen = true;
+        self
+    }
+
+    /// The header's version now, moved if what it holds changed since it
+    /// was last read (taking a new one from `counter`).
+    fn current_version(&mut self, counter: &mut u64) -> u64 {
+        let mut held = self.header.clone();
+        held.watchers.clear();
+        held.version = 0;
+        let facts = (held, self.snapshots.clone());
+        if self.versioned.as_ref() != Some(&facts) && !(self.frozen && self.version != 0) {
+            *counter += 1;
+            self.version = *counter;
+            self.versioned = Some(facts);
+        }
+        self.version
+    }
+
+    /// Replaces the watchers.
+    pub fn watchers(mut self, watchers: Vec<Watcher>) -> FakeImage {
+        self.header.watchers = watchers;
+        self.header.watchers.sort();
+        self
+    }
+
+    /// Replaces the holders of `rbd_lock`.
+    pub fn locks(mut self, locks: Vec<Lock>) -> FakeImage {
+        self.header.locks = locks;
+        self
+    }
+
+    /// Removes a snapshot (and its id from the header).
+    pub fn without_snapshot(mut self, id: u64) -> FakeImage {
+        self.header.snap_ids.retain(|s| *s != id);
+        self.snapshots.retain(|s| s.id != id);
+        self
+    }
+
+    /// Changes one snapshot in place.
+    pub fn change_snapshot(mut self, id: u64, f: impl FnOnce(&mut Snapshot)) -> FakeImage {
+        if let Some(s) = self.snapshots.iter_mut().find(|s| s.id == id) {
+            f(s);
+        }
+        self
+    }
+
+    /// Drops the parent (a flatten).
+    pub fn without_parent(mut self) -> FakeImage {
+        self.header.parent = None;
+        self
+    }
+
+    /// The snapshots.
+    pub fn snapshot_list(&self) -> &[Snapshot] {
+        &self.snapshots
     }
 
     /// Provisioned size in bytes.
@@ -457,6 +538,8 @@ pub struct Builder {
     mirroring_watchers: BTreeMap<PoolId, Vec<Watcher>>,
     faults: Vec<Fault>,
     latency: Duration,
+    /// The last header version handed out (see [`FakeImage`]).
+    versions: u64,
 }
 
 fn loc(pool_id: PoolId, namespace: &str) -> Location {
@@ -554,6 +637,66 @@ impl Builder {
         let ns = self.ns(pool_id, namespace);
         ns.directory.push((id.into(), name.into()));
         ns.images.remove(id);
+        self
+    }
+
+    /// Changes an image's header or snapshots in place (its version then
+    /// moves on the next read, as a RADOS object's does).
+    pub fn change_image(
+        mut self,
+        pool_id: PoolId,
+        namespace: &str,
+        id: &str,
+        f: impl FnOnce(FakeImage) -> FakeImage,
+    ) -> Builder {
+        let ns = self.ns(pool_id, namespace);
+        if let Some(image) = ns.images.remove(id) {
+            ns.images.insert(id.to_string(), f(image));
+        }
+        self
+    }
+
+    /// Renames an image in `rbd_directory` (its header does not change,
+    /// as with `rbd rename`).
+    pub fn rename_image(mut self, pool_id: PoolId, namespace: &str, id: &str, name: &str) -> Self {
+        let ns = self.ns(pool_id, namespace);
+        for entry in ns.directory.iter_mut().filter(|(i, _)| i == id) {
+            entry.1 = name.to_string();
+        }
+        if let Some(image) = ns.images.get_mut(id) {
+            image.name = name.to_string();
+        }
+        self
+    }
+
+    /// Moves an image from `rbd_directory` to `rbd_trash` (`rbd trash
+    /// mv`); its header does not change.
+    pub fn trash_image(mut self, pool_id: PoolId, namespace: &str, id: &str) -> Builder {
+        let ns = self.ns(pool_id, namespace);
+        let Some(pos) = ns.directory.iter().position(|(i, _)| i == id) else {
+            return self;
+        };
+        let (id, name) = ns.directory.remove(pos);
+        ns.trash.push(TrashEntry {
+            id,
+            name,
+            source: "user".into(),
+            deletion_time: 0,
+            deferment_end_time: 0,
+            state: "normal".into(),
+        });
+        self
+    }
+
+    /// Moves an image from `rbd_trash` back to `rbd_directory` (`rbd trash
+    /// restore`).
+    pub fn restore_image(mut self, pool_id: PoolId, namespace: &str, id: &str) -> Builder {
+        let ns = self.ns(pool_id, namespace);
+        let Some(pos) = ns.trash.iter().position(|t| t.id == id) else {
+            return self;
+        };
+        let entry = ns.trash.remove(pos);
+        ns.directory.push((entry.id, entry.name));
         self
     }
 
@@ -783,6 +926,21 @@ impl FakeCluster {
         Ok(guard)
     }
 
+    /// Reads one image with its header's version now; `None` when it has
+    /// no header.
+    fn read_image<T>(
+        &self,
+        loc: &Location,
+        image_id: &str,
+        f: impl FnOnce(&FakeImage, u64) -> T,
+    ) -> Option<T> {
+        let mut state = self.lock_state();
+        let Builder { data, versions, .. } = &mut *state;
+        let image = data.get_mut(loc)?.images.get_mut(image_id)?;
+        let version = image.current_version(versions);
+        Some(f(image, version))
+    }
+
     /// Reads from one namespace's contents (empty when it has none).
     fn read<T>(&self, loc: &Location, f: impl FnOnce(&Namespace) -> T) -> T {
         let state = self.lock_state();
@@ -833,7 +991,31 @@ impl Conn for FakeCluster {
         let _g = self
             .enter(Method::Header, Some(loc), Some(image_id))
             .await?;
-        Ok(self.read(loc, |ns| ns.images.get(image_id).map(|i| i.header.clone())))
+        Ok(
+            self.read_image(loc, image_id, |image, version| ImageHeader {
+                version,
+                ..image.header.clone()
+            }),
+        )
+    }
+
+    async fn watchers_if_unchanged(
+        &self,
+        loc: &Location,
+        image_id: &str,
+        version: u64,
+    ) -> Result<HeaderCheck, Error> {
+        let _g = self
+            .enter(Method::Watchers, Some(loc), Some(image_id))
+            .await?;
+        let found = self.read_image(loc, image_id, |image, now| {
+            (now == version).then(|| image.header.watchers.clone())
+        });
+        Ok(match found {
+            None => HeaderCheck::Gone,
+            Some(None) => HeaderCheck::Changed,
+            Some(Some(watchers)) => HeaderCheck::Unchanged(watchers),
+        })
     }
 
     async fn snapshots(

@@ -24,6 +24,8 @@ unsafe extern "C" {
     ) -> c_int;
     pub fn rbdx_batch_list_watchers(b: *mut RbdxBatch) -> c_int;
     pub fn rbdx_batch_read(b: *mut RbdxBatch) -> c_int;
+    pub fn rbdx_batch_assert_version(b: *mut RbdxBatch, ver: u64) -> c_int;
+    pub fn rbdx_batch_version(b: *const RbdxBatch) -> u64;
     pub fn rbdx_batch_omap_get_vals(
         b: *mut RbdxBatch,
         start_after: *const c_char,

@@ -70,6 +70,23 @@ pub struct ImageHeader {
     pub watchers: Vec<Watcher>,
     /// Holders of `rbd_lock`.
     pub locks: Vec<Lock>,
+    /// The header object's version this read saw (its RADOS user version;
+    /// 0 when unknown). Every change of what the header holds (size,
+    /// features, flags, parent, snapshots and their children, locks) moves
+    /// it; a watch does not. See [`Conn::watchers_if_unchanged`].
+    pub version: u64,
+}
+
+/// What a light read of a header ([`Conn::watchers_if_unchanged`]) found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderCheck {
+    /// The header is still at the version asked about: everything it
+    /// holds is as read then. Its watchers now.
+    Unchanged(Vec<Watcher>),
+    /// The header moved to another version: read it in full.
+    Changed,
+    /// The header object does not exist (the image is gone).
+    Gone,
 }
 
 /// An omap entry that did not decode, left out of its listing.
@@ -164,6 +181,17 @@ pub trait Conn: Send + Sync + 'static {
         loc: &Location,
         image_id: &str,
     ) -> impl Future<Output = Result<Option<ImageHeader>, Error>> + Send;
+    /// One light read of `rbd_header.<image_id>`: its watchers, provided
+    /// the header is still at `version` (a RADOS `assert_version` and
+    /// `list_watchers` in one operation, no cls call). A watch does not
+    /// move the version; a lock, a snapshot, a parent, a feature or a
+    /// child list change does, and is then [`HeaderCheck::Changed`].
+    fn watchers_if_unchanged(
+        &self,
+        loc: &Location,
+        image_id: &str,
+        version: u64,
+    ) -> impl Future<Output = Result<HeaderCheck, Error>> + Send;
     /// One compound read of the snapshots `snap_ids` of an image; a failed
     /// step fails it as for [`Conn::header`].
     fn snapshots(

@@ -41,6 +41,8 @@ struct rbdx_batch {
   std::vector<Step*> index;
   librados::AioCompletion* completion = nullptr;
   int rc = 0;
+  // The object's version as the OSD replied (0 until completed).
+  uint64_t version = 0;
   void (*cb)(void*, rbdx_batch*, int) = nullptr;
   void* cb_arg = nullptr;
   // omap results flattened for iteration from Rust.
@@ -106,6 +108,19 @@ int rbdx_batch_omap_get_vals(rbdx_batch* b, const char* start_after,
   }
 }
 
+// Fails the whole operation unless the object is at version `ver` (its
+// user version, the one `rbdx_batch_version` reports): with -ERANGE when it
+// is newer, -EOVERFLOW when older. Not FAILOK, and added first, so no step
+// after it runs on a mismatch.
+int rbdx_batch_assert_version(rbdx_batch* b, uint64_t ver) {
+  try {
+    b->op.assert_version(ver);
+    return 0;
+  } catch (...) {
+    return -ENOMEM;
+  }
+}
+
 // The whole of the object's data. Not FAILOK: a failed read fails the
 // batch (a missing object fails it with -ENOENT anyway).
 int rbdx_batch_read(rbdx_batch* b) {
@@ -121,6 +136,7 @@ int rbdx_batch_read(rbdx_batch* b) {
 static void on_complete(librados::completion_t, void* arg) {
   rbdx_batch* b = static_cast<rbdx_batch*>(arg);
   b->rc = b->completion->get_return_value();
+  b->version = b->completion->get_version64();
   b->cb(b->cb_arg, b, b->rc);
 }
 
@@ -150,6 +166,9 @@ int rbdx_batch_submit(rados_ioctx_t ioctx, const char* oid, size_t oid_len,
 
 // The whole operation's return code.
 int rbdx_batch_rc(const rbdx_batch* b) { return b->rc; }
+
+// The object's version the completed operation read.
+uint64_t rbdx_batch_version(const rbdx_batch* b) { return b->version; }
 
 size_t rbdx_batch_len(const rbdx_batch* b) { return b->index.size(); }
 

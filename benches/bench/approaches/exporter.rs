@@ -69,6 +69,7 @@ impl Library {
             config: SampleConfig {
                 pools: Some(vec![pool.to_string()]),
                 max_inflight,
+                full_every: 1,
             },
         }
     }
