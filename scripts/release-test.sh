@@ -23,7 +23,7 @@ target="$PWD/target/$release"
 # (watchers, locks, clones v1/v2, trash, namespaces), the running exporter, the
 # read-only caps, explain and its goldens, the verdict cases, the release's own
 # regressions, and the key-type check.
-tests=${RELEASE_TESTS:---test cluster --test explain --test verdicts --test keytype --test releases --test mirror}
+tests=${RELEASE_TESTS:---test cluster --test explain --test verdicts --test keytype --test releases --test mirror --test incremental}
 
 in_chroot() { bash scripts/chroot.sh run "$release" "$@"; }
 cleanup() {
