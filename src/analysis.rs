@@ -673,6 +673,7 @@ pub(crate) mod fixtures {
     //! Small in-memory samples for unit tests of analysis and rendering.
     use crate::model::*;
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
     pub fn image(id: &str, name: &str) -> Image {
         Image {
@@ -765,7 +766,7 @@ pub(crate) mod fixtures {
             namespace: name.into(),
             images: images
                 .into_iter()
-                .map(|i| (i.id.clone(), i))
+                .map(|i| (i.id.clone(), Arc::new(i)))
                 .collect::<BTreeMap<_, _>>(),
             ..Default::default()
         }
@@ -777,6 +778,7 @@ mod tests {
     use super::fixtures::*;
     use super::*;
     use crate::model::*;
+    use std::sync::Arc;
 
     fn key(pool: PoolId, id: &str) -> ImageKey {
         ImageKey {
@@ -1161,7 +1163,7 @@ mod tests {
             let mut img = image(id, &format!("volume-{id}"));
             img.in_trash = true;
             img.watchers.push(watcher(1, "10.0.0.1", 1));
-            ns.images.insert(id.into(), img);
+            ns.images.insert(id.into(), Arc::new(img));
             ns.trash.insert(
                 id.into(),
                 TrashEntry {

@@ -581,6 +581,7 @@ mod tests {
         tenant
             .images
             .get_mut("t1")
+            .map(std::sync::Arc::make_mut)
             .unwrap()
             .watchers
             .push(watcher(4500, "10.0.0.9", 11));

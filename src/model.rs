@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Pool id as Ceph numbers pools (`osd pool ls detail`).
 pub type PoolId = i64;
@@ -77,7 +78,7 @@ impl Sample {
         &self,
         pool_id: PoolId,
         namespace: &str,
-    ) -> Option<&BTreeMap<String, Image>> {
+    ) -> Option<&BTreeMap<String, Arc<Image>>> {
         let namespaces = self.pools.get(&pool_id)?.outcome.as_ref().ok()?;
         let ns = namespaces.iter().find(|n| n.namespace == namespace)?;
         Some(&ns.images)
@@ -128,7 +129,10 @@ pub struct NamespaceSample {
     /// Namespace name; empty for the default namespace.
     pub namespace: String,
     /// Images listed in `rbd_directory` or `rbd_trash`, by image id.
-    pub images: BTreeMap<String, Image>,
+    /// Shared: an image whose header, watchers, name and trash state did
+    /// not change since the previous sample is that sample's very image
+    /// (an incremental sample copies nothing of it).
+    pub images: BTreeMap<String, Arc<Image>>,
     /// Entries of `rbd_trash`, by image id.
     pub trash: BTreeMap<String, TrashEntry>,
     /// Version 1 clone links from `rbd_children`: the parent snapshot, and the
@@ -474,6 +478,7 @@ impl Sample {
             .find(|ns| ns.namespace == key.namespace)?
             .images
             .get(&key.image_id)
+            .map(|i| &**i)
     }
 
     /// Parents named by sampled images or known ancestors that are in

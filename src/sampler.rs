@@ -273,7 +273,7 @@ async fn fetch_ancestors<C: Conn>(conn: &Arc<C>, sample: &mut Sample, counters: 
             };
             match image.await {
                 Ok(Some(image)) => {
-                    sample.ancestors.insert(key, image);
+                    sample.ancestors.insert(key, Arc::unwrap_or_clone(image));
                 }
                 Ok(None) => {}
                 Err(e) => tracing::debug!(error = %e, image = ?key, "cannot read a clone's parent"),
@@ -457,7 +457,7 @@ fn skip(namespace: &str, image_id: Option<String>, error: &Error) -> Skipped {
 }
 
 /// One image read's outcome, as its task returns it.
-type ImageRead = (String, Result<Option<Image>, Error>);
+type ImageRead = (String, Result<Option<Arc<Image>>, Error>);
 
 /// The image reads of one namespace in flight, and what came back.
 struct ImageReads<'a> {
@@ -468,7 +468,7 @@ struct ImageReads<'a> {
     /// The image each read task is about.
     ids: HashMap<Id, String>,
     /// Images read.
-    images: BTreeMap<String, Image>,
+    images: BTreeMap<String, Arc<Image>>,
     /// Images left out, and why.
     skipped: &'a mut Vec<Skipped>,
     /// The first error that stops the namespace.
@@ -527,7 +527,7 @@ async fn read_images<C: Conn>(
     limit: &Limit,
     wanted: BTreeMap<String, (String, bool)>,
     skipped: &mut Vec<Skipped>,
-) -> Result<BTreeMap<String, Image>, Error> {
+) -> Result<BTreeMap<String, Arc<Image>>, Error> {
     let mut r = ImageReads {
         namespace: &loc.namespace,
         reads: JoinSet::new(),
@@ -592,7 +592,7 @@ struct Wanted {
     in_trash: bool,
     /// The previous sample's image, when its header is not due for a
     /// full read.
-    cached: Option<Image>,
+    cached: Option<Arc<Image>>,
 }
 
 /// With a cached image, the light read first: the cached facts with the
@@ -605,23 +605,32 @@ async fn read_image<C: Conn>(
     id: &str,
     wanted: Wanted,
     counters: &ReadCounters,
-) -> Result<Option<Image>, Error> {
+) -> Result<Option<Arc<Image>>, Error> {
     let Wanted {
         name,
         in_trash,
         cached,
     } = wanted;
-    if let Some(mut image) = cached {
+    if let Some(cached) = cached {
         ReadCounters::add(&counters.light);
         match conn
-            .watchers_if_unchanged(loc, id, image.header_version)
+            .watchers_if_unchanged(loc, id, cached.header_version)
             .await?
         {
+            // Nothing changed: the previous sample's very image.
+            HeaderCheck::Unchanged(watchers)
+                if cached.watchers == watchers
+                    && cached.name == name
+                    && cached.in_trash == in_trash =>
+            {
+                return Ok(Some(cached));
+            }
             HeaderCheck::Unchanged(watchers) => {
+                let mut image = Image::clone(&cached);
                 image.watchers = watchers;
                 image.name = name;
                 image.in_trash = in_trash;
-                return Ok(Some(image));
+                return Ok(Some(Arc::new(image)));
             }
             HeaderCheck::Gone => return Ok(None),
             HeaderCheck::Changed => ReadCounters::add(&counters.changed),
@@ -652,7 +661,7 @@ async fn read_image<C: Conn>(
         version,
         ..
     } = header;
-    Ok(Some(Image {
+    Ok(Some(Arc::new(Image {
         id: id.to_string(),
         name,
         in_trash,
@@ -666,7 +675,7 @@ async fn read_image<C: Conn>(
         locks,
         snapshots,
         header_version: version,
-    }))
+    })))
 }
 
 #[cfg(test)]

@@ -149,7 +149,7 @@ fn the_header_version_moves_with_what_the_header_holds_not_with_watches() {
 }
 
 /// The images of the one sampled pool's default namespace.
-fn images(sample: &Sample) -> &BTreeMap<String, Image> {
+fn images(sample: &Sample) -> &BTreeMap<String, Arc<Image>> {
     assert_eq!(sample.pools.len(), 1);
     let pool = sample.pools.values().next().unwrap();
     assert!(pool.skipped.is_empty(), "{:?}", pool.skipped);
@@ -206,7 +206,7 @@ fn cli_view(pool: &str) -> BTreeMap<String, String> {
 }
 
 /// The same fields from a sample.
-fn sample_view(images: &BTreeMap<String, Image>) -> BTreeMap<String, String> {
+fn sample_view(images: &BTreeMap<String, Arc<Image>>) -> BTreeMap<String, String> {
     images
         .iter()
         .map(|(id, i)| {

@@ -839,6 +839,7 @@ hosts:
         let img = s.pools.get_mut(&1).unwrap().outcome.as_mut().unwrap()[0]
             .images
             .get_mut("id0")
+            .map(std::sync::Arc::make_mut)
             .unwrap();
         img.locks.push(advisory_lock(9, "10.0.7.7", "c"));
         attributor.refresh(1000.0).await;
