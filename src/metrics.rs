@@ -1128,6 +1128,14 @@ mod tests {
                 took.as_secs_f64() * 1e3,
                 mib(peak.saturating_sub(before) as usize),
             );
+            let t0 = std::time::Instant::now();
+            let z = crate::server::gzip(body.as_bytes());
+            println!(
+                "  gzip (level 1): {:.2} MiB ({:.1}% of the body) in {:.0} ms",
+                mib(z.len()),
+                100.0 * z.len() as f64 / body.len() as f64,
+                t0.elapsed().as_secs_f64() * 1e3,
+            );
         }
     }
 
