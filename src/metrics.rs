@@ -119,7 +119,10 @@ impl<const N: usize> Encode for Family<'_, N> {
             return 0;
         }
         let header = 2 * self.name.len() + self.help.len() + self.kind.len() + 20;
-        let fixed = self.name.len() + 2 + VALUE_HINT + self.names.iter().map(|n| n.len() + 4).sum::<usize>();
+        let fixed = self.name.len()
+            + 2
+            + VALUE_HINT
+            + self.names.iter().map(|n| n.len() + 4).sum::<usize>();
         header
             + self
                 .rows
@@ -434,8 +437,10 @@ impl<'a> SampleGauges<'a> {
             if snap.protected || children > 0 || snap.is_trashed() {
                 let l = [pool, ns, name, id, snap.name.as_str()];
                 self.snap_children.push(l, children as i64 as f64);
-                self.snap_protected.push(l, f64::from(u8::from(snap.protected)));
-                self.snap_trashed.push(l, f64::from(u8::from(snap.is_trashed())));
+                self.snap_protected
+                    .push(l, f64::from(u8::from(snap.protected)));
+                self.snap_trashed
+                    .push(l, f64::from(u8::from(snap.is_trashed())));
             }
         }
     }
@@ -1076,7 +1081,11 @@ mod tests {
                     }
                     imgs.push(img);
                 }
-                (p, ["volumes", "images", "vms", "backups"][p as usize], vec![namespace("", imgs)])
+                (
+                    p,
+                    ["volumes", "images", "vms", "backups"][p as usize],
+                    vec![namespace("", imgs)],
+                )
             })
             .collect();
         sample(pools)

@@ -183,16 +183,16 @@ pub fn accepts_gzip<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> bo
                 }
             }
             let Some(q) = q else { continue };
-            let slot = if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip")
-            {
-                &mut gzip
-            } else if coding == "*" {
-                &mut any
-            } else if coding.eq_ignore_ascii_case("identity") {
-                &mut identity
-            } else {
-                continue;
-            };
+            let slot =
+                if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+                    &mut gzip
+                } else if coding == "*" {
+                    &mut any
+                } else if coding.eq_ignore_ascii_case("identity") {
+                    &mut identity
+                } else {
+                    continue;
+                };
             *slot = Some(slot.map_or(q, |old| old.max(q)));
         }
     }

@@ -302,7 +302,10 @@ fn metrics_are_gzipped_for_clients_that_accept_gzip() {
         header(&head, "content-length"),
         Some(get_body.len().to_string().as_str())
     );
-    assert_eq!(header(&get_head, "content-length"), header(&head, "content-length"));
+    assert_eq!(
+        header(&get_head, "content-length"),
+        header(&head, "content-length")
+    );
 }
 
 #[test]
