@@ -56,6 +56,10 @@ pub struct Analysed {
 pub struct Published {
     /// Rendered exposition text.
     pub metrics: bytes::Bytes,
+    /// `metrics` gzipped, made by the first scrape that accepts gzip and
+    /// shared by every later one until the next publish
+    /// (`crate::server::gzipped`).
+    pub metrics_gzip: std::sync::OnceLock<bytes::Bytes>,
     /// The last good sample and its analysis; `None` before the first.
     pub analysed: Option<Arc<Analysed>>,
     /// Exporter status at the time of rendering.
@@ -320,6 +324,7 @@ impl Cycle {
         );
         Published {
             metrics: bytes::Bytes::from(body),
+            metrics_gzip: std::sync::OnceLock::new(),
             analysed: self.last.clone(),
             status,
             last_attempt: now_unix(),

@@ -4,13 +4,22 @@
 //! Rendering happens once per sample, not per scrape: /metrics serves the
 //! bytes rendered here. Per-watcher series come from the analysis'
 //! per-watcher findings as they are (host, verdict, first-seen time).
+//!
+//! The text is written straight into one buffer, sized beforehand: each
+//! family keeps only borrowed label values and a number per series until
+//! it is written, and is dropped as soon as it is. The output is the one
+//! the `prometheus` crate's registry and `TextEncoder` gave (families by
+//! name, label names sorted, series sorted by label values, values as
+//! `f64`'s `Display`), byte for byte: tests/golden and the equivalence
+//! test below hold it to that, without the registry's copies of every
+//! label (its metric vectors, then the gathered protobufs) at 100,000
+//! images.
 
 use crate::analysis::{Analysis, ImageFindings};
 use crate::model::{Image, ImageKey, Sample};
 use crate::status::{ExporterStatus, SourceHealth};
-use prometheus::core::Collector;
-use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 /// What to render besides the findings.
 #[derive(Debug, Clone, Default)]
@@ -25,14 +34,188 @@ pub struct RenderOptions {
 
 const SAMPLED: &str = "Sampled in the background every --sample.interval; not live.";
 
-fn gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    GaugeVec::new(Opts::new(name, format!("{help} {SAMPLED}")), labels)
-        .expect("valid metric definition")
+/// How series of one family with the same labels combine, as the
+/// `prometheus` crate's setters did on one metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Merge {
+    /// `set`: the last value pushed.
+    Last,
+    /// `inc`/`inc_by`: the sum.
+    Sum,
+    /// The first-seen gauge: the earliest non-zero time.
+    Earliest,
 }
 
-fn int_gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    IntGaugeVec::new(Opts::new(name, format!("{help} {SAMPLED}")), labels)
-        .expect("valid metric definition")
+/// One metric family of `N` labels, filled before it is written.
+struct Family<'a, const N: usize> {
+    name: &'static str,
+    help: String,
+    kind: &'static str,
+    merge: Merge,
+    /// Label names, sorted (the order of the text).
+    names: [&'static str; N],
+    /// `order[i]`: where the i-th sorted name is in the declared labels.
+    order: [usize; N],
+    /// Label values in the order of `names`, and the value.
+    rows: Vec<([&'a str; N], f64)>,
+}
+
+impl<'a, const N: usize> Family<'a, N> {
+    fn new(name: &'static str, help: String, labels: [&'static str; N]) -> Self {
+        let mut order: [usize; N] = std::array::from_fn(|i| i);
+        order.sort_by_key(|&i| labels[i]);
+        Family {
+            name,
+            help,
+            kind: "gauge",
+            merge: Merge::Last,
+            names: order.map(|i| labels[i]),
+            order,
+            rows: Vec::new(),
+        }
+    }
+
+    /// A gauge whose help says it is sampled, not live.
+    fn sampled(name: &'static str, help: &str, labels: [&'static str; N]) -> Self {
+        Family::new(name, format!("{help} {SAMPLED}"), labels)
+    }
+
+    fn counter(mut self) -> Self {
+        self.kind = "counter";
+        self.merge = Merge::Sum;
+        self
+    }
+
+    fn merging(mut self, merge: Merge) -> Self {
+        self.merge = merge;
+        self
+    }
+
+    /// One series, labels in the declared order.
+    fn push(&mut self, labels: [&'a str; N], value: f64) {
+        self.rows.push((self.order.map(|i| labels[i]), value));
+    }
+}
+
+/// A filled family, whatever its label count.
+trait Encode {
+    fn name(&self) -> &'static str;
+    /// Bytes the family takes in the text, or a little more.
+    fn size_hint(&self) -> usize;
+    /// Writes the family (nothing if it has no series) and frees it.
+    fn encode(self: Box<Self>, out: &mut String);
+}
+
+/// Longest `f64` `Display` output we expect often; only a size estimate.
+const VALUE_HINT: usize = 20;
+
+impl<const N: usize> Encode for Family<'_, N> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn size_hint(&self) -> usize {
+        if self.rows.is_empty() {
+            return 0;
+        }
+        let header = 2 * self.name.len() + self.help.len() + self.kind.len() + 20;
+        let fixed = self.name.len()
+            + 2
+            + VALUE_HINT
+            + self.names.iter().map(|n| n.len() + 4).sum::<usize>();
+        header
+            + self
+                .rows
+                .iter()
+                .map(|(labels, _)| fixed + labels.iter().map(|l| l.len()).sum::<usize>())
+                .sum::<usize>()
+    }
+
+    fn encode(self: Box<Self>, out: &mut String) {
+        let Family {
+            name,
+            help,
+            kind,
+            merge,
+            names,
+            mut rows,
+            ..
+        } = *self;
+        if rows.is_empty() {
+            return;
+        }
+        // Stable: equal label sets stay in the order they were pushed.
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        if !help.is_empty() {
+            out.push_str("# HELP ");
+            out.push_str(name);
+            out.push(' ');
+            escape_into(out, &help, false);
+            out.push('\n');
+        }
+        out.push_str("# TYPE ");
+        out.push_str(name);
+        out.push(' ');
+        out.push_str(kind);
+        out.push('\n');
+        let mut i = 0;
+        while i < rows.len() {
+            let labels = rows[i].0;
+            let mut value = match merge {
+                Merge::Earliest => 0.0,
+                _ => rows[i].1,
+            };
+            let mut j = i;
+            while j < rows.len() && rows[j].0 == labels {
+                let v = rows[j].1;
+                match merge {
+                    Merge::Last => value = v,
+                    Merge::Sum if j > i => value += v,
+                    Merge::Sum => {}
+                    Merge::Earliest => {
+                        if value == 0.0 || v < value {
+                            value = v;
+                        }
+                    }
+                }
+                j += 1;
+            }
+            out.push_str(name);
+            if N > 0 {
+                let mut sep = '{';
+                for (n, v) in names.iter().zip(labels) {
+                    out.push(sep);
+                    out.push_str(n);
+                    out.push_str("=\"");
+                    escape_into(out, v, true);
+                    out.push('"');
+                    sep = ',';
+                }
+                out.push('}');
+            }
+            out.push(' ');
+            let _ = write!(out, "{value}");
+            out.push('\n');
+            i = j;
+        }
+    }
+}
+
+/// Appends `v` with `\` and newline escaped, and `"` too if `quote`.
+fn escape_into(out: &mut String, v: &str, quote: bool) {
+    let special = |c: char| c == '\\' || c == '\n' || (quote && c == '"');
+    if !v.contains(special) {
+        out.push_str(v);
+        return;
+    }
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if quote => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
 }
 
 /// Reads one total out of a namespace summary.
@@ -41,9 +224,9 @@ type SummaryField = fn(&crate::analysis::NamespaceSummary) -> i64;
 // Per-image series carry `image_id` besides the name, so that a trashed
 // image and a live one of the same name never share a series; joins with
 // the mgr's series `on (pool, namespace, image)` keep working.
-const IMAGE: &[&str] = &["pool", "namespace", "image", "image_id"];
-const IMAGE_REASON: &[&str] = &["pool", "namespace", "image", "image_id", "reason"];
-const WATCHER: &[&str] = &[
+const IMAGE: [&str; 4] = ["pool", "namespace", "image", "image_id"];
+const IMAGE_REASON: [&str; 5] = ["pool", "namespace", "image", "image_id", "reason"];
+const WATCHER: [&str; 7] = [
     "pool",
     "namespace",
     "image",
@@ -53,7 +236,7 @@ const WATCHER: &[&str] = &[
     "host",
 ];
 /// A watcher's labels and why it is believed orphaned.
-const WATCHER_REASON: &[&str] = &[
+const WATCHER_REASON: [&str; 8] = [
     "pool",
     "namespace",
     "image",
@@ -63,8 +246,11 @@ const WATCHER_REASON: &[&str] = &[
     "host",
     "reason",
 ];
-const SNAPSHOT: &[&str] = &["pool", "namespace", "image", "image_id", "snapshot"];
-const POOL_NS: &[&str] = &["pool", "namespace"];
+const SNAPSHOT: [&str; 5] = ["pool", "namespace", "image", "image_id", "snapshot"];
+const POOL_NS: [&str; 2] = ["pool", "namespace"];
+
+/// Families to write, in any order.
+type Families<'a> = Vec<Box<dyn Encode + 'a>>;
 
 /// Renders everything into the text exposition format.
 pub fn render(
@@ -73,66 +259,64 @@ pub fn render(
     status: &ExporterStatus,
     options: &RenderOptions,
 ) -> String {
-    let mut collectors: Vec<Box<dyn Collector>> = Vec::new();
+    let mut families: Families<'_> = Vec::new();
     if let (Some(sample), Some(analysis)) = (sample, analysis) {
-        collectors.extend(sample_collectors(sample, analysis, options));
+        families.extend(sample_families(sample, analysis, options));
     }
-    collectors.extend(exporter_collectors(status, options));
-
-    let registry = Registry::new();
-    for c in collectors {
-        registry.register(c).expect("metric names are unique");
+    families.extend(exporter_families(status, options));
+    families.sort_by_key(|f| f.name());
+    assert!(
+        families.windows(2).all(|w| w[0].name() != w[1].name()),
+        "metric names are unique"
+    );
+    let mut out = String::with_capacity(families.iter().map(|f| f.size_hint()).sum());
+    for f in families {
+        f.encode(&mut out);
     }
-    let mut out = Vec::new();
-    TextEncoder::new()
-        .encode(&registry.gather(), &mut out)
-        .expect("encoding to memory cannot fail");
-    String::from_utf8(out).expect("the text encoder writes UTF-8")
+    out
 }
 
 /// The per-sample series, filled image by image.
-struct SampleGauges {
+struct SampleGauges<'a> {
     /// `ceph_rbd_image_watchers`.
-    image_watchers: IntGaugeVec,
+    image_watchers: Family<'a, 4>,
     /// `ceph_rbd_image_clone_depth`.
-    image_depth: IntGaugeVec,
+    image_depth: Family<'a, 4>,
     /// `ceph_rbd_image_flatten_pending`.
-    image_flatten: IntGaugeVec,
+    image_flatten: Family<'a, 5>,
     /// `ceph_rbd_image_stale_locks`.
-    image_stale: IntGaugeVec,
+    image_stale: Family<'a, 4>,
     /// `ceph_rbd_image_orphaned_watchers`.
-    image_orphans: IntGaugeVec,
+    image_orphans: Family<'a, 5>,
     /// `ceph_rbd_watcher_info`.
-    watcher_info: IntGaugeVec,
+    watcher_info: Family<'a, 7>,
     /// `ceph_rbd_watcher_first_seen_timestamp_seconds`.
-    watcher_first_seen: GaugeVec,
+    watcher_first_seen: Family<'a, 7>,
     /// `ceph_rbd_watcher_orphaned`.
-    watcher_orphaned: IntGaugeVec,
+    watcher_orphaned: Family<'a, 8>,
     /// `ceph_rbd_snapshot_children`.
-    snap_children: IntGaugeVec,
+    snap_children: Family<'a, 5>,
     /// `ceph_rbd_snapshot_protected`.
-    snap_protected: IntGaugeVec,
+    snap_protected: Family<'a, 5>,
     /// `ceph_rbd_snapshot_trashed`.
-    snap_trashed: IntGaugeVec,
+    snap_trashed: Family<'a, 5>,
     /// `ceph_rbd_pool_*`, each with the summary field it shows.
-    pool: Vec<(IntGaugeVec, SummaryField)>,
+    pool: Vec<(Family<'a, 2>, SummaryField)>,
 }
 
-fn sample_collectors(
-    sample: &Sample,
-    analysis: &Analysis,
+fn sample_families<'a>(
+    sample: &'a Sample,
+    analysis: &'a Analysis,
     options: &RenderOptions,
-) -> Vec<Box<dyn Collector>> {
-    let g = SampleGauges::new();
+) -> Families<'a> {
+    let mut g = SampleGauges::new();
     for (pool, ns) in sample.namespaces() {
         if let Some(summary) = analysis
             .namespaces
             .get(&(pool.pool_id, ns.namespace.clone()))
         {
-            for (gauge, value) in &g.pool {
-                gauge
-                    .with_label_values(&[pool.name.as_str(), &ns.namespace])
-                    .set(value(summary));
+            for (family, value) in &mut g.pool {
+                family.push([pool.name.as_str(), &ns.namespace], value(summary) as f64);
             }
         }
     }
@@ -145,142 +329,138 @@ fn sample_collectors(
                 s.image.name.as_str(),
                 s.image.id.as_str(),
             ];
-            g.add_snapshots(&labels, s.image, &key, analysis);
+            g.add_snapshots(labels, s.image, &key, analysis);
             if options.all_images || !findings.is_quiet() {
-                g.add_image(&labels, findings);
+                g.add_image(labels, findings);
             }
         }
     }
-    let mut out = g.into_collectors();
-    out.push(Box::new(format1_gauge(sample)));
+    let mut out = g.into_families();
+    out.push(Box::new(format1_family(sample)));
     out
 }
 
 /// `ceph_rbd_pool_format1_images`, straight from the sample: format 1
 /// images are listed, not read, so they have no findings to summarise.
-fn format1_gauge(sample: &Sample) -> IntGaugeVec {
-    let g = int_gauge(
+fn format1_family(sample: &Sample) -> Family<'_, 2> {
+    let mut g = Family::sampled(
         "ceph_rbd_pool_format1_images",
         "Format 1 images: counted, not sampled (no watcher, lock or snapshot series).",
         POOL_NS,
     );
     for (pool, ns) in sample.namespaces() {
-        g.with_label_values(&[pool.name.as_str(), &ns.namespace])
-            .set(ns.format1_images.len() as i64);
+        g.push(
+            [pool.name.as_str(), &ns.namespace],
+            ns.format1_images.len() as i64 as f64,
+        );
     }
     g
 }
 
-impl SampleGauges {
-    fn new() -> SampleGauges {
+impl<'a> SampleGauges<'a> {
+    fn new() -> SampleGauges<'a> {
         SampleGauges {
-            image_watchers: int_gauge(
+            image_watchers: Family::sampled(
                 "ceph_rbd_image_watchers",
                 "Clients watching the image header.",
                 IMAGE,
             ),
-            image_depth: int_gauge(
+            image_depth: Family::sampled(
                 "ceph_rbd_image_clone_depth",
                 "Ancestors of the image (0 for a non-clone), following parents across pools.",
                 IMAGE,
             ),
-            image_flatten: int_gauge(
+            image_flatten: Family::sampled(
                 "ceph_rbd_image_flatten_pending",
                 "1 for each reason the clone should be flattened.",
                 IMAGE_REASON,
             ),
-            image_stale: int_gauge(
+            image_stale: Family::sampled(
                 "ceph_rbd_image_stale_locks",
                 "Locks on the image whose holder no longer watches it.",
                 IMAGE,
             ),
-            image_orphans: int_gauge(
+            image_orphans: Family::sampled(
                 "ceph_rbd_image_orphaned_watchers",
                 "Watchers believed orphaned, by reason.",
                 IMAGE_REASON,
-            ),
-            watcher_info: int_gauge(
+            )
+            .merging(Merge::Sum),
+            watcher_info: Family::sampled(
                 "ceph_rbd_watcher_info",
                 "One series per client watching an image; host is empty when the address could not be attributed.",
                 WATCHER,
             ),
-            watcher_first_seen: gauge(
+            // Two watches from one client instance share labels: keep the older.
+            watcher_first_seen: Family::sampled(
                 "ceph_rbd_watcher_first_seen_timestamp_seconds",
                 "Unix time this exporter first saw the watcher.",
                 WATCHER,
-            ),
-            watcher_orphaned: int_gauge(
+            )
+            .merging(Merge::Earliest),
+            watcher_orphaned: Family::sampled(
                 "ceph_rbd_watcher_orphaned",
                 "1 for each watcher believed orphaned, with why; absent for the others.",
                 WATCHER_REASON,
             ),
-            snap_children: int_gauge(
+            snap_children: Family::sampled(
                 "ceph_rbd_snapshot_children",
                 "Clones (v1 and v2, in any pool) of the snapshot.",
                 SNAPSHOT,
             ),
-            snap_protected: int_gauge(
+            snap_protected: Family::sampled(
                 "ceph_rbd_snapshot_protected",
                 "1 if the snapshot is protected.",
                 SNAPSHOT,
             ),
-            snap_trashed: int_gauge(
+            snap_trashed: Family::sampled(
                 "ceph_rbd_snapshot_trashed",
                 "1 if the snapshot is in the trash namespace (removed while clones still use it).",
                 SNAPSHOT,
             ),
-            pool: pool_gauges(),
+            pool: pool_families(),
         }
     }
 
     /// The series of an image's snapshots that are protected, have
     /// children or are in the trash.
     fn add_snapshots(
-        &self,
-        labels: &[&str; 4],
-        image: &Image,
+        &mut self,
+        labels: [&'a str; 4],
+        image: &'a Image,
         key: &ImageKey,
         analysis: &Analysis,
     ) {
-        let [pool, ns, name, id] = *labels;
+        let [pool, ns, name, id] = labels;
         for snap in &image.snapshots {
             let children = analysis.children_of(key, snap);
             if snap.protected || children > 0 || snap.is_trashed() {
                 let l = [pool, ns, name, id, snap.name.as_str()];
-                self.snap_children
-                    .with_label_values(&l)
-                    .set(children as i64);
+                self.snap_children.push(l, children as i64 as f64);
                 self.snap_protected
-                    .with_label_values(&l)
-                    .set(i64::from(snap.protected));
+                    .push(l, f64::from(u8::from(snap.protected)));
                 self.snap_trashed
-                    .with_label_values(&l)
-                    .set(i64::from(snap.is_trashed()));
+                    .push(l, f64::from(u8::from(snap.is_trashed())));
             }
         }
     }
 
     /// The per-image series and one series per watcher.
-    fn add_image(&self, labels: &[&str; 4], findings: &ImageFindings) {
-        let [pool, ns, name, id] = *labels;
+    fn add_image(&mut self, labels: [&'a str; 4], findings: &'a ImageFindings) {
+        let [pool, ns, name, id] = labels;
         self.image_watchers
-            .with_label_values(labels)
-            .set(findings.watchers.len() as i64);
+            .push(labels, findings.watchers.len() as i64 as f64);
         self.image_depth
-            .with_label_values(labels)
-            .set(i64::from(findings.clone_depth.depth));
+            .push(labels, f64::from(findings.clone_depth.depth));
         self.image_stale
-            .with_label_values(labels)
-            .set(findings.stale_locks().count() as i64);
+            .push(labels, findings.stale_locks().count() as i64 as f64);
         for reason in &findings.flatten_reasons {
             self.image_flatten
-                .with_label_values(&[pool, ns, name, id, reason.label()])
-                .set(1);
+                .push([pool, ns, name, id, reason.label()], 1.0);
         }
         for (_, reason) in findings.orphans() {
             self.image_orphans
-                .with_label_values(&[pool, ns, name, id, reason.label()])
-                .inc();
+                .push([pool, ns, name, id, reason.label()], 1.0);
         }
         for w in &findings.watchers {
             let l = [
@@ -292,24 +472,20 @@ impl SampleGauges {
                 w.watcher.address.as_str(),
                 w.host_name(),
             ];
-            self.watcher_info.with_label_values(&l).set(1);
-            // Two watches from one client instance share labels: keep the older.
-            let g = self.watcher_first_seen.with_label_values(&l);
-            if g.get() == 0.0 || w.first_seen < g.get() {
-                g.set(w.first_seen);
-            }
+            self.watcher_info.push(l, 1.0);
+            self.watcher_first_seen.push(l, w.first_seen);
             // Only orphans have this series: it is their list, and host
             // and verdict come from the same finding.
             if let Some(reason) = w.orphan_reason() {
                 let [pool, ns, name, id, client, address, host] = l;
                 let l = [pool, ns, name, id, client, address, host, reason.label()];
-                self.watcher_orphaned.with_label_values(&l).set(1);
+                self.watcher_orphaned.push(l, 1.0);
             }
         }
     }
 
-    fn into_collectors(self) -> Vec<Box<dyn Collector>> {
-        let mut out: Vec<Box<dyn Collector>> = vec![
+    fn into_families(self) -> Families<'a> {
+        let mut out: Families<'a> = vec![
             Box::new(self.image_watchers),
             Box::new(self.image_depth),
             Box::new(self.image_flatten),
@@ -325,25 +501,25 @@ impl SampleGauges {
         out.extend(
             self.pool
                 .into_iter()
-                .map(|(g, _)| Box::new(g) as Box<dyn Collector>),
+                .map(|(g, _)| Box::new(g) as Box<dyn Encode + 'a>),
         );
         out
     }
 }
 
 /// The per pool and namespace gauges, each with the total it shows.
-fn pool_gauges() -> Vec<(IntGaugeVec, SummaryField)> {
+fn pool_families<'a>() -> Vec<(Family<'a, 2>, SummaryField)> {
     vec![
         (
-            int_gauge("ceph_rbd_pool_images", "Images outside the trash.", POOL_NS),
+            Family::sampled("ceph_rbd_pool_images", "Images outside the trash.", POOL_NS),
             |s| s.images as i64,
         ),
         (
-            int_gauge("ceph_rbd_pool_clones", "Clones outside the trash.", POOL_NS),
+            Family::sampled("ceph_rbd_pool_clones", "Clones outside the trash.", POOL_NS),
             |s| s.clones as i64,
         ),
         (
-            int_gauge(
+            Family::sampled(
                 "ceph_rbd_pool_watched_images",
                 "Images with at least one watcher.",
                 POOL_NS,
@@ -351,11 +527,11 @@ fn pool_gauges() -> Vec<(IntGaugeVec, SummaryField)> {
             |s| s.watched_images as i64,
         ),
         (
-            int_gauge("ceph_rbd_pool_watchers", "Watchers of all images.", POOL_NS),
+            Family::sampled("ceph_rbd_pool_watchers", "Watchers of all images.", POOL_NS),
             |s| s.watchers as i64,
         ),
         (
-            int_gauge(
+            Family::sampled(
                 "ceph_rbd_pool_orphaned_watchers",
                 "Watchers believed orphaned.",
                 POOL_NS,
@@ -363,7 +539,7 @@ fn pool_gauges() -> Vec<(IntGaugeVec, SummaryField)> {
             |s| s.orphaned_watchers as i64,
         ),
         (
-            int_gauge(
+            Family::sampled(
                 "ceph_rbd_pool_stale_locks",
                 "Locks whose holder no longer watches the image.",
                 POOL_NS,
@@ -371,7 +547,7 @@ fn pool_gauges() -> Vec<(IntGaugeVec, SummaryField)> {
             |s| s.stale_locks as i64,
         ),
         (
-            int_gauge(
+            Family::sampled(
                 "ceph_rbd_pool_protected_snapshots",
                 "Protected snapshots.",
                 POOL_NS,
@@ -379,7 +555,7 @@ fn pool_gauges() -> Vec<(IntGaugeVec, SummaryField)> {
             |s| s.protected_snapshots as i64,
         ),
         (
-            int_gauge(
+            Family::sampled(
                 "ceph_rbd_pool_max_clone_depth",
                 "Deepest clone chain of any image.",
                 POOL_NS,
@@ -387,7 +563,7 @@ fn pool_gauges() -> Vec<(IntGaugeVec, SummaryField)> {
             |s| i64::from(s.max_clone_depth),
         ),
         (
-            int_gauge(
+            Family::sampled(
                 "ceph_rbd_pool_flatten_pending_images",
                 "Distinct images with at least one flatten reason.",
                 POOL_NS,
@@ -395,7 +571,7 @@ fn pool_gauges() -> Vec<(IntGaugeVec, SummaryField)> {
             |s| s.flatten_pending_images as i64,
         ),
         (
-            int_gauge(
+            Family::sampled(
                 "ceph_rbd_pool_trash_images",
                 "Images in the trash.",
                 POOL_NS,
@@ -405,74 +581,52 @@ fn pool_gauges() -> Vec<(IntGaugeVec, SummaryField)> {
     ]
 }
 
-fn exporter_collectors(
-    status: &ExporterStatus,
-    options: &RenderOptions,
-) -> Vec<Box<dyn Collector>> {
-    let up = IntGaugeVec::new(
-        Opts::new(
-            "ceph_rbd_exporter_up",
-            "Whether the last sample reached the cluster (1) or not (0).",
-        ),
-        &[],
-    )
-    .expect("valid metric definition");
-    up.with_label_values(&[] as &[&str])
-        .set(i64::from(status.up));
-    let duration = GaugeVec::new(
-        Opts::new(
-            "ceph_rbd_exporter_sample_duration_seconds",
-            "Seconds the last sample of the pool took.",
-        ),
-        &["pool"],
-    )
-    .expect("valid metric definition");
+fn exporter_families<'a>(status: &'a ExporterStatus, options: &RenderOptions) -> Families<'a> {
+    let mut up = Family::new(
+        "ceph_rbd_exporter_up",
+        "Whether the last sample reached the cluster (1) or not (0).".into(),
+        [],
+    );
+    up.push([], f64::from(u8::from(status.up)));
+    let mut duration = Family::new(
+        "ceph_rbd_exporter_sample_duration_seconds",
+        "Seconds the last sample of the pool took.".into(),
+        ["pool"],
+    );
     for (pool, secs) in &status.sample_duration_seconds {
-        duration.with_label_values(&[pool]).set(*secs);
+        duration.push([pool.as_str()], *secs);
     }
-    let last_success = GaugeVec::new(
-        Opts::new(
-            "ceph_rbd_exporter_last_success_timestamp_seconds",
-            "Unix time of the last successful sample of the pool.",
-        ),
-        &["pool"],
-    )
-    .expect("valid metric definition");
+    let mut last_success = Family::new(
+        "ceph_rbd_exporter_last_success_timestamp_seconds",
+        "Unix time of the last successful sample of the pool.".into(),
+        ["pool"],
+    );
     for (pool, t) in &status.last_success_timestamp_seconds {
-        last_success.with_label_values(&[pool]).set(*t);
+        last_success.push([pool.as_str()], *t);
     }
-    let errors = IntCounterVec::new(
-        Opts::new(
-            "ceph_rbd_exporter_sample_errors_total",
-            "Failed samples, by pool and kind of error (pool is empty when no pool was reached).",
-        ),
-        &["pool", "kind"],
+    let mut errors = Family::new(
+        "ceph_rbd_exporter_sample_errors_total",
+        "Failed samples, by pool and kind of error (pool is empty when no pool was reached)."
+            .into(),
+        ["pool", "kind"],
     )
-    .expect("valid metric definition");
+    .counter();
     for ((pool, kind), n) in &status.sample_errors_total {
-        errors.with_label_values(&[pool, kind]).inc_by(*n);
+        errors.push([pool.as_str(), kind.as_str()], *n as f64);
     }
-    let build = IntGaugeVec::new(
-        Opts::new(
-            "ceph_rbd_exporter_build_info",
-            "Always 1; the version label says which build this is.",
-        ),
-        &["version"],
-    )
-    .expect("valid metric definition");
-    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-    let interval = GaugeVec::new(
-        Opts::new(
-            "ceph_rbd_exporter_sample_interval_seconds",
-            "The configured --sample.interval, in seconds.",
-        ),
-        &[],
-    )
-    .expect("valid metric definition");
-    interval
-        .with_label_values(&[] as &[&str])
-        .set(options.sample_interval_seconds);
-    let mut out: Vec<Box<dyn Collector>> = vec![
+    let mut build = Family::new(
+        "ceph_rbd_exporter_build_info",
+        "Always 1; the version label says which build this is.".into(),
+        ["version"],
+    );
+    build.push([env!("CARGO_PKG_VERSION")], 1.0);
+    let mut interval = Family::new(
+        "ceph_rbd_exporter_sample_interval_seconds",
+        "The configured --sample.interval, in seconds.".into(),
+        [],
+    );
+    interval.push([], options.sample_interval_seconds);
+    let mut out: Families<'a> = vec![
         Box::new(up),
         Box::new(interval),
         Box::new(duration),
@@ -481,52 +635,42 @@ fn exporter_collectors(
         Box::new(build),
     ];
     if !status.sources.is_empty() {
-        out.extend(source_collectors(&status.sources));
+        out.extend(source_families(&status.sources));
     }
     out
 }
 
 /// Health of the attachment sources; only rendered when some are configured.
-fn source_collectors(sources: &BTreeMap<String, SourceHealth>) -> Vec<Box<dyn Collector>> {
-    let new = |name: &str, help: &str, labels: &[&str]| {
-        GaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition")
-    };
-    let up = new(
+fn source_families(sources: &BTreeMap<String, SourceHealth>) -> Families<'_> {
+    let new = |name: &'static str, help: &str| Family::new(name, help.into(), ["source"]);
+    let mut up = new(
         "ceph_rbd_exporter_source_up",
         "Whether the attachment source's last fetch succeeded (1) or not (0); while 0, no watcher is called an orphan on its account.",
-        &["source"],
     );
-    let last_success = new(
+    let mut last_success = new(
         "ceph_rbd_exporter_source_last_success_timestamp_seconds",
         "Unix time of the attachment source's last successful fetch (0 before the first).",
-        &["source"],
     );
-    let images = new(
+    let mut images = new(
         "ceph_rbd_exporter_source_images",
         "Images the attachment source's last good answer named.",
-        &["source"],
     );
-    let errors = IntCounterVec::new(
-        Opts::new(
-            "ceph_rbd_exporter_source_errors_total",
-            "Failed fetches of the attachment source, by kind (config, unreachable, auth, bad_response).",
-        ),
-        &["source", "kind"],
+    let mut errors = Family::new(
+        "ceph_rbd_exporter_source_errors_total",
+        "Failed fetches of the attachment source, by kind (config, unreachable, auth, bad_response).".into(),
+        ["source", "kind"],
     )
-    .expect("valid metric definition");
+    .counter();
     for (name, h) in sources {
-        up.with_label_values(&[name])
-            .set(if h.up { 1.0 } else { 0.0 });
-        last_success
-            .with_label_values(&[name])
-            .set(h.last_success_timestamp_seconds);
-        images.with_label_values(&[name]).set(h.images as f64);
+        up.push([name.as_str()], if h.up { 1.0 } else { 0.0 });
+        last_success.push([name.as_str()], h.last_success_timestamp_seconds);
+        images.push([name.as_str()], h.images as f64);
         // Make every kind visible at 0 so rate() works from the first error.
         for kind in ["config", "unreachable", "auth", "bad_response"] {
-            errors.with_label_values(&[name.as_str(), kind]);
+            errors.push([name.as_str(), kind], 0.0);
         }
         for (kind, n) in &h.errors_total {
-            errors.with_label_values(&[name, kind]).inc_by(*n);
+            errors.push([name.as_str(), kind.as_str()], *n as f64);
         }
     }
     vec![
@@ -815,6 +959,194 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("ceph_rbd_pool_orphaned_watchers{namespace=\"\",pool=\"k8s\"} 1"));
+    }
+
+    /// What the `prometheus` crate's registry and `TextEncoder` write for
+    /// these series of a gauge (`set`, or the first-seen rule) or a
+    /// counter (`inc_by`), labels declared as `zeta, alpha, mid`.
+    fn reference(rows: &[([String; 3], f64)], merge: Merge) -> String {
+        use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
+        let opts = || Opts::new("fam", HELP);
+        let labels = &["zeta", "alpha", "mid"];
+        let registry = Registry::new();
+        if merge == Merge::Sum {
+            let c = IntCounterVec::new(opts(), labels).unwrap();
+            for (l, v) in rows {
+                c.with_label_values(l).inc_by(*v as u64);
+            }
+            registry.register(Box::new(c)).unwrap();
+        } else {
+            let g = GaugeVec::new(opts(), labels).unwrap();
+            for (l, v) in rows {
+                let g = g.with_label_values(l);
+                if merge == Merge::Last || g.get() == 0.0 || *v < g.get() {
+                    g.set(*v);
+                }
+            }
+            registry.register(Box::new(g)).unwrap();
+        }
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    const HELP: &str = "help \\ with\nnewline \"q\"";
+
+    fn ours(rows: &[([String; 3], f64)], merge: Merge) -> String {
+        let mut f = Family::new("fam", HELP.into(), ["zeta", "alpha", "mid"]).merging(merge);
+        if merge == Merge::Sum {
+            f = f.counter();
+        }
+        for (l, v) in rows {
+            f.push([&l[0], &l[1], &l[2]], *v);
+        }
+        let mut out = String::new();
+        Box::new(f).encode(&mut out);
+        out
+    }
+
+    use proptest::strategy::Strategy as _;
+
+    proptest::proptest! {
+        /// The text writer matches the `prometheus` crate's: order,
+        /// escaping, number format, and how repeated label sets combine.
+        #[test]
+        fn family_text_matches_the_prometheus_crate(
+            rows in proptest::collection::vec(
+                (
+                    proptest::array::uniform3("[ab\\\\\"\nüz]{0,3}"),
+                    proptest::prop_oneof![
+                        proptest::num::f64::NORMAL,
+                        (0u32..5).prop_map(f64::from),
+                        (0u64..4_000_000_000).prop_map(|t| t as f64 / 2.0),
+                    ],
+                ),
+                0..40,
+            ),
+            merge in proptest::prop_oneof![
+                proptest::strategy::Just(Merge::Last),
+                proptest::strategy::Just(Merge::Sum),
+                proptest::strategy::Just(Merge::Earliest),
+            ],
+        ) {
+            // A digit before each value: the crate hashes the values run
+            // together, so ("", "ab") and ("a", "b") would be one series
+            // there (not here).
+            let rows: Vec<([String; 3], f64)> = rows
+                .into_iter()
+                .map(|(l, v)| {
+                    let mut i = 0;
+                    let l = l.map(|l| {
+                        i += 1;
+                        format!("{i}{l}")
+                    });
+                    (l, if merge == Merge::Sum { v.abs().floor() % 1e6 } else { v })
+                })
+                .collect();
+            proptest::prop_assert_eq!(ours(&rows, merge), reference(&rows, merge));
+        }
+    }
+
+    /// `images` images in 4 pools: every 5th attached (one watcher holding
+    /// the exclusive lock), every 100th of those a zombie (`.deleted`, an
+    /// orphan), every 20th a base with a protected snapshot and the next one
+    /// its clone.
+    fn large_sample(images: usize) -> Sample {
+        let per_pool = images / 4;
+        let pools = (0..4i64)
+            .map(|p| {
+                let mut imgs = Vec::with_capacity(per_pool);
+                let mut base = String::new();
+                for i in 0..per_pool {
+                    let n = p as usize * per_pool + i;
+                    let id = format!("{:014x}", 0x5f3a_0000_0000u64 + n as u64);
+                    let name = if n % 500 == 0 {
+                        format!("volume-{n:08}.deleted")
+                    } else {
+                        format!("volume-{n:08x}-4c1e-4a6b-9d2f-{:012x}", n * 7919)
+                    };
+                    let mut img = image(&id, &name);
+                    if n % 5 == 0 {
+                        let ip = format!("10.{p}.{}.{}", (n / 250) % 250, n % 250);
+                        let client = 10_000 + n as u64;
+                        img.watchers.push(watcher(client, &ip, n as u64));
+                        img.locks.push(exclusive_lock(client, &ip, n as u64));
+                    }
+                    if n % 20 == 0 {
+                        img.snapshots.push(snapshot(1, "base", true));
+                        base = id.clone();
+                    } else if n % 20 == 1 {
+                        img.parent = crate::analysis::fixtures::parent(p, &base, 1);
+                    }
+                    imgs.push(img);
+                }
+                (
+                    p,
+                    ["volumes", "images", "vms", "backups"][p as usize],
+                    vec![namespace("", imgs)],
+                )
+            })
+            .collect();
+        sample(pools)
+    }
+
+    /// Peak resident memory (VmHWM) and current (VmRSS), in bytes.
+    fn rss() -> (u64, u64) {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0)
+                * 1024
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+
+    /// Sizes and times of the exposition of 100,000 images, to quote, not
+    /// to assert: `cargo test --release --lib -- --ignored --exact
+    /// metrics::tests::measure_large_exposition --nocapture`.
+    #[test]
+    #[ignore = "measurement; prints numbers, asserts none"]
+    fn measure_large_exposition() {
+        let images = 100_000;
+        let s = large_sample(images);
+        let a = crate::analysis::analyse(&s, &Settings::default());
+        let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+        for all_images in [false, true] {
+            let options = RenderOptions {
+                all_images,
+                sample_interval_seconds: 60.0,
+            };
+            // Reset the peak (Linux: clear_refs 5), so VmHWM is this render's.
+            let _ = std::fs::write("/proc/self/clear_refs", "5");
+            let (_, before) = rss();
+            let t0 = std::time::Instant::now();
+            let body = render(Some(&s), Some(&a), &ExporterStatus::default(), &options);
+            let took = t0.elapsed();
+            let (peak, _) = rss();
+            if let Ok(dir) = std::env::var("MEASURE_DUMP_DIR") {
+                std::fs::write(format!("{dir}/all-{all_images}.prom"), &body).unwrap();
+            }
+            println!(
+                "{images} images, all_images={all_images}: body {:.2} MiB rendered in {:.0} ms, \
+                 peak RSS during render +{:.1} MiB",
+                mib(body.len()),
+                took.as_secs_f64() * 1e3,
+                mib(peak.saturating_sub(before) as usize),
+            );
+            let t0 = std::time::Instant::now();
+            let z = crate::server::gzip(body.as_bytes());
+            println!(
+                "  gzip (level 1): {:.2} MiB ({:.1}% of the body) in {:.0} ms",
+                mib(z.len()),
+                100.0 * z.len() as f64 / body.len() as f64,
+                t0.elapsed().as_secs_f64() * 1e3,
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use crate::analysis::{CloneDepth, FlattenReason, LockFinding, OrphanReason, WatcherFinding};
 use crate::model::{LockKind, Sample, SnapshotNamespace};
 use crate::view::{ImageView, ParentLink, SnapshotView};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 /// Everything known about one image, with names instead of ids.
 #[derive(Debug, Clone, Serialize)]
@@ -231,4 +231,83 @@ pub fn images(sample: &Sample, analysis: &crate::analysis::Analysis) -> Vec<Imag
     crate::view::images(sample, analysis)
         .map(|v| ImageReport::new(&v, sample))
         .collect()
+}
+
+/// The dump of every image as a JSON array, each image made only when it
+/// is serialised: the same text as [`images`]' without holding every
+/// report at once.
+struct Images<'a> {
+    sample: &'a Sample,
+    analysis: &'a crate::analysis::Analysis,
+}
+
+impl Serialize for Images<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(
+            crate::view::images(self.sample, self.analysis)
+                .map(|v| ImageReport::new(&v, self.sample)),
+        )
+    }
+}
+
+/// Writes the dump of every image to `out` as pretty JSON and a newline,
+/// image by image (what `println!` of [`images`]' pretty JSON printed).
+pub fn write_images<W: std::io::Write>(
+    mut out: W,
+    sample: &Sample,
+    analysis: &crate::analysis::Analysis,
+) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut out, &Images { sample, analysis })?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::fixtures::*;
+    use crate::analysis::{Settings, analyse};
+    use crate::model::*;
+
+    #[test]
+    fn the_streamed_dump_is_the_pretty_json_of_every_image() {
+        let mut base = image("g1", "base");
+        let mut snap = snapshot(4, "snap", true);
+        snap.v2_children = vec![ChildRef {
+            pool_id: 2,
+            namespace: String::new(),
+            image_id: "c1".into(),
+        }];
+        base.snapshots.push(snap);
+        let mut clone = image("c1", "clone \"q\"\n");
+        clone.parent = parent(1, "g1", 4);
+        clone.watchers.push(watcher(4123, "10.0.0.5", 7));
+        clone.locks.push(exclusive_lock(4123, "10.0.0.5", 7));
+        let mut zombie = image("z1", "volume-zombie.deleted");
+        zombie.watchers.push(watcher(4200, "10.0.0.6", 8));
+        for s in [
+            sample(vec![]),
+            sample(vec![(1, "images", vec![namespace("", vec![])])]),
+            sample(vec![
+                (1, "images", vec![namespace("", vec![base])]),
+                (
+                    2,
+                    "volumes",
+                    vec![
+                        namespace("", vec![clone, zombie]),
+                        namespace("tenant", vec![image("t1", "t")]),
+                    ],
+                ),
+            ]),
+        ] {
+            let a = analyse(&s, &Settings::default());
+            let mut streamed = Vec::new();
+            write_images(&mut streamed, &s, &a).unwrap();
+            let printed = format!(
+                "{}\n",
+                serde_json::to_string_pretty(&images(&s, &a)).unwrap()
+            );
+            assert_eq!(String::from_utf8(streamed).unwrap(), printed);
+        }
+    }
 }

@@ -76,6 +76,30 @@ impl TestServer {
         (status, body, t0.elapsed())
     }
 
+    /// One request with extra header lines; returns status, the response
+    /// head (lowercased) and the raw body.
+    fn request_with(&self, method: &str, path: &str, headers: &str) -> (u16, String, Vec<u8>) {
+        let mut s = self.connect();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        let end = buf
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a complete response head");
+        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, head, buf[end + 4..].to_vec())
+    }
+
     fn scrape_ok(&self) -> Duration {
         let (status, body, took) = self.request("GET", "/metrics");
         assert_eq!(status, 200);
@@ -225,6 +249,116 @@ fn fifty_concurrent_scrapers_all_succeed() {
             std::thread::spawn(move || {
                 for _ in 0..10 {
                     srv.scrape_ok();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// A response head's value of `name` (lowercase), if it has one.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+fn gunzip(body: &[u8]) -> String {
+    let mut out = String::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_string(&mut out)
+        .expect("a gzip body");
+    out
+}
+
+#[test]
+fn metrics_are_gzipped_for_clients_that_accept_gzip() {
+    let srv = TestServer::start(quick());
+    // As Prometheus asks.
+    for accept in [
+        "Accept-Encoding: gzip\r\n",
+        "Accept-Encoding: deflate, gzip;q=0.9, *;q=0.1\r\n",
+        "Accept-Encoding: *\r\n",
+    ] {
+        let (status, head, body) = srv.request_with("GET", "/metrics", accept);
+        assert_eq!(status, 200, "{accept}");
+        assert_eq!(header(&head, "content-encoding"), Some("gzip"), "{accept}");
+        assert_eq!(header(&head, "vary"), Some("accept-encoding"));
+        assert_eq!(
+            header(&head, "content-length"),
+            Some(body.len().to_string().as_str())
+        );
+        assert_eq!(gunzip(&body), BODY, "{accept}");
+    }
+    // HEAD: the same head, no body.
+    let (_, get_head, get_body) = srv.request_with("GET", "/metrics", "Accept-Encoding: gzip\r\n");
+    let (status, head, body) = srv.request_with("HEAD", "/metrics", "Accept-Encoding: gzip\r\n");
+    assert_eq!(status, 200);
+    assert!(body.is_empty(), "HEAD must have no body");
+    assert_eq!(header(&head, "content-encoding"), Some("gzip"));
+    assert_eq!(
+        header(&head, "content-length"),
+        Some(get_body.len().to_string().as_str())
+    );
+    assert_eq!(
+        header(&get_head, "content-length"),
+        header(&head, "content-length")
+    );
+}
+
+#[test]
+fn metrics_are_plain_without_gzip_in_accept_encoding() {
+    let srv = TestServer::start(quick());
+    for accept in [
+        "",
+        "Accept-Encoding: gzip;q=0\r\n",
+        "Accept-Encoding: gzip;q=0, identity\r\n",
+        "Accept-Encoding: br, deflate\r\n",
+        "Accept-Encoding: identity\r\n",
+        "Accept-Encoding: *;q=0\r\n",
+    ] {
+        let (status, head, body) = srv.request_with("GET", "/metrics", accept);
+        assert_eq!(status, 200, "{accept}");
+        assert_eq!(header(&head, "content-encoding"), None, "{accept}");
+        assert_eq!(header(&head, "vary"), Some("accept-encoding"));
+        assert_eq!(
+            header(&head, "content-length"),
+            Some(BODY.len().to_string().as_str())
+        );
+        assert_eq!(body, BODY.as_bytes(), "{accept}");
+    }
+}
+
+#[test]
+fn other_pages_and_errors_are_never_gzipped() {
+    let srv = TestServer::start(quick());
+    for (method, path, status) in [
+        ("GET", "/", 200),
+        ("GET", "/healthz", 200),
+        ("GET", "/nope", 404),
+        ("POST", "/metrics", 405),
+    ] {
+        let (got, head, body) = srv.request_with(method, path, "Accept-Encoding: gzip\r\n");
+        assert_eq!(got, status, "{method} {path}");
+        assert_eq!(header(&head, "content-encoding"), None, "{method} {path}");
+        assert!(!body.is_empty());
+    }
+}
+
+#[test]
+fn fifty_concurrent_gzip_scrapers_all_get_the_exposition() {
+    let srv = Arc::new(TestServer::start(ServerConfig::default()));
+    let threads: Vec<_> = (0..50)
+        .map(|_| {
+            let srv = srv.clone();
+            std::thread::spawn(move || {
+                for _ in 0..4 {
+                    let (status, _, body) =
+                        srv.request_with("GET", "/metrics", "Accept-Encoding: gzip\r\n");
+                    assert_eq!(status, 200);
+                    assert_eq!(gunzip(&body), BODY);
                 }
             })
         })

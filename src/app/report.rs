@@ -31,11 +31,17 @@ async fn analysed_once(cycle: &mut Cycle, opts: &ConnectOptions) -> anyhow::Resu
     published.analysed.clone().context("no sample")
 }
 
-/// Prints every image with what was learned, as JSON.
+/// Prints every image with what was learned, as JSON, streamed.
 pub async fn dump(mut cycle: Cycle, opts: &ConnectOptions) -> anyhow::Result<()> {
     let a = analysed_once(&mut cycle, opts).await?;
-    let images = report::images(&a.sample, &a.analysis);
-    println!("{}", serde_json::to_string_pretty(&images)?);
+    // Streamed image by image: at 100,000 images neither the reports nor
+    // the text are held whole.
+    let stdout = std::io::stdout();
+    report::write_images(
+        std::io::BufWriter::new(stdout.lock()),
+        &a.sample,
+        &a.analysis,
+    )?;
     Ok(())
 }
 
