@@ -239,6 +239,7 @@ impl Cycle {
                 return self.record_unreachable(&e);
             }
         };
+        self.status.count_reads(sample.reads);
         for name in &unknown {
             tracing::warn!(pool = %name, "pool named in --pools does not exist");
             self.status.count_error(name, "unknown_pool");

@@ -3,7 +3,7 @@
 //! counts, and the health of every attachment source. The cycle keeps it,
 //! the renderer prints it.
 
-use crate::model::{PoolSample, SampleError};
+use crate::model::{HeaderReads, PoolSample, SampleError};
 use std::collections::BTreeMap;
 
 /// The exporter's own state, carried across samples.
@@ -20,6 +20,8 @@ pub struct ExporterStatus {
     pub sample_errors_total: BTreeMap<(String, String), u64>,
     /// Per attachment source name: its health.
     pub sources: BTreeMap<String, SourceHealth>,
+    /// Image header reads since start, by kind (full, light, changed).
+    pub header_reads: HeaderReads,
 }
 
 /// Health of one attachment source (OpenStack, Kubernetes, file).
@@ -61,6 +63,15 @@ impl ExporterStatus {
             }
             Err(SampleError { kind, .. }) => self.count_error(&pool.name, kind),
         }
+    }
+
+    /// Adds one sample's header reads to the totals.
+    pub fn count_reads(&mut self, reads: HeaderReads) {
+        let total = &mut self.header_reads;
+        total.full += reads.full;
+        total.light += reads.light;
+        total.changed += reads.changed;
+        total.snapshots += reads.snapshots;
     }
 
     /// Forgets the durations and last successes of pools not in `present`
