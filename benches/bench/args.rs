@@ -44,6 +44,9 @@ pub struct Args {
     pub changed_per_mille: usize,
     /// The incremental samples' `full_every` (the binary's default).
     pub full_every: u32,
+    /// `rbd ls -l` on this (smaller) pool of the same cluster instead,
+    /// extrapolated (`--ls-pool`).
+    pub ls_pool: Option<String>,
     /// An empty pool, for the serving binary's base RSS (`--base-pool`).
     pub base_pool: Option<String>,
     /// Seconds seeding took up to this size, and how (`--seeding-s`,
@@ -68,13 +71,16 @@ impl Default for Args {
             status_sample: 200,
             scrapers: 50,
             scrape_seconds: 15.0,
-            scrape_interval_ms: 250,
+            // Not a divisor of the binary's 1 s sample interval, so that
+            // the bursts drift across short (incremental) samples.
+            scrape_interval_ms: 230,
             librbd_conf: Vec::new(),
             librbd_slice: 0,
             composed_runs: 3,
             steady_runs: 7,
             changed_per_mille: 10,
             full_every: 60,
+            ls_pool: None,
             base_pool: None,
             seeding_s: f64::NAN,
             seeding: String::new(),
@@ -110,6 +116,7 @@ pub fn parse_measure(mut it: impl Iterator<Item = String>) -> Args {
             "--changed-per-mille" => a.changed_per_mille = num(&v()),
             "--full-every" => a.full_every = num(&v()) as u32,
             "--base-pool" => a.base_pool = Some(v()),
+            "--ls-pool" => a.ls_pool = Some(v()),
             "--seeding-s" => {
                 let s = v();
                 a.seeding_s = s

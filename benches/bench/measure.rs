@@ -46,7 +46,12 @@ pub fn measure(args: Args) {
     let render = sample.render_timings();
     say(&format!("(e) render: {render}"));
 
-    let cli = rbd_cli::measure(&args.conf, &seeded, args.status_sample);
+    let cli = rbd_cli::measure(
+        &args.conf,
+        &seeded,
+        args.status_sample,
+        args.ls_pool.as_deref(),
+    );
     say(&format!("(d) rbd CLI: {cli}"));
 
     // Peak RSS of the binary's one-shot sample.
