@@ -224,7 +224,7 @@ fn approaches_table(w: &mut String, r: &Value) {
         line(
             w,
             &format!(
-                "Seeding: **{}** ({}).",
+                "Seeding: **{}**, {}.",
                 ms(f(&r["seeding"]["seconds"])),
                 r["seeding"]["how"].as_str().unwrap_or("")
             ),
@@ -551,7 +551,9 @@ fn side_by_side(w: &mut String, results: &[Value]) {
     line(w, &rule);
     type Cell = fn(&Value) -> String;
     let rows: Vec<(&str, Cell)> = vec![
-        ("seeding", |r| ms(f(&r["seeding"]["seconds"]))),
+        ("seeding, from the previous size", |r| {
+            ms(f(&r["seeding"]["seconds"]))
+        }),
         ("(a) cold sample", |r| ms(f(&r["exporter"]["median_s"]))),
         ("(a′) steady-state sample, 1 % changed", |r| {
             ms(f(&r["steady"]["median_s"]))
