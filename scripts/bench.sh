@@ -187,8 +187,6 @@ for n in $sizes; do
         cat "$results/callgrind-$n.json"
     fi
 
-    wait_quiet
-    say "measuring N=$n"
     ls_pool=()
     if [ "$n" -gt 10000 ]; then
         read -r small _ <<<"$sizes"
@@ -197,6 +195,8 @@ for n in $sizes; do
         timeout 900 /usr/bin/python3 benches/seed.py --conf "$conf" --pool "$pool-small" --total "$small"
         ls_pool=(--ls-pool "$pool-small")
     fi
+    wait_quiet
+    say "measuring N=$n"
     # shellcheck disable=SC2046 # size_args is a list of flags
     timeout "$(measure_timeout "$n")" "$bench_bin" measure "${measure_args[@]}" $(size_args "$n") \
         "${ls_pool[@]}" --seeding-s "$seed_s" --seeding "$how" --out "$results/results-$n.json"

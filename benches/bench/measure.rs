@@ -175,15 +175,14 @@ fn steady_runs(args: &Args, osd: &Osd, lib: &Library, raw: &Raw, oids: &[CString
 }
 
 /// (c) `args.librbd_runs` times on its own connection, `after` each run:
-/// results JSON. On `args.librbd_slice` images (evenly spaced) when that is
-/// fewer than the pool holds, extrapolated to the pool.
+/// results JSON. On `args.librbd_slice` images (whole blocks, evenly
+/// spaced) when that is fewer than the pool holds, extrapolated to the pool.
 fn librbd_runs(args: &Args, osd: &Osd, seeded: &Seeded, after: impl FnMut()) -> Value {
     let n = seeded.len();
     let names: Vec<CString> = if args.librbd_slice > 0 && args.librbd_slice < n {
         seeded
-            .spread(args.librbd_slice)
+            .block_slice(args.librbd_slice)
             .into_iter()
-            .take(args.librbd_slice)
             .map(|s| CString::new(s).unwrap())
             .collect()
     } else {

@@ -207,7 +207,7 @@ fn size_section(w: &mut String, r: &Value) {
     approaches_table(w, r);
     ratios_and_runs(w, r);
     serving_table(w, r);
-    if let Some(comps) = r["compositions"].as_array() {
+    if let Some(comps) = r["compositions"].as_array().filter(|c| !c.is_empty()) {
         compositions_table(w, r, comps);
     }
 }
@@ -865,19 +865,20 @@ fn growth_across_sizes(w: &mut String, results: &[Value], callgrind: &[Value]) {
     line(w, "");
     let ratio = f(&hi["exporter"]["median_s"]) / f(&lo["exporter"]["median_s"]);
     let floor_ratio = f(&hi["floor"]["median_s"]) / f(&lo["floor"]["median_s"]);
-    let instr = |n: f64| {
-        callgrind
-            .iter()
-            .find(|c| f(&c["n"]) == n)
-            .map(|c| f(&c["exporter_instructions_per_image"]))
-    };
+    // Callgrind's smallest and largest sizes (it is not run at the largest).
+    let instr = |c: &Value| (f(&c["n"]), f(&c["exporter_instructions_per_image"]));
     let mut text = format!(
         "Across the run, {:.0}x the images took the exporter {ratio:.2}x the time and the \
          floor {floor_ratio:.2}x: the cluster grew too, and every OSD op (a bare stat \
-         included) costs more with 10x the objects in the OSD.",
+         included) costs more with {:.0}x the objects in the OSD.",
+        nh / nl,
         nh / nl,
     );
-    if let (Some(il), Some(ih)) = (instr(nl), instr(nh)) {
+    if let (Some(cl), Some(ch)) = (
+        callgrind.first(),
+        callgrind.last().filter(|_| callgrind.len() >= 2),
+    ) {
+        let ((nl, il), (nh, ih)) = (instr(cl), instr(ch));
         text.push_str(&format!(
             " The exporter's own work per image does not grow: {il:.0} client instructions \
              per image at N = {nl:.0}, {ih:.0} at N = {nh:.0} ({:.2}x).",
