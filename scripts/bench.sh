@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # `make bench`: the exporter against the floor and the alternatives on a
-# throwaway cluster seeded with 1000, then 10000 images; writes BENCHMARKS.md.
-# Not part of `make test`. Takes 10-20 minutes on 2 cores.
+# throwaway cluster seeded with 1000, then 10000, then 100000 images; writes
+# BENCHMARKS.md. Not part of `make test`. Takes 30-45 minutes on 2 cores
+# (estimated from the 100000-image seeding and steady state, and from runs
+# at 1000 and 20000 images: 6 minutes under a load average of 9).
+#
+# Up to 10000 images are made through librbd (benches/seed.py); beyond that,
+# blocks are copied from a librbd-made one with librados aio writes (about
+# a minute for 90000 images). At 100000 images: fewer repetitions, (c)
+# librbd on an evenly spaced slice of 2000 images extrapolated, `rbd ls -l`
+# on the 1000-image pool bench-small in the same cluster extrapolated (in
+# full it took over 10 minutes), no (f) compositions, no callgrind count.
 #
 # Environment:
 #   BENCH_DIR        cluster directory (default .cluster-bench; wiped)
 #   BENCH_MON_PORT   mon port (default 40792)
-#   BENCH_SIZES      image counts, ascending, multiples of 100 (default "1000 10000")
+#   BENCH_SIZES      image counts, ascending, multiples of 100, at most 100000
+#                    (default "1000 10000 100000")
 #   BENCH_OUT        report to write (default BENCHMARKS.md)
 #   BENCH_KEEP=1     leave the cluster running afterwards (holders are stopped)
 #   BENCH_QUIET_LOAD before measuring, wait for the 1-minute load average to fall
@@ -21,9 +31,13 @@ cd "$(dirname "$0")/.."
 
 dir=$(realpath -m "${BENCH_DIR:-$PWD/.cluster-bench}")
 port=${BENCH_MON_PORT:-40792}
-sizes=${BENCH_SIZES:-"1000 10000"}
+sizes=${BENCH_SIZES:-"1000 10000 100000"}
 out=${BENCH_OUT:-BENCHMARKS.md}
 pool=bench
+# An empty pool: the serving binary's base RSS.
+base_pool=bench-empty
+# Images made through librbd; beyond, copies (benches/seed.py --copy-from).
+librbd_upto=10000
 results=$PWD/target/bench
 conf=$dir/ceph.conf
 holders_dir=$results/holders
@@ -101,14 +115,43 @@ say "starting a fresh cluster in $dir (port $port)"
 bash scripts/cluster.sh stop "$dir" >/dev/null 2>&1 || true
 timeout 120 bash scripts/cluster.sh start "$dir" "$port"
 
-measure_args=(--conf "$conf" --pool "$pool"
+measure_args=(--conf "$conf" --pool "$pool" --base-pool "$base_pool"
     --osd-asok "$dir/run/osd.0.asok" --osd-pid-file "$dir/run/osd.0.pid"
     --exporter "$PWD/target/release/ceph-rbd-exporter")
 
+say "creating the empty pool $base_pool"
+timeout 60 ceph -c "$conf" osd pool create "$base_pool" 8 >/dev/null
+timeout 60 rbd -c "$conf" pool init "$base_pool"
+
+# What is measured, and how often, at N images: everything in full up to
+# 10000; at 100000 fewer runs, (c) on a slice, no (f).
+size_args() {
+    if [ "$1" -gt 10000 ]; then
+        echo --runs 3 --librbd-runs 2 --librbd-slice 2000 --composed-runs 0 --steady-runs 5 --status-sample 100
+    else
+        echo --runs 7 --librbd-runs 3 --composed-runs 3 --steady-runs 7 --status-sample 200
+    fi
+}
+# Bound on one size's `measure` (seconds).
+measure_timeout() { if [ "$1" -gt 10000 ]; then echo 3000; else echo 1200; fi; }
+
 first=1
+prev=0
 for n in $sizes; do
     say "seeding $pool up to $n images"
-    timeout 900 /usr/bin/python3 benches/seed.py --conf "$conf" --pool "$pool" --total "$n"
+    t0=$(date +%s.%N)
+    timeout 900 /usr/bin/python3 benches/seed.py --conf "$conf" --pool "$pool" --total "$n" \
+        --copy-from "$librbd_upto"
+    seed_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    if [ "$n" -le "$librbd_upto" ]; then
+        how="images $prev to $n through librbd (benches/seed.py, 16 threads)"
+    elif [ "$prev" -ge "$librbd_upto" ]; then
+        how="images $prev to $n copied from a librbd-made block with librados aio (benches/seed.py --copy-from $librbd_upto)"
+    else
+        how="images $prev to $librbd_upto through librbd, $librbd_upto to $n copied from a librbd-made block with librados aio (benches/seed.py --copy-from $librbd_upto)"
+    fi
+    say "seeded in ${seed_s}s: $how"
+    prev=$n
 
     if [ $first = 1 ]; then
         mkdir -p "$holders_dir"
@@ -131,7 +174,9 @@ for n in $sizes; do
 
     # Client-side instructions per image, (a) and (b), with callgrind:
     # instruction counts do not suffer from the noise of a shared machine.
-    if command -v valgrind >/dev/null; then
+    if [ "$n" -gt 10000 ]; then
+        say "callgrind: skipped at N=$n (about 50x slower than a sample; the count per image does not depend on N)"
+    elif command -v valgrind >/dev/null; then
         say "callgrind: client instructions per image at N=$n"
         ir() {
             timeout 900 valgrind --tool=callgrind --callgrind-out-file=/dev/null \
@@ -144,9 +189,19 @@ for n in $sizes; do
         cat "$results/callgrind-$n.json"
     fi
 
+    ls_pool=()
+    if [ "$n" -gt 10000 ]; then
+        read -r small _ <<<"$sizes"
+        [ "$small" -gt 10000 ] && small=1000
+        say "seeding $pool-small with $small images (rbd ls -l at N=$n, extrapolated; growth)"
+        timeout 900 /usr/bin/python3 benches/seed.py --conf "$conf" --pool "$pool-small" --total "$small"
+        ls_pool=(--ls-pool "$pool-small")
+    fi
     wait_quiet
     say "measuring N=$n"
-    timeout 1200 "$bench_bin" measure "${measure_args[@]}" --out "$results/results-$n.json"
+    # shellcheck disable=SC2046 # size_args is a list of flags
+    timeout "$(measure_timeout "$n")" "$bench_bin" measure "${measure_args[@]}" $(size_args "$n") \
+        "${ls_pool[@]}" --seeding-s "$seed_s" --seeding "$how" --out "$results/results-$n.json"
 done
 
 # Growth with the cluster's size held fixed: a pool of the smallest size next
@@ -159,7 +214,8 @@ if [ ${#all_sizes[@]} -ge 2 ]; then
     timeout 900 /usr/bin/python3 benches/seed.py --conf "$conf" --pool "$pool-small" --total "$small"
     wait_quiet
     say "measuring growth: $pool-small ($small) against $pool (${all_sizes[-1]})"
-    timeout 900 "$bench_bin" growth "$conf" "$results/growth.json" 7 "$pool-small" "$pool"
+    runs=7; [ "${all_sizes[-1]}" -gt 10000 ] && runs=3
+    timeout 900 "$bench_bin" growth "$conf" "$results/growth.json" "$runs" "$pool-small" "$pool"
     growth=(--growth "$results/growth.json")
 fi
 

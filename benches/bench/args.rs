@@ -32,6 +32,28 @@ pub struct Args {
     pub scrape_interval_ms: u64,
     /// Extra client options for (c)'s librados connection (`--librbd-conf k=v`).
     pub librbd_conf: Vec<(String, String)>,
+    /// (c) on this many images, evenly spaced, extrapolated to the pool
+    /// (`--librbd-slice`; 0: every image).
+    pub librbd_slice: usize,
+    /// Runs of each composition in (f) (`--composed-runs`; 0: none).
+    pub composed_runs: usize,
+    /// Steady-state runs: incremental samples after changing
+    /// `changed_per_mille` of the headers, each followed by a floor run.
+    pub steady_runs: usize,
+    /// Headers changed before each steady-state sample, per thousand.
+    pub changed_per_mille: usize,
+    /// The incremental samples' `full_every` (the binary's default).
+    pub full_every: u32,
+    /// `rbd ls -l` on this (smaller) pool of the same cluster instead,
+    /// extrapolated (`--ls-pool`).
+    pub ls_pool: Option<String>,
+    /// An empty pool, for the serving binary's base RSS (`--base-pool`).
+    pub base_pool: Option<String>,
+    /// Seconds seeding took up to this size, and how (`--seeding-s`,
+    /// `--seeding`), for the report.
+    pub seeding_s: f64,
+    /// How the pool was seeded.
+    pub seeding: String,
 }
 
 impl Default for Args {
@@ -49,8 +71,19 @@ impl Default for Args {
             status_sample: 200,
             scrapers: 50,
             scrape_seconds: 15.0,
-            scrape_interval_ms: 250,
+            // Not a divisor of the binary's 1 s sample interval, so that
+            // the bursts drift across short (incremental) samples.
+            scrape_interval_ms: 230,
             librbd_conf: Vec::new(),
+            librbd_slice: 0,
+            composed_runs: 3,
+            steady_runs: 7,
+            changed_per_mille: 10,
+            full_every: 60,
+            ls_pool: None,
+            base_pool: None,
+            seeding_s: f64::NAN,
+            seeding: String::new(),
         }
     }
 }
@@ -77,6 +110,20 @@ pub fn parse_measure(mut it: impl Iterator<Item = String>) -> Args {
             "--scrapers" => a.scrapers = num(&v()),
             "--scrape-seconds" => a.scrape_seconds = num(&v()) as f64,
             "--scrape-interval-ms" => a.scrape_interval_ms = num(&v()) as u64,
+            "--librbd-slice" => a.librbd_slice = num(&v()),
+            "--composed-runs" => a.composed_runs = num(&v()),
+            "--steady-runs" => a.steady_runs = num(&v()),
+            "--changed-per-mille" => a.changed_per_mille = num(&v()),
+            "--full-every" => a.full_every = num(&v()) as u32,
+            "--base-pool" => a.base_pool = Some(v()),
+            "--ls-pool" => a.ls_pool = Some(v()),
+            "--seeding-s" => {
+                let s = v();
+                a.seeding_s = s
+                    .parse()
+                    .unwrap_or_else(|_| die(&format!("{s:?} is not a number")))
+            }
+            "--seeding" => a.seeding = v(),
             "--librbd-conf" => {
                 let kv = v();
                 let (k, val) = kv

@@ -1,14 +1,19 @@
-//! `bench profile (exporter|floor|librbd) CONF POOL RUNS [key=value...]`:
+//! `bench profile (exporter|floor|librbd|steady) CONF POOL RUNS [key=value...]`:
 //! only (a), (b) or (c), back to back, to attach `perf record` or callgrind
-//! to (scripts/bench.sh counts instructions this way).
+//! to (scripts/bench.sh counts instructions this way); `steady`: a full
+//! sample, then RUNS incremental ones (full every 60), each after 1 % of
+//! the headers changed, each next to a floor run.
 
-use crate::approaches::exporter::Library;
+use crate::approaches::exporter::{Library, Steady};
 use crate::approaches::floor::floor;
 use crate::approaches::librbd::librbd_scan;
 use crate::approaches::rados::Raw;
+use crate::approaches::touch::touch;
+use crate::cost::Osd;
 use crate::report::ms;
 use crate::seeding::Seeded;
 use crate::util::{die, num, say};
+use std::ffi::CString;
 use std::time::Instant;
 use tokio::runtime::{Builder, Runtime};
 
@@ -64,6 +69,35 @@ pub fn profile(mut it: impl Iterator<Item = String>) {
                 ));
             }
         }
-        _ => die("profile exporter|floor|librbd CONF POOL RUNS [key=value...]"),
+        "steady" => {
+            // OSD counters from the cluster directory next to CONF.
+            let dir = std::path::Path::new(&conf).parent().unwrap().join("run");
+            let osd = Osd::new(
+                dir.join("osd.0.asok").to_str().unwrap(),
+                dir.join("osd.0.pid").to_str().unwrap(),
+            );
+            let oids = Seeded::read(&lib, &pool).header_oids();
+            let raw = Raw::connect(&conf, &pool, &[]);
+            let t0 = Instant::now();
+            let mut steady = Steady::start(lib.sampler_full_every(&pool, 64, 60));
+            say(&format!("cold sample: {}", ms(t0.elapsed().as_secs_f64())));
+            for round in 0..runs {
+                steady.run(&osd, || {
+                    let picked: Vec<&CString> =
+                        oids.iter().skip(round % 100).step_by(100).collect();
+                    assert_eq!(touch(raw.io, &picked, round as u64, 64), 0);
+                    picked.len()
+                });
+                let fl = osd.costed(|| floor(raw.io, &oids, 64).0);
+                say(&format!(
+                    "floor: {} (OSD CPU {})",
+                    ms(fl.secs),
+                    ms(fl.osd_cpu)
+                ));
+            }
+            let (_, check) = lib.sampler(&pool, 64).sample();
+            say(&format!("steady: {}", steady.finish(oids.len(), &check)));
+        }
+        _ => die("profile exporter|floor|librbd|steady CONF POOL RUNS [key=value...]"),
     }
 }

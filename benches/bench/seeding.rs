@@ -44,6 +44,23 @@ impl Seeded {
             .collect()
     }
 
+    /// About `count` image names in whole blocks of 100 of benches/seed.py
+    /// (bench-NNNNN), the blocks evenly spaced: a slice with the pool's mix
+    /// of clones, snapshots and watched images (block 0 is the watched
+    /// one). Every image when the pool holds fewer.
+    pub fn block_slice(&self, count: usize) -> Vec<&str> {
+        let step = (self.len() / count.max(1)).max(1);
+        self.directory
+            .iter()
+            .map(|(_, name)| name.as_str())
+            .filter(|name| {
+                name.strip_prefix("bench-")
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .is_some_and(|n| (n / 100) % step == 0)
+            })
+            .collect()
+    }
+
     /// About `count` image names, evenly spaced (every one when the pool
     /// holds fewer).
     pub fn spread(&self, count: usize) -> Vec<&str> {

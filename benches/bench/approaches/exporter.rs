@@ -12,7 +12,7 @@ use ceph_rbd_exporter::ceph::{Conn, ConnectOptions, RadosConn, decode};
 use ceph_rbd_exporter::first_seen::FirstSeen;
 use ceph_rbd_exporter::metrics::{self, RenderOptions};
 use ceph_rbd_exporter::model::{Location, Sample};
-use ceph_rbd_exporter::sampler::{SampleConfig, sample_once};
+use ceph_rbd_exporter::sampler::{SampleConfig, sample_once, sample_since};
 use ceph_rbd_exporter::status::ExporterStatus;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -62,14 +62,26 @@ impl Library {
             .entries
     }
 
-    /// A sampler of `pool` alone, `max_inflight` ops in flight.
+    /// A sampler of `pool` alone, `max_inflight` ops in flight; its
+    /// incremental samples read every header in full once every
+    /// `full_every` samples.
     pub fn sampler(&self, pool: &str, max_inflight: usize) -> Sampler<'_> {
+        self.sampler_full_every(pool, max_inflight, 1)
+    }
+
+    /// [`Library::sampler`] with `full_every` for its incremental samples.
+    pub fn sampler_full_every(
+        &self,
+        pool: &str,
+        max_inflight: usize,
+        full_every: u32,
+    ) -> Sampler<'_> {
         Sampler {
             lib: self,
             config: SampleConfig {
                 pools: Some(vec![pool.to_string()]),
                 max_inflight,
-                full_every: 1,
+                full_every,
             },
         }
     }
@@ -86,7 +98,7 @@ pub struct Sampler<'a> {
 /// One sample the exporter took.
 pub struct Sampled(
     /// The sample.
-    Sample,
+    Arc<Sample>,
 );
 
 impl Sampler<'_> {
@@ -98,7 +110,111 @@ impl Sampler<'_> {
             .rt
             .block_on(sample_once(&self.lib.conn, &self.config))
             .expect("sample");
-        (t0.elapsed().as_secs_f64(), Sampled(sample))
+        (t0.elapsed().as_secs_f64(), Sampled(Arc::new(sample)))
+    }
+
+    /// One incremental sample after `previous`, number `seq`: (seconds,
+    /// the sample).
+    pub fn sample_since(&self, previous: &Sampled, seq: u64) -> (f64, Sampled) {
+        let t0 = Instant::now();
+        let (sample, _) = self
+            .lib
+            .rt
+            .block_on(sample_since(
+                &self.lib.conn,
+                &self.config,
+                previous.0.clone(),
+                seq,
+            ))
+            .expect("sample");
+        (t0.elapsed().as_secs_f64(), Sampled(Arc::new(sample)))
+    }
+
+    /// `full_every`, as configured.
+    pub fn full_every(&self) -> u32 {
+        self.config.full_every
+    }
+}
+
+/// The steady state: incremental samples, each after `change` moved some
+/// headers (not timed), and what they cost.
+pub struct Steady<'a> {
+    /// The incremental sampler.
+    sampler: Sampler<'a>,
+    /// The previous sample.
+    previous: Sampled,
+    /// The previous sample's number.
+    seq: u64,
+    /// The cost of every run.
+    runs: Vec<Cost>,
+    /// RADOS ops the connection sent, per run.
+    ops: Vec<u64>,
+    /// How each run read the headers.
+    reads: Vec<Value>,
+    /// Images each run saw.
+    images: Vec<usize>,
+    /// Images each run skipped.
+    skipped: Vec<usize>,
+    /// Headers changed before each run.
+    changed: Vec<usize>,
+}
+
+impl<'a> Steady<'a> {
+    /// Starts from a full sample by `sampler` (its `full_every` is the
+    /// incremental samples').
+    pub fn start(sampler: Sampler<'a>) -> Steady<'a> {
+        let (_, previous) = sampler.sample();
+        Steady {
+            sampler,
+            previous,
+            seq: 0,
+            runs: Vec::new(),
+            ops: Vec::new(),
+            reads: Vec::new(),
+            images: Vec::new(),
+            skipped: Vec::new(),
+            changed: Vec::new(),
+        }
+    }
+
+    /// One incremental sample, costed, after `change` (which returns how
+    /// many headers it changed).
+    pub fn run(&mut self, osd: &Osd, change: impl FnOnce() -> usize) {
+        self.changed.push(change());
+        self.seq += 1;
+        let conn = &self.sampler.lib.conn;
+        let ops0 = conn.ops_sent();
+        let mut s = None;
+        self.runs.push(osd.costed(|| {
+            let (secs, sample) = self.sampler.sample_since(&self.previous, self.seq);
+            s = Some(sample);
+            secs
+        }));
+        self.ops.push(conn.ops_sent() - ops0);
+        let s = s.expect("sampled");
+        let r = s.0.reads;
+        self.reads.push(json!({
+            "full": r.full, "light": r.light, "changed": r.changed, "snapshots": r.snapshots,
+        }));
+        self.images.push(s.images());
+        self.skipped.push(s.skipped());
+        self.previous = s;
+    }
+
+    /// The runs over a pool of `n` images as results JSON; `check` is a
+    /// full sample to compare the last incremental one with.
+    pub fn finish(self, n: usize, check: &Sampled) -> Value {
+        let mut j = cost_json(&self.runs, n);
+        let runs = self.ops.len().max(1) as f64;
+        j["full_every"] = json!(self.sampler.full_every());
+        j["ops_sent_runs"] = json!(self.ops);
+        j["ops_per_image"] = json!(self.ops.iter().sum::<u64>() as f64 / runs / n as f64);
+        j["reads"] = json!(self.reads);
+        j["images"] = json!(self.images);
+        j["skipped"] = json!(self.skipped);
+        j["changed"] = json!(self.changed);
+        j["mismatches_vs_full"] = json!(self.previous.mismatches(check));
+        j
     }
 }
 
@@ -154,6 +270,36 @@ impl ARuns {
 }
 
 impl Sampled {
+    /// How many images the sample saw.
+    pub fn images(&self) -> usize {
+        self.0.namespaces().map(|(_, ns)| ns.images.len()).sum()
+    }
+
+    /// How many images (or entries) the sample skipped, and pools it
+    /// could not sample.
+    pub fn skipped(&self) -> usize {
+        self.0
+            .pools
+            .values()
+            .map(|p| p.skipped.len() + p.outcome.is_err() as usize)
+            .sum()
+    }
+
+    /// Images whose facts (header version included) differ between this
+    /// sample and `other`, or that only one of them holds.
+    pub fn mismatches(&self, other: &Sampled) -> usize {
+        let facts = |s: &Sampled| {
+            let mut m = std::collections::BTreeMap::new();
+            for (_, ns) in s.0.namespaces() {
+                m.extend(ns.images.iter().map(|(id, i)| (id.clone(), i.clone())));
+            }
+            m
+        };
+        let (a, b) = (facts(self), facts(other));
+        let differ = a.iter().filter(|(id, i)| b.get(*id) != Some(*i)).count();
+        differ + b.keys().filter(|id| !a.contains_key(*id)).count()
+    }
+
     /// How many images, clones, watched images and images with snapshots
     /// the sample saw.
     pub fn counts(&self) -> Value {

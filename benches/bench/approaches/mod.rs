@@ -7,7 +7,8 @@
 //!  (d) `rbd_cli`: `rbd ls -l` and a `rbd status` loop;
 //!  (e) `serving`: the exporter binary: scrapes while it samples, peak RSS;
 //!  (f) `composed`: one composed read per header, by what it holds.
-//! `rados` is the raw librados plumbing (b), (c) and (f) share.
+//! `touch` changes headers between the steady-state samples of (a);
+//! `rados` is the raw librados plumbing (b), (c), (f) and `touch` share.
 
 pub mod composed;
 pub mod exporter;
@@ -16,3 +17,4 @@ pub mod librbd;
 pub mod rados;
 pub mod rbd_cli;
 pub mod serving;
+pub mod touch;

@@ -1,6 +1,7 @@
-//! (d) The rbd CLI: `rbd ls -l` on the pool once; `rbd status` on an evenly
-//! spaced sample of images one after the other (as a shell loop does),
-//! extrapolated to the whole pool.
+//! (d) The rbd CLI: `rbd ls -l` on the pool once (or, at the largest sizes,
+//! on a smaller pool of the same cluster, extrapolated); `rbd status` on an
+//! evenly spaced sample of images one after the other (as a shell loop
+//! does), extrapolated to the whole pool.
 
 use crate::seeding::Seeded;
 use serde_json::{Value, json};
@@ -25,12 +26,13 @@ fn rbd(conf: &str, a: &[&str]) -> (f64, Vec<u8>) {
     (t0.elapsed().as_secs_f64(), out.stdout)
 }
 
-/// `rbd ls -l` on the seeded pool, and `rbd status` on `status_sample` of
-/// its images, as results JSON.
-pub fn measure(conf: &str, seeded: &Seeded, status_sample: usize) -> Value {
+/// `rbd ls -l` on the seeded pool (on `ls_pool` instead when given,
+/// extrapolated to the seeded pool's size by the images it listed), and
+/// `rbd status` on `status_sample` of its images, as results JSON.
+pub fn measure(conf: &str, seeded: &Seeded, status_sample: usize, ls_pool: Option<&str>) -> Value {
     let pool = &seeded.pool;
     let n = seeded.len();
-    let (ls_secs, ls_out) = rbd(conf, &["ls", "-l", pool]);
+    let (ls_secs, ls_out) = rbd(conf, &["ls", "-l", ls_pool.unwrap_or(pool)]);
     let ls_images = String::from_utf8_lossy(&ls_out)
         .lines()
         .filter(|l| {
@@ -46,9 +48,15 @@ pub fn measure(conf: &str, seeded: &Seeded, status_sample: usize) -> Value {
     }
     let status_total = t0.elapsed().as_secs_f64();
     let per_image = status_total / picked.len() as f64;
+    let (ls_l_s, ls_l_pool_s) = match ls_pool {
+        Some(_) => (ls_secs * n as f64 / ls_images.max(1) as f64, json!(ls_secs)),
+        None => (ls_secs, Value::Null),
+    };
     json!({
-        "ls_l_s": ls_secs,
+        "ls_l_s": ls_l_s,
         "ls_l_images": ls_images,
+        "ls_l_pool": ls_pool,
+        "ls_l_pool_s": ls_l_pool_s,
         "status_sampled": picked.len(),
         "status_total_s": status_total,
         "status_per_image_s": per_image,

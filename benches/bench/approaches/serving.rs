@@ -36,14 +36,29 @@ pub fn dump(args: &Args) -> Value {
     })
 }
 
-/// One GET on a fresh connection: (status, body length).
-fn get(addr: &str, path: &str) -> std::io::Result<(u16, usize)> {
+/// What one GET got.
+struct Got {
+    /// The status code.
+    status: u16,
+    /// The body's length as sent (compressed, when it was).
+    body: usize,
+    /// The response's Content-Encoding (empty when none).
+    encoding: String,
+}
+
+/// One GET on a fresh connection, asking for gzip when `gzip`.
+fn get(addr: &str, path: &str, gzip: bool) -> std::io::Result<Got> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     s.set_nodelay(true)?;
+    let accept = if gzip {
+        "Accept-Encoding: gzip\r\n"
+    } else {
+        ""
+    };
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: bench\r\n{accept}Connection: close\r\n\r\n"
     )?;
     let mut buf = Vec::with_capacity(1 << 20);
     s.read_to_end(&mut buf)?;
@@ -51,12 +66,27 @@ fn get(addr: &str, path: &str) -> std::io::Result<(u16, usize)> {
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .ok_or_else(|| std::io::Error::other("no header end"))?;
-    let status = std::str::from_utf8(&buf[..head_end])
-        .ok()
-        .and_then(|h| h.split_whitespace().nth(1))
+    let head = String::from_utf8_lossy(&buf[..head_end]);
+    let status = head
+        .split_whitespace()
+        .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    Ok((status, buf.len() - head_end - 4))
+    let encoding = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-encoding")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    // Chunked bodies count their framing too: a few bytes per chunk.
+    Ok(Got {
+        status,
+        body: buf.len() - head_end - 4,
+        encoding,
+    })
 }
 
 /// (end of sample, its duration) as the exporter's log reports them.
@@ -76,11 +106,16 @@ impl Drop for Serving {
     }
 }
 
-/// Starts the binary serving with back-to-back samples (`--sample.interval
-/// 1s`) and waits for its first sample: (child, address, sample log).
-fn serve(args: &Args, extra: &[&str]) -> (Serving, String, SampleLog) {
+/// How long the binary may take to serve and to finish its first sample
+/// (a cold sample of 100000 images takes tens of seconds here).
+const FIRST_SAMPLE: Duration = Duration::from_secs(600);
+
+/// Starts the binary serving `pool` with back-to-back samples
+/// (`--sample.interval 1s`) and waits for its first sample: (child,
+/// address, sample log).
+fn serve(args: &Args, pool: &str, extra: &[&str]) -> (Serving, String, SampleLog) {
     let mut child = Command::new(&args.exporter)
-        .args(["--ceph.config", &args.conf, "--pools", &args.pool])
+        .args(["--ceph.config", &args.conf, "--pools", pool])
         .args(["--sample.interval", "1s", "--log.level", "debug"])
         .args(["--web.listen-address", "127.0.0.1:0"])
         .args(extra)
@@ -113,18 +148,22 @@ fn serve(args: &Args, extra: &[&str]) -> (Serving, String, SampleLog) {
     let addr = addr_rx
         .recv_timeout(Duration::from_secs(60))
         .expect("exporter did not start serving");
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + FIRST_SAMPLE;
     while samples.lock().unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "no sample within 120 s");
+        assert!(
+            Instant::now() < deadline,
+            "no sample within {FIRST_SAMPLE:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     (Serving(child), addr, samples)
 }
 
-/// Peak RSS of the serving binary after `samples` samples with `extra` flags.
-pub fn serve_rss(args: &Args, extra: &[&str], samples: usize) -> u64 {
-    let (child, _, log) = serve(args, extra);
-    let deadline = Instant::now() + Duration::from_secs(120);
+/// Peak RSS of the binary serving `pool` after `samples` samples with
+/// `extra` flags.
+pub fn serve_rss(args: &Args, pool: &str, extra: &[&str], samples: usize) -> u64 {
+    let (child, _, log) = serve(args, pool, extra);
+    let deadline = Instant::now() + FIRST_SAMPLE;
     while log.lock().unwrap().len() < samples && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -155,12 +194,13 @@ struct Scrapes {
     errors: usize,
 }
 
-/// Runs `args.scrapers` scrapers against `addr` for `args.scrape_seconds`.
+/// Runs `args.scrapers` scrapers against `addr` for `args.scrape_seconds`,
+/// asking for gzip when `gzip`.
 ///
 /// Every scraper fires at the same instants, `interval` apart (0: as fast
 /// as it can), so each tick is a burst of `scrapers` concurrent requests; a
 /// tick missed while a scrape was slow is skipped.
-fn run_scrapers(args: &Args, addr: &str) -> Scrapes {
+fn run_scrapers(args: &Args, addr: &str, gzip: bool) -> Scrapes {
     let stop = Arc::new(AtomicBool::new(false));
     let t_start = Instant::now();
     let interval = Duration::from_millis(args.scrape_interval_ms);
@@ -177,8 +217,8 @@ fn run_scrapers(args: &Args, addr: &str) -> Scrapes {
                         std::thread::sleep(tick - now);
                     }
                     let t0 = Instant::now();
-                    match get(&addr, "/metrics") {
-                        Ok((200, _)) => out.push((t0, Instant::now())),
+                    match get(&addr, "/metrics", gzip) {
+                        Ok(Got { status: 200, .. }) => out.push((t0, Instant::now())),
                         _ => errors += 1,
                     }
                     if !interval.is_zero() {
@@ -235,17 +275,38 @@ fn latency_stats(v: &[f64]) -> Value {
 }
 
 /// Starts the binary serving with back-to-back samples, runs the scrapers
-/// and reports latencies of the scrapes that overlapped a sample.
+/// without gzip, then asking for it, and reports latencies of all scrapes
+/// and of those that overlapped a sample, and the peak RSS after both.
 pub fn scrape(args: &Args) -> Value {
-    let (child, addr, samples) = serve(args, &[]);
+    let (child, addr, samples) = serve(args, &args.pool, &[]);
     let pid = child.0.id();
-    let (_, first_body) = get(&addr, "/metrics").expect("scrape");
-    let scrapes = run_scrapers(args, &addr);
-    let vmhwm_kib = vmhwm_kib(pid);
+    let mut out = json!({
+        "scrapers": args.scrapers,
+        "interval_ms": args.scrape_interval_ms,
+    });
+    for (key, gzip) in [("plain", false), ("gzip", true)] {
+        let first = get(&addr, "/metrics", gzip).expect("scrape");
+        let scrapes = run_scrapers(args, &addr, gzip);
+        let mut j = scrape_json(&scrapes, &samples);
+        j["body_bytes"] = json!(first.body);
+        j["content_encoding"] = json!(first.encoding);
+        if key == "plain" {
+            // The earlier reports' fields.
+            for (k, v) in j.as_object().unwrap() {
+                out[k] = v.clone();
+            }
+        }
+        out[key] = j;
+    }
+    out["vmhwm_kib"] = json!(vmhwm_kib(pid));
     drop(child);
+    out
+}
 
+/// The scrapes' latencies, overall and of those that overlapped a sample.
+fn scrape_json(scrapes: &Scrapes, samples: &SampleLog) -> Value {
     let t_start = scrapes.start;
-    let in_window = sample_windows(&samples, &scrapes);
+    let in_window = sample_windows(samples, scrapes);
     let busy: f64 = in_window
         .iter()
         .map(|(s, e)| {
@@ -269,16 +330,12 @@ pub fn scrape(args: &Args) -> Value {
         .map(|(s, e)| e.duration_since(*s).as_secs_f64())
         .collect();
     json!({
-        "scrapers": args.scrapers,
-        "interval_ms": args.scrape_interval_ms,
         "seconds": scrapes.elapsed,
         "errors": scrapes.errors,
-        "body_bytes": first_body,
         "samples_overlapping": in_window.len(),
         "sample_median_s": median(&sample_secs),
         "sampling_share": busy / scrapes.elapsed,
         "during_sample": latency_stats(&during),
         "all": latency_stats(&all),
-        "vmhwm_kib": vmhwm_kib,
     })
 }
