@@ -272,7 +272,22 @@ pub struct ImageFindings {
     pub locks: Vec<LockFinding>,
 }
 
+/// [`ImageFindings::QUIET`], borrowable for any lifetime.
+static QUIET_FINDINGS: ImageFindings = ImageFindings::QUIET;
+
 impl ImageFindings {
+    /// What an image with nothing to say gets: no watcher, no lock, no
+    /// parent (a complete chain of depth 0), no flatten reason.
+    pub const QUIET: ImageFindings = ImageFindings {
+        clone_depth: CloneDepth {
+            depth: 0,
+            complete: true,
+        },
+        flatten_reasons: BTreeSet::new(),
+        watchers: Vec::new(),
+        locks: Vec::new(),
+    };
+
     /// The watchers believed orphaned, with why.
     pub fn orphans(&self) -> impl Iterator<Item = (&WatcherFinding, OrphanReason)> {
         self.watchers
@@ -341,8 +356,13 @@ impl NamespaceSummary {
 /// The analysis of one sample.
 #[derive(Debug, Clone, Default)]
 pub struct Analysis {
-    /// Findings by image.
-    pub images: BTreeMap<ImageKey, ImageFindings>,
+    /// Findings by image, only for images with something to say: an image
+    /// of the sample missing here has the quiet findings
+    /// ([`ImageFindings::QUIET`]: no watcher, no lock, not a clone, no
+    /// flatten reason). Most images of a large cluster are quiet; keeping
+    /// theirs would cost a map entry each. Read with
+    /// [`Analysis::findings`].
+    pub notable: BTreeMap<ImageKey, ImageFindings>,
     /// Totals by pool id and namespace.
     pub namespaces: BTreeMap<(PoolId, String), NamespaceSummary>,
     /// Children (v1 and v2, in any sampled pool) by parent snapshot, in
@@ -352,6 +372,13 @@ pub struct Analysis {
 }
 
 impl Analysis {
+    /// The findings of an image of the analysed sample (the quiet ones
+    /// when it has nothing to say; an image the sample does not hold gets
+    /// them too, so ask the sample whether it holds it).
+    pub fn findings(&self, image: &ImageKey) -> &ImageFindings {
+        self.notable.get(image).unwrap_or(&QUIET_FINDINGS)
+    }
+
     /// The children of one snapshot, v1 and v2.
     pub fn children(&self, image: &ImageKey, snapshot: &Snapshot) -> &[ImageKey] {
         self.snapshot_children
@@ -429,7 +456,9 @@ pub fn analyse_with(sample: &Sample, settings: &Settings, judges: &Judges<'_>) -
         {
             summary.add(s.image, &findings);
         }
-        analysis.images.insert(key, findings);
+        if findings != ImageFindings::QUIET {
+            analysis.notable.insert(key, findings);
+        }
     }
     analysis
 }
@@ -828,7 +857,7 @@ mod tests {
         let a = analyse(&s, &Settings::default());
         for i in 0..7 {
             let pool = (i % 2) as PoolId + 1;
-            let f = &a.images[&key(pool, &format!("id{i}"))];
+            let f = &a.findings(&key(pool, &format!("id{i}")));
             assert_eq!(
                 f.clone_depth,
                 CloneDepth {
@@ -838,13 +867,13 @@ mod tests {
                 "image {i}"
             );
         }
-        let deepest = &a.images[&key(1, "id6")];
+        let deepest = &a.findings(&key(1, "id6"));
         assert!(
             deepest
                 .flatten_reasons
                 .contains(&FlattenReason::CloneDepthExceeded)
         );
-        let at_limit = &a.images[&key(2, "id5")];
+        let at_limit = &a.findings(&key(2, "id5"));
         assert!(
             !at_limit
                 .flatten_reasons
@@ -858,12 +887,12 @@ mod tests {
         let s = chain_sample(4);
         let a = analyse(&s, &Settings { clone_depth_max: 2 });
         assert!(
-            a.images[&key(2, "id3")]
+            a.findings(&key(2, "id3"))
                 .flatten_reasons
                 .contains(&FlattenReason::CloneDepthExceeded)
         );
         assert!(
-            !a.images[&key(1, "id2")]
+            !a.findings(&key(1, "id2"))
                 .flatten_reasons
                 .contains(&FlattenReason::CloneDepthExceeded)
         );
@@ -885,17 +914,17 @@ mod tests {
             vec![namespace("", vec![a1, b1, orphan, grandchild])],
         )]);
         let a = analyse(&s, &Settings::default());
-        assert!(!a.images[&key(1, "a")].clone_depth.complete);
-        assert!(a.images[&key(1, "a")].clone_depth.depth <= 2);
+        assert!(!a.findings(&key(1, "a")).clone_depth.complete);
+        assert!(a.findings(&key(1, "a")).clone_depth.depth <= 2);
         assert_eq!(
-            a.images[&key(1, "c")].clone_depth,
+            a.findings(&key(1, "c")).clone_depth,
             CloneDepth {
                 depth: 1,
                 complete: false
             }
         );
         assert_eq!(
-            a.images[&key(1, "d")].clone_depth,
+            a.findings(&key(1, "d")).clone_depth,
             CloneDepth {
                 depth: 2,
                 complete: false
@@ -932,7 +961,7 @@ mod tests {
         let s = sample(vec![(1, "volumes", vec![ns])]);
         let a = analyse(&s, &Settings::default());
         let reasons = |id: &str| {
-            a.images[&key(1, id)]
+            a.findings(&key(1, id))
                 .flatten_reasons
                 .iter()
                 .copied()
@@ -1034,14 +1063,14 @@ mod tests {
         let s = sample(vec![(1, "volumes", vec![ns])]);
         let a = analyse(&s, &Settings::default());
         assert_eq!(
-            a.images[&key(1, "z")].orphans().next().unwrap().1,
+            a.findings(&key(1, "z")).orphans().next().unwrap().1,
             OrphanReason::ImageDeleted
         );
         assert_eq!(
-            a.images[&key(1, "t")].orphans().next().unwrap().1,
+            a.findings(&key(1, "t")).orphans().next().unwrap().1,
             OrphanReason::ImageTrashed
         );
-        assert!(a.images[&key(1, "f")].orphans().next().is_none());
+        assert!(a.findings(&key(1, "f")).orphans().next().is_none());
         let sum = &a.namespaces[&(1, String::new())];
         assert_eq!(
             (
@@ -1073,18 +1102,18 @@ mod tests {
         let s = sample(vec![(1, "volumes", vec![namespace("", vec![img])])]);
         let a = judged(&s, &[&ImageStateClassifier, &EveryoneIsSuspect]);
         assert_eq!(
-            a.images[&key(1, "z")].orphans().next().unwrap().1,
+            a.findings(&key(1, "z")).orphans().next().unwrap().1,
             OrphanReason::ImageDeleted
         );
         let b = judged(&s, &[&EveryoneIsSuspect, &ImageStateClassifier]);
         assert_eq!(
-            b.images[&key(1, "z")].orphans().next().unwrap().1,
+            b.findings(&key(1, "z")).orphans().next().unwrap().1,
             OrphanReason::ImageTrashed
         );
         // A legitimate verdict stops later classifiers.
         let c = judged(&s, &[&Exempt, &ImageStateClassifier]);
-        assert!(c.images[&key(1, "z")].orphans().next().is_none());
-        let z = &c.images[&key(1, "z")];
+        assert!(c.findings(&key(1, "z")).orphans().next().is_none());
+        let z = &c.findings(&key(1, "z"));
         assert_eq!(z.watchers.len(), 1);
         assert_eq!(z.watchers[0].host, None);
         assert_eq!(z.watchers[0].verdict, Verdict::Legitimate);
@@ -1178,7 +1207,7 @@ mod tests {
         }
         let s = sample(vec![(1, "volumes", vec![ns])]);
         let a = analyse(&s, &Settings::default());
-        let verdict = |id: &str| a.images[&key(1, id)].watchers[0].verdict;
+        let verdict = |id: &str| a.findings(&key(1, id)).watchers[0].verdict;
         let trashed = Verdict::Orphan(OrphanReason::ImageTrashed);
         assert_eq!(verdict("u"), trashed);
         assert_eq!(verdict("p"), trashed);
@@ -1197,7 +1226,7 @@ mod tests {
         ns.trash.get_mut("u").unwrap().state = "removing".into();
         let a = analyse(&s, &Settings::default());
         assert_eq!(
-            a.images[&key(1, "u")].watchers[0].verdict,
+            a.findings(&key(1, "u")).watchers[0].verdict,
             Verdict::Legitimate
         );
     }
@@ -1227,7 +1256,7 @@ mod tests {
         )]);
         let a = analyse(&s, &Settings::default());
         for id in ["f", "z"] {
-            let f = &a.images[&key(1, id)];
+            let f = &a.findings(&key(1, id));
             assert_eq!(f.clone_depth.depth, 0, "{id}");
             assert!(f.flatten_reasons.is_empty(), "{id}: flatten would fail");
         }

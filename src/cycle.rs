@@ -440,7 +440,7 @@ mod tests {
 
     impl Published {
         fn analysis_images(&self) -> &BTreeMap<ImageKey, crate::analysis::ImageFindings> {
-            &self.analysed.as_ref().unwrap().analysis.images
+            &self.analysed.as_ref().unwrap().analysis.notable
         }
     }
 
@@ -476,7 +476,7 @@ mod tests {
             "no new success for the failed pool"
         );
         let a = second.analysed.as_ref().unwrap();
-        let findings = &a.analysis.images[&key(1, "v1")];
+        let findings = &a.analysis.findings(&key(1, "v1"));
         assert_eq!(
             findings.watchers[0].verdict,
             Verdict::Orphan(OrphanReason::ImageDeleted),
@@ -667,7 +667,13 @@ mod tests {
         let mut cycle = Cycle::new(config(Some(&["volumes", "nope"])), None);
         let first = cycle.step(&c).await;
         let seen = |p: &Published| {
-            p.analysed.as_ref().unwrap().analysis.images[&key(1, "v1")].watchers[0].first_seen
+            p.analysed
+                .as_ref()
+                .unwrap()
+                .analysis
+                .findings(&key(1, "v1"))
+                .watchers[0]
+                .first_seen
         };
         let t0 = seen(&first);
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -695,7 +701,13 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let c = cluster();
         let seen = |p: &Published| {
-            p.analysed.as_ref().unwrap().analysis.images[&key(1, "v1")].watchers[0].first_seen
+            p.analysed
+                .as_ref()
+                .unwrap()
+                .analysis
+                .findings(&key(1, "v1"))
+                .watchers[0]
+                .first_seen
         };
         let restarted =
             || Cycle::new(config(None), None).with_state_file(StateFile::open(&dir).unwrap());

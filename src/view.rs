@@ -119,7 +119,7 @@ pub fn image<'a>(
     key: &ImageKey,
 ) -> Option<ImageView<'a>> {
     let image = sample.image(key)?;
-    let findings = analysis.images.get(key)?;
+    let findings = analysis.findings(key);
     Some(ImageView {
         key: key.clone(),
         pool: sample.pool_name(key.pool_id),

@@ -144,7 +144,7 @@ mod tests {
         let a = p.analysed.as_ref().expect("a sample");
         let mut out: Vec<_> = a
             .analysis
-            .images
+            .notable
             .iter()
             .flat_map(|(k, f)| {
                 f.watchers
@@ -210,7 +210,7 @@ mod tests {
             namespace: String::new(),
             image_id: "v".into(),
         };
-        let findings = &p.analysed.as_ref().unwrap().analysis.images[&key];
+        let findings = p.analysed.as_ref().unwrap().analysis.findings(&key);
         assert_eq!(
             findings.watchers[0].verdict,
             Verdict::Orphan(OrphanReason::ImageDeleted)

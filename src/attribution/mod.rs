@@ -575,7 +575,7 @@ hosts:
         let analysis = a.analyse(s, &Settings::default(), &FirstSeenTimes::default());
         let mut out = BTreeMap::new();
         for img in s.images() {
-            for w in &analysis.images[&img.key()].watchers {
+            for w in &analysis.findings(&img.key()).watchers {
                 let reason = w.orphan_reason().map_or("-", |r| r.label());
                 out.insert(
                     format!("{} {}", img.image.name, w.watcher.ip()),
@@ -670,7 +670,8 @@ hosts:
             .images()
             .filter(|i| i.image.name == "csi-vol-1")
             .map(|i| {
-                let r = analysis.images[&i.key()]
+                let r = analysis
+                    .findings(&i.key())
                     .watchers
                     .iter()
                     .find(|w| w.watcher.ip() == "10.0.2.22")
@@ -855,7 +856,7 @@ hosts:
             let h = a.host("10.0.2.21").unwrap();
             assert_eq!((h.name.as_str(), h.via), ("node-a", "file"), "at {t}");
             let analysis = a.analyse(&s, &Settings::default(), &FirstSeenTimes::default());
-            let w = &analysis.images.values().next().unwrap().watchers[0];
+            let w = &analysis.notable.values().next().unwrap().watchers[0];
             assert_eq!(w.host_name(), "node-a");
             assert_eq!(
                 host_label(&a, "10.0.7.7"),

@@ -236,7 +236,7 @@ pub fn find_by_id(a: &Analysed, pool: &str, namespace: &str, id: &str) -> Result
         namespace: namespace.to_string(),
         image_id: id.to_string(),
     };
-    match a.analysis.images.contains_key(&key) {
+    match a.sample.image(&key).is_some() {
         true => Ok(key),
         false => Err(format!(
             "no image with id {id:?} in pool {pool:?}{} (nor in its trash)",

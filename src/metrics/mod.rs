@@ -333,7 +333,8 @@ fn sample_families<'a>(
     }
     for s in sample.images() {
         let key = s.key();
-        if let Some(findings) = analysis.images.get(&key) {
+        {
+            let findings = analysis.findings(&key);
             let labels = [
                 s.pool.name.as_str(),
                 s.namespace.namespace.as_str(),
