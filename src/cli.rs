@@ -463,6 +463,19 @@ mod tests {
     }
 
     #[test]
+    fn full_every_defaults_to_60_and_rejects_0() {
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(cli.sampling.cycle_config().sample.full_every, 60);
+        let cli = Cli::try_parse_from(["x", "--sample.full-every", "1"]).unwrap();
+        assert_eq!(cli.sampling.cycle_config().sample.full_every, 1);
+        for bad in ["0", "-3", "often", "100001"] {
+            let flag = format!("--sample.full-every={bad}");
+            let err = Cli::try_parse_from(["x", flag.as_str()]).unwrap_err();
+            assert!(err.to_string().contains("--sample.full-every"), "{err}");
+        }
+    }
+
+    #[test]
     fn rejects_bad_flags_with_the_flag_named() {
         let err = Cli::try_parse_from(["x", "--sample.interval", "soon"]).unwrap_err();
         assert!(err.to_string().contains("--sample.interval"), "{err}");

@@ -9,6 +9,7 @@
 //!   watch coming and going), an incremental sample equals a full sample
 //!   field by field, both agree with the `rbd` CLI, and the incremental one
 //!   read light every header that did not change;
+//! - the light read needs no more than the documented read-only caps;
 //! - the smoke run of the incremental path on a pool of 200 images with 1%
 //!   of them changed between samples (correctness only, no timings).
 
@@ -17,7 +18,7 @@ mod common;
 use ceph_rbd_exporter::ceph::{Conn, ConnectOptions, HeaderCheck, PoolInfo, RadosConn};
 use ceph_rbd_exporter::model::{Image, Location, Sample};
 use ceph_rbd_exporter::sampler::{SampleConfig, due_for_full_read, sample_once, sample_since};
-use common::{Holder, TestPool, ceph_cli, conf, rbd_json};
+use common::{Holder, TestPool, ceph_cli, conf, conf_variant, rbd_json, scratch_dir};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,9 +28,13 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn connect() -> Arc<RadosConn> {
+    connect_as(&conf(), "admin")
+}
+
+fn connect_as(conf_path: &str, user: &str) -> Arc<RadosConn> {
     let opts = ConnectOptions {
-        conf_path: conf(),
-        user: "admin".into(),
+        conf_path: conf_path.to_string(),
+        user: user.into(),
         op_timeout: Duration::from_secs(10),
         max_ops_per_second: None,
     };
@@ -401,4 +406,42 @@ fn smoke_incremental_path_on_200_images_with_one_percent_changed() {
         assert_eq!(r.full, due.len() as u64 + changed, "{r:?}");
         previous = Arc::new(inc);
     }
+}
+
+#[test]
+fn the_light_read_works_with_the_documented_read_only_caps() {
+    let pool = TestPool::new("incr-caps");
+    let p = pool.0.as_str();
+    for n in ["a", "b"] {
+        ceph_cli("rbd", &["create", &format!("{p}/{n}"), "--size", "8M"]);
+    }
+    let _watch = Holder::start(p, "a", &[]);
+    let keyring = scratch_dir("incr-caps").join("keyring");
+    let out = ceph_cli(
+        "ceph",
+        &[
+            "auth",
+            "get-or-create",
+            "client.rbd-exporter-incr",
+            "mon",
+            "profile rbd",
+            "osd",
+            "profile rbd-read-only",
+        ],
+    );
+    std::fs::write(&keyring, out).unwrap();
+    let ro_conf = conf_variant("incr-caps-conf", keyring.to_str().unwrap(), None);
+    let (rt, conn) = (runtime(), connect_as(&ro_conf, "rbd-exporter-incr"));
+    let cfg = config(p);
+    let (first, _) = rt.block_on(sample_once(&conn, &cfg)).unwrap();
+    let first = Arc::new(first);
+    let (inc, _) = rt
+        .block_on(sample_since(&conn, &cfg, first.clone(), 1))
+        .unwrap();
+    assert_eq!(inc.reads.light, 2, "{:?}", inc.reads);
+    assert_eq!(inc.reads.full, 0, "{:?}", inc.reads);
+    assert_eq!(images(&inc), images(&first));
+    let a = images(&inc).values().find(|i| i.name == "a").unwrap();
+    assert_eq!(a.watchers.len(), 1);
+    ceph_cli("ceph", &["auth", "rm", "client.rbd-exporter-incr"]);
 }
