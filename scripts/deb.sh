@@ -12,6 +12,13 @@
 # The cargo build is offline, from the host's registry cache (cargo fetch --locked
 # first), and keeps its own target directory, target/RELEASE: a rebuild is incremental.
 # Maintainer field: $DEBFULLNAME <$DEBEMAIL> when set.
+# The service: deploy/systemd/ceph-rbd-exporter.service in /usr/lib/systemd/system, its
+# settings deploy/systemd/ceph-rbd-exporter.default as the conffile
+# /etc/default/ceph-rbd-exporter. The maintainer scripts do what debhelper's
+# (dh_installsystemd --no-enable --no-start) would: postinst makes the system user and
+# group ceph-rbd-exporter, registers the unit with deb-systemd-helper without enabling
+# or starting it (it needs a keyring first) and restarts it on upgrade if it runs;
+# prerm stops it on remove; postrm purge forgets it and removes its state directory.
 set -euo pipefail
 
 project=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,6 +38,77 @@ debversion="$version-1~$suite"
 target="$project/target/$release"
 deb="$project/dist/ceph-rbd-exporter_${debversion}_amd64.deb"
 
+# The conffiles and maintainer scripts, into DEBIAN directory $1; what debhelper would
+# write for the system user and for dh_installsystemd --no-enable --no-start.
+maintainer_scripts() {
+    local dir=$1 unit=ceph-rbd-exporter.service
+    echo /etc/default/ceph-rbd-exporter >"$dir/conffiles"
+    cat >"$dir/postinst" <<POSTINST
+#!/bin/sh
+set -e
+if [ "\$1" = configure ]; then
+    if ! getent group ceph-rbd-exporter >/dev/null; then
+        addgroup --system --quiet ceph-rbd-exporter
+    fi
+    if ! getent passwd ceph-rbd-exporter >/dev/null; then
+        adduser --system --quiet --ingroup ceph-rbd-exporter --no-create-home \\
+            --home /var/lib/ceph-rbd-exporter --shell /usr/sbin/nologin \\
+            --gecos "Ceph RBD exporter" ceph-rbd-exporter
+    fi
+fi
+if [ "\$1" = configure ] || [ "\$1" = abort-upgrade ] || [ "\$1" = abort-deconfigure ] || [ "\$1" = abort-remove ]; then
+    if command -v deb-systemd-helper >/dev/null; then
+        # Enabled again on reinstall only if it was enabled before; never enabled here.
+        if deb-systemd-helper debian-installed '$unit' \\
+                && deb-systemd-helper --quiet was-enabled '$unit'; then
+            deb-systemd-helper enable '$unit' >/dev/null || true
+        fi
+        deb-systemd-helper update-state '$unit' >/dev/null || true
+    fi
+    if [ -z "\${DPKG_ROOT:-}" ] && [ -d /run/systemd/system ]; then
+        systemctl --system daemon-reload >/dev/null || true
+        # An upgrade restarts the service if it runs; an install starts nothing.
+        if [ -n "\$2" ]; then
+            if command -v deb-systemd-invoke >/dev/null; then
+                deb-systemd-invoke try-restart '$unit' >/dev/null || true
+            else
+                systemctl try-restart '$unit' >/dev/null || true
+            fi
+        fi
+    fi
+fi
+exit 0
+POSTINST
+    cat >"$dir/prerm" <<PRERM
+#!/bin/sh
+set -e
+if [ -z "\${DPKG_ROOT:-}" ] && [ "\$1" = remove ] && [ -d /run/systemd/system ]; then
+    if command -v deb-systemd-invoke >/dev/null; then
+        deb-systemd-invoke stop '$unit' >/dev/null || true
+    else
+        systemctl stop '$unit' >/dev/null || true
+    fi
+fi
+exit 0
+PRERM
+    cat >"$dir/postrm" <<POSTRM
+#!/bin/sh
+set -e
+if [ "\$1" = remove ] && [ -d /run/systemd/system ]; then
+    systemctl --system daemon-reload >/dev/null || true
+fi
+if [ "\$1" = purge ]; then
+    if command -v deb-systemd-helper >/dev/null; then
+        deb-systemd-helper purge '$unit' >/dev/null || true
+    fi
+    # The watchers' first-seen times; the system user stays, as Debian's do.
+    rm -rf /var/lib/ceph-rbd-exporter
+fi
+exit 0
+POSTRM
+    chmod 0755 "$dir/postinst" "$dir/prerm" "$dir/postrm"
+}
+
 # --- inside the chroot: build, strip, assemble, pack --------------------------------
 if [ "${2:-}" = "--inside" ]; then
     export CARGO_TARGET_DIR="$target"
@@ -40,12 +118,15 @@ if [ "${2:-}" = "--inside" ]; then
     root="$stage/ceph-rbd-exporter_${debversion}_amd64"
     rm -rf "$stage"
     mkdir -p "$root/DEBIAN" "$root/usr/bin" "$root/usr/share/ceph-rbd-exporter" \
-        "$root/usr/share/doc/ceph-rbd-exporter" "$stage/src/debian"
+        "$root/usr/share/doc/ceph-rbd-exporter" "$root/usr/lib/systemd/system" \
+        "$root/etc/default" "$stage/src/debian"
     install -m 0755 "$target/release/ceph-rbd-exporter" "$root/usr/bin/ceph-rbd-exporter"
     strip --strip-unneeded --remove-section=.comment --remove-section=.note \
         "$root/usr/bin/ceph-rbd-exporter"
     cp -r alerts dashboards "$root/usr/share/ceph-rbd-exporter/"
     install -m 0644 README.md "$root/usr/share/doc/ceph-rbd-exporter/README.md"
+    install -m 0644 deploy/systemd/ceph-rbd-exporter.service "$root/usr/lib/systemd/system/"
+    install -m 0644 deploy/systemd/ceph-rbd-exporter.default "$root/etc/default/ceph-rbd-exporter"
 
     # copyright: the project's own licence as Cargo.toml states it (none stated yet),
     # then the Rust crates linked into the binary with theirs.
@@ -76,6 +157,7 @@ if [ "${2:-}" = "--inside" ]; then
             | sort -u | grep -v '^ceph-rbd-exporter ' \
             | awk -F'|' '{ sub(/ \(.*\)$/, "", $1); printf " %s: %s\n", $1, ($2 == "" ? "unstated" : $2) }'
     } >"$root/usr/share/doc/ceph-rbd-exporter/copyright"
+    chmod 0755 "$root/etc" "$root/etc/default"
     find "$root/usr" -type d -exec chmod 0755 {} + ; find "$root/usr/share" -type f -exec chmod 0644 {} +
 
     # dpkg-shlibdeps wants a debian/control to be run from; a stub one will do.
@@ -88,8 +170,9 @@ if [ "${2:-}" = "--inside" ]; then
     # "20.2.4+ds" (Debian's version), which Ceph's upstream 20.2.4-1 packages would not
     # satisfy; "20.2.4~" is met by both. 20.2.4 is the first Tentacle whose librados
     # reads aes256k keys; every librados symbol the exporter uses is older than that.
+    # adduser: for the postinst (a minbase system has none).
     depends=$(echo "$shlibs" | tr ',' '\n' | sed 's/^ *//' | grep -v '^librados2\b' \
-        | { cat; echo "librados2 (>= $rados_min)"; } | paste -sd, | sed 's/,/, /g')
+        | { cat; echo "librados2 (>= $rados_min)"; echo adduser; } | paste -sd, | sed 's/,/, /g')
 
     if [ "$release" = tentacle ]; then
         why=" It was built and tested against librados from $ceph_name and needs
@@ -120,11 +203,15 @@ Description: Prometheus exporter for Ceph RBD image hygiene
 $why
  .
  Alert rules and Grafana dashboards are in /usr/share/ceph-rbd-exporter.
- Nothing is started on install: run /usr/bin/ceph-rbd-exporter as a service
- of your own, with a keyring it can read.
+ .
+ The hardened systemd unit ceph-rbd-exporter.service runs it as the system
+ user ceph-rbd-exporter, with the settings of /etc/default/ceph-rbd-exporter.
+ It is neither enabled nor started on install: give it a cephx keyring its
+ group can read, then systemctl enable --now ceph-rbd-exporter.
 CONTROL
+    maintainer_scripts "$root/DEBIAN"
     (cd "$root" && find usr -type f -print0 | sort -z | xargs -0 md5sum >DEBIAN/md5sums)
-    chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/md5sums"
+    chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/md5sums" "$root/DEBIAN/conffiles"
     mkdir -p "$(dirname "$deb")"
     dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
     exit 0
