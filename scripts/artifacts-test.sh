@@ -7,7 +7,9 @@
 #   (a) deb:   apt installs dist/ceph-rbd-exporter_<v>-1~forky_amd64.deb into a throwaway
 #              copy of the bare forky tree (so apt resolves librados2 from forky, as on a
 #              clean machine), checks Depends has librados2 (>= 20..., runs the installed
-#              /usr/bin/ceph-rbd-exporter there and reads its /metrics.
+#              /usr/bin/ceph-rbd-exporter there and reads its /metrics; and that it ships
+#              the systemd unit and /etc/default file (a conffile) of deploy/systemd, made
+#              the system user, and neither enabled nor started the service.
 #   (b) image: runs localhost/ceph-rbd-exporter:<v> with podman (--network host, the
 #              cluster directory mounted read-only, as uid 10001) and reads its /metrics.
 # Each must report ceph_rbd_exporter_up 1 and, for pool volumes, as many images as the
@@ -57,7 +59,7 @@ newest() { find "$@" -type f -printf '%T@\n' | sort -n | tail -1 | cut -d. -f1; 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # --- artifacts: build only what is missing or stale ------------------------------------
-deb_sources=(Cargo.toml Cargo.lock build.rs src alerts dashboards README.md scripts/deb.sh)
+deb_sources=(Cargo.toml Cargo.lock build.rs src alerts dashboards README.md scripts/deb.sh deploy/systemd)
 if [ ! -f "$deb" ] || [ "$(newest "${deb_sources[@]}")" -gt "$(stat -c %Y "$deb")" ]; then
     say "$deb is missing or older than its sources: make deb"
     t1=$SECONDS
@@ -108,6 +110,47 @@ check_metrics() {
 }
 
 # --- (a) the .deb on a clean forky ---------------------------------------------------------
+# The service part of the .deb, installed in the tree ROOT (no systemd runs there).
+check_deb_service() {
+    local root=$1 unit=usr/lib/systemd/system/ceph-rbd-exporter.service user
+    if cmp -s deploy/systemd/ceph-rbd-exporter.service "$root/$unit" \
+            && cmp -s deploy/systemd/ceph-rbd-exporter.default "$root/etc/default/ceph-rbd-exporter"; then
+        pass "deb: /$unit and /etc/default/ceph-rbd-exporter are deploy/systemd's"
+    else
+        fail "deb: /$unit or /etc/default/ceph-rbd-exporter missing or not deploy/systemd's"
+    fi
+    if chroot "$root" dpkg-query -W -f '${Conffiles}' ceph-rbd-exporter | grep -q '^ /etc/default/ceph-rbd-exporter '; then
+        pass "deb: /etc/default/ceph-rbd-exporter is a conffile"
+    else
+        fail "deb: /etc/default/ceph-rbd-exporter is no conffile"
+    fi
+    user=$(chroot "$root" getent passwd ceph-rbd-exporter || true)
+    if [ -n "$user" ] && chroot "$root" getent group ceph-rbd-exporter >/dev/null \
+            && [ "$(cut -d: -f4 <<<"$user")" = "$(chroot "$root" getent group ceph-rbd-exporter | cut -d: -f3)" ] \
+            && [ "$(cut -d: -f3 <<<"$user")" -lt 1000 ] && [ "$(cut -d: -f7 <<<"$user")" = /usr/sbin/nologin ]; then
+        pass "deb: system user and group ceph-rbd-exporter made ($user)"
+    else
+        fail "deb: no system user ceph-rbd-exporter in its own group with nologin: '$user'"
+    fi
+    # forky's own systemd (apt brings it in with librados2's dependencies), on the unit
+    # as installed: verify (warnings fail) and the exposure score.
+    local said
+    if [ ! -x "$root/usr/bin/systemd-analyze" ]; then
+        fail "deb: no systemd-analyze in the forky tree to verify the installed unit with"
+    elif said=$(chroot "$root" systemd-analyze verify "/$unit" 2>&1) && [ -z "$said" ]; then
+        pass "deb: systemd-analyze verify /$unit (systemd $(chroot "$root" systemd-analyze --version | awk 'NR == 1 { print $2 }'))"
+    else
+        fail "deb: systemd-analyze verify /$unit: $said"
+    fi
+    [ ! -x "$root/usr/bin/systemd-analyze" ] \
+        || say "forky's $(chroot "$root" systemd-analyze security --offline=yes "/$unit" 2>&1 | grep -o 'Overall exposure.*' || echo 'systemd-analyze security failed')"
+    if [ -e "$root/etc/systemd/system/multi-user.target.wants/ceph-rbd-exporter.service" ]; then
+        fail "deb: the install enabled ceph-rbd-exporter.service (it must wait for a keyring)"
+    else
+        pass "deb: ceph-rbd-exporter.service not enabled by the install"
+    fi
+}
+
 test_deb() {
     echo "== (a) $deb on a clean Debian forky"
     local depends root="$work/forky" port pid log="$work/deb-exporter.log"
@@ -130,6 +173,7 @@ test_deb() {
         fail "deb: apt-get install failed"; tail -20 "$work/apt.log" | sed 's/^/  /'; return
     fi
     pass "deb: apt-get install $(basename "$deb"): librados2 $(chroot "$root" dpkg-query -W -f '${Version}' librados2) from forky"
+    check_deb_service "$root"
     port=$(free_port)
     # The cluster directory, read-only at its own path; the exporter runs as root here.
     # shellcheck disable=SC2016
