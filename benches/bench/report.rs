@@ -69,12 +69,14 @@ fn render_report(
         growth_at_fixed_size(w, growth, rows);
     }
     let hi = &results[results.len() - 1];
-    let targets = targets(hi, growth);
+    // The earlier targets were set for 10000 images.
+    let earlier = results.iter().find(|r| f(&r["n"]) == 10000.0).unwrap_or(hi);
+    let targets = targets(earlier, growth);
     if !callgrind.is_empty() {
         callgrind_table(w, callgrind);
     }
     sized_targets_table(w, results);
-    targets_table(w, f(&hi["n"]), targets);
+    targets_table(w, f(&earlier["n"]), targets);
     if let Some(path) = notes {
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| die(&format!("{path}: {e}")));
         w.push_str(&text);
@@ -532,9 +534,14 @@ fn above_base(r: &Value, key: &str) -> f64 {
 }
 
 /// The worse /metrics p99 of all scrapes, plain or asking for gzip (ms).
-fn worst_p99(r: &Value) -> f64 {
-    let sv = &r["serve"];
-    f(&sv["all"]["p99_ms"]).max(f(&sv["gzip"]["all"]["p99_ms"]))
+/// A p99 cell of the sized targets: met or missed at 100000 images.
+fn p99_cell(x: f64, at_100k: bool) -> String {
+    let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
+    if at_100k {
+        format!("{x:.1} ms {}", verdict(x < 50.0))
+    } else {
+        format!("{x:.1} ms (the target is at 100000)")
+    }
 }
 
 /// Every size's figures in one table, side by side.
@@ -753,16 +760,16 @@ fn sized_targets_table(w: &mut String, results: &[Value]) {
             }),
         ),
         (
-            "/metrics p99 under 50 scrapers, plain or gzip asked, the worse (at 100000 images)",
+            "/metrics p99 under 50 scrapers asking for gzip, as Prometheus does (at 100000 images)",
             "< 50 ms",
             Box::new(move |r: &Value| {
-                let x = worst_p99(r);
-                if at_100k(r) {
-                    format!("{x:.1} ms {}", verdict(x < 50.0))
-                } else {
-                    format!("{x:.1} ms (the target is at 100000)")
-                }
+                p99_cell(f(&r["serve"]["gzip"]["all"]["p99_ms"]), at_100k(r))
             }),
+        ),
+        (
+            "/metrics p99 under 50 scrapers not asking for gzip (at 100000 images)",
+            "< 50 ms",
+            Box::new(move |r: &Value| p99_cell(f(&r["serve"]["all"]["p99_ms"]), at_100k(r))),
         ),
     ];
     for (what, want, cell) in rows {
@@ -1033,7 +1040,9 @@ fn callgrind_table(w: &mut String, callgrind: &[Value]) {
 fn targets_table(w: &mut String, n: f64, targets: Vec<Target>) {
     line(
         w,
-        &format!("## Earlier targets (N = {n:.0}; the cold sample)"),
+        &format!(
+            "## Earlier targets (N = {n:.0}, the size they were set for; the cold sample; growth from the fixed-size table)"
+        ),
     );
     line(w, "");
     line(w, "| target | wanted | measured | |");
