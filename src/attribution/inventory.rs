@@ -436,8 +436,8 @@ impl RawInventory {
     /// document (a YAML null: nothing configured). Anything but a mapping
     /// is a syntax error.
     fn from_yaml(text: &str, origin: &str) -> Result<Option<RawInventory>, InventoryError> {
-        let value: serde_yaml::Value =
-            serde_yaml::from_str(text).map_err(|e| syntax(origin, e.to_string()))?;
+        let value: serde_norway::Value =
+            serde_norway::from_str(text).map_err(|e| syntax(origin, e.to_string()))?;
         if value.is_null() {
             return Ok(None);
         }
@@ -447,7 +447,7 @@ impl RawInventory {
                 "expected a mapping with hosts, client_networks, infrastructure_roles".into(),
             ));
         }
-        serde_yaml::from_str(text)
+        serde_norway::from_str(text)
             .map(Some)
             .map_err(|e| syntax(origin, e.to_string()))
     }
