@@ -706,6 +706,88 @@ hosts:
         assert!(inv.lookup(ip("fd00::1")).is_none());
     }
 
+    #[test]
+    fn edge_prefixes() {
+        // /0 holds the whole family and loses to anything longer.
+        let inv = Inventory::parse(
+            r#"
+hosts:
+  - {name: all4, addresses: ["0.0.0.0/0"]}
+  - {name: all6, addresses: ["::/0"]}
+  - {name: one4, addresses: [192.0.2.1/32]}
+  - {name: one6, addresses: ["2001:db8::1/128"]}
+  - {name: net6, addresses: ["2001:db8::/32"]}
+"#,
+            "x.yaml",
+        )
+        .unwrap();
+        // /32 and /128 written out are the same as the bare address.
+        assert_eq!(inv.hosts[2].addresses, vec![net("192.0.2.1")]);
+        assert_eq!(inv.hosts[3].addresses, vec![net("2001:db8::1")]);
+        assert_eq!(net("192.0.2.1").prefix_len(), 32);
+        assert_eq!(net("2001:db8::1").prefix_len(), 128);
+        assert_eq!(inv.lookup(ip("192.0.2.1")).unwrap().name, "one4");
+        assert_eq!(inv.lookup(ip("192.0.2.2")).unwrap().name, "all4");
+        assert_eq!(inv.lookup(ip("255.255.255.255")).unwrap().name, "all4");
+        assert_eq!(inv.lookup(ip("2001:db8::1")).unwrap().name, "one6");
+        assert_eq!(inv.lookup(ip("2001:db8::2")).unwrap().name, "net6");
+        assert_eq!(inv.lookup(ip("fd00::1")).unwrap().name, "all6");
+        // IPv4-mapped IPv6 is looked up as IPv4, never in the IPv6 /0.
+        assert_eq!(inv.lookup(ip("::ffff:192.0.2.1")).unwrap().name, "one4");
+        assert_eq!(inv.lookup(ip("::ffff:10.0.0.1")).unwrap().name, "all4");
+        // Beyond the family's length, or not a plain decimal prefix.
+        for bad in ["192.0.2.1/33", "2001:db8::1/129", "10.0.0.0/024", "::/0128"] {
+            assert!(
+                matches!(parse_net(bad), Err(IpNetError::Prefix(..))),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            parse_net("2001:db8::1/129").unwrap_err().to_string(),
+            r#""2001:db8::1/129": prefix length must be 0-128"#
+        );
+        assert_eq!(
+            parse_net("2001:db8::1/64").unwrap_err().to_string(),
+            r#""2001:db8::1/64" has host bits set (the network is 2001:db8::/64; for one address, leave out the prefix)"#
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_entries_stay_ipv6() {
+        // As before ipnet: an entry written as IPv4-mapped IPv6 is an IPv6
+        // network, and lookups of mapped addresses go to IPv4, so it never
+        // matches. Write the IPv4 address instead.
+        let inv = Inventory::parse(
+            "hosts:\n  - {name: m, addresses: [\"::ffff:10.0.0.1\", \"::ffff:10.1.0.0/112\"]}\n",
+            "x.yaml",
+        )
+        .unwrap();
+        assert_eq!(inv.hosts[0].addresses[0], net("::ffff:10.0.0.1"));
+        assert!(matches!(inv.hosts[0].addresses[0], IpNet::V6(_)));
+        assert!(inv.lookup(ip("::ffff:10.0.0.1")).is_none());
+        assert!(inv.lookup(ip("10.0.0.1")).is_none());
+        assert!(inv.lookup(ip("10.1.2.3")).is_none());
+        assert!(!contains(&net("::ffff:10.1.0.0/112"), ip("10.1.2.3")));
+    }
+
+    #[test]
+    fn new_clears_host_bits() {
+        // ipnet::IpNet can carry host bits; Inventory::new indexes the network.
+        let host = InventoryHost {
+            name: "a".into(),
+            role: None,
+            addresses: vec![IpNet::new(ip("10.0.0.9"), 24).unwrap()],
+        };
+        let inv = Inventory::new(
+            vec![host],
+            vec![IpNet::new(ip("10.0.0.9"), 8).unwrap()],
+            BTreeSet::new(),
+        )
+        .unwrap();
+        assert_eq!(inv.lookup(ip("10.0.0.200")).unwrap().name, "a");
+        assert_eq!(inv.allows_client(ip("10.200.0.1")), Some(true));
+    }
+
     fn err(text: &str) -> String {
         Inventory::parse(text, "inventory.yaml")
             .unwrap_err()
