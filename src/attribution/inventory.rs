@@ -328,8 +328,40 @@ impl RawInventory {
         }
         serde_norway::from_str(text)
             .map(Some)
-            .map_err(|e| syntax(origin, e.to_string()))
+            .map_err(|e| syntax(origin, name_the_host(&e.to_string(), &value)))
     }
+}
+
+/// A YAML parser message in the form of the other errors: the host's name
+/// after its index, and `: ` before the field. `hosts[0]: unknown field
+/// `rack`, ...` becomes `hosts[0] (compute-1): unknown field `rack`, ...`,
+/// and `hosts[0].addresses: invalid type ...` becomes
+/// `hosts[0] (compute-1): addresses: invalid type ...`. A host without a
+/// usable name keeps its index alone; messages about anything but a host
+/// are unchanged.
+fn name_the_host(message: &str, doc: &serde_norway::Value) -> String {
+    let named = || -> Option<String> {
+        let rest = message.strip_prefix("hosts[")?;
+        let (index, rest) = rest.split_once(']')?;
+        let i: usize = index.parse().ok()?;
+        let name = match doc.get("hosts").and_then(|h| h.get(i)?.get("name")) {
+            Some(serde_norway::Value::String(s)) => s.trim().to_string(),
+            Some(serde_norway::Value::Number(n)) => n.to_string(),
+            Some(serde_norway::Value::Bool(b)) => b.to_string(),
+            _ => String::new(),
+        };
+        let entry = if name.is_empty() {
+            format!("hosts[{i}]")
+        } else {
+            format!("hosts[{i}] ({name})")
+        };
+        let rest = match rest.strip_prefix('.') {
+            Some(field) => format!(": {field}"),
+            None => rest.to_string(),
+        };
+        Some(format!("{entry}{rest}"))
+    };
+    named().unwrap_or_else(|| message.to_string())
 }
 
 impl RawHost {
@@ -856,6 +888,36 @@ hosts:
                 && e.contains("line 3"),
             "{e}"
         );
+        // Errors from the YAML parser inside a host name the host too.
+        assert_eq!(
+            err("hosts:\n  - name: compute-1\n    rack: r1\n"),
+            "inventory.yaml: hosts[0] (compute-1): unknown field `rack`, expected one of `name`, `role`, `addresses` at line 3 column 5"
+        );
+        assert_eq!(
+            err("hosts:\n  - {name: a}\n  - {rack: r1, name: b}\n"),
+            "inventory.yaml: hosts[1] (b): unknown field `rack`, expected one of `name`, `role`, `addresses` at line 3 column 6"
+        );
+        assert_eq!(
+            err("hosts:\n  - name: a\n    addresses: {x: 1}\n"),
+            "inventory.yaml: hosts[0] (a): addresses: invalid type: map, expected a sequence at line 3 column 16"
+        );
+        assert_eq!(
+            err("hosts:\n  - name: a\n    addresses: [10.0.0.1, [x]]\n"),
+            "inventory.yaml: hosts[0] (a): addresses[1]: invalid type: sequence, expected a string at line 3 column 27"
+        );
+        assert_eq!(
+            err("hosts:\n  - name: 1234\n    rack: r1\n"),
+            "inventory.yaml: hosts[0] (1234): unknown field `rack`, expected one of `name`, `role`, `addresses` at line 3 column 5"
+        );
+        // Without a name, the index names the host.
+        assert_eq!(
+            err("hosts:\n  - rack: r1\n"),
+            "inventory.yaml: hosts[0]: unknown field `rack`, expected one of `name`, `role`, `addresses` at line 2 column 5"
+        );
+        assert_eq!(
+            err("hosts:\n  - {name: [x], rack: r1}\n"),
+            "inventory.yaml: hosts[0]: name: invalid type: sequence, expected a string at line 2 column 12"
+        );
         let e = err("hosts: {name: a}\n");
         assert!(e.starts_with("inventory.yaml: "), "{e}");
         let e = err("- 10.0.0.1\n");
@@ -888,6 +950,15 @@ hosts:
             e,
             format!(
                 "{}: hosts[0] (x): addresses[0]: \"nope\" is not an IP address or CIDR",
+                bad.display()
+            )
+        );
+        std::fs::write(&bad, "hosts:\n  - name: x\n    rack: r1\n").unwrap();
+        let e = Inventory::load(&bad).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: hosts[0] (x): unknown field `rack`, expected one of `name`, `role`, `addresses` at line 3 column 5",
                 bad.display()
             )
         );
