@@ -33,7 +33,7 @@ struct File {
     basic_auth_users: BTreeMap<String, String>,
     // Accepted for compatibility; HTTP/2 is not served.
     #[allow(dead_code)]
-    http_server_config: Option<serde_yaml::Value>,
+    http_server_config: Option<serde_norway::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,9 +48,9 @@ struct TlsFile {
     // Accepted for compatibility with exporter-toolkit files; rustls picks
     // safe suites and curves itself.
     #[allow(dead_code)]
-    cipher_suites: Option<serde_yaml::Value>,
+    cipher_suites: Option<serde_norway::Value>,
     #[allow(dead_code)]
-    curve_preferences: Option<serde_yaml::Value>,
+    curve_preferences: Option<serde_norway::Value>,
     #[allow(dead_code)]
     prefer_server_cipher_suites: Option<bool>,
 }
@@ -89,7 +89,7 @@ impl WebConfig {
         let file: File = if text.trim().is_empty() {
             File::default()
         } else {
-            serde_yaml::from_str(&text).map_err(|e| bad(path, e))?
+            serde_norway::from_str(&text).map_err(|e| bad(path, e))?
         };
         let base = path.parent().unwrap_or(Path::new("."));
         for (user, hash) in &file.basic_auth_users {

@@ -18,28 +18,18 @@
 //! probe per distinct prefix length in the file, whatever the number of
 //! hosts.
 
+pub use ipnet::IpNet;
 use serde::Deserialize;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::Path;
-use std::str::FromStr;
 
 /// Roles whose watchers are never orphans when the file does not say.
 pub const DEFAULT_INFRASTRUCTURE_ROLES: [&str; 2] = ["rbd-mirror", "backup"];
 
-/// An IPv4 or IPv6 network: an address and a prefix length, host bits zero.
-/// Parses `a.b.c.d`, `a.b.c.d/n`, `x::y` and `x::/n`; a bare address is a
-/// /32 (IPv4) or /128 (IPv6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IpNet {
-    /// The network address, host bits zero.
-    addr: IpAddr,
-    /// The prefix length: at most 32 (IPv4) or 128 (IPv6).
-    prefix: u8,
-}
-
-/// Why a string is not an [`IpNet`].
+/// Why a string is not a network ([`parse_net`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IpNetError {
     /// Neither an address nor `address/prefix`.
@@ -60,208 +50,97 @@ pub enum IpNetError {
     },
 }
 
-impl IpNet {
-    /// The network of `addr` with `prefix` bits; host bits must be zero.
-    pub fn new(addr: IpAddr, prefix: u8) -> Result<IpNet, IpNetError> {
-        let max = max_prefix(addr);
-        if prefix > max {
-            return Err(IpNetError::Prefix(format!("{addr}/{prefix}"), max));
+/// Parses `a.b.c.d`, `a.b.c.d/n`, `x::y` or `x::/n` (surrounding blanks
+/// ignored) into a network whose host bits are zero; a bare address is a
+/// /32 (IPv4) or /128 (IPv6). The address is read by the standard library,
+/// the prefix by `ipnet` (decimal, no sign, at most 2 digits for IPv4 and
+/// 3 for IPv6).
+pub fn parse_net(s: &str) -> Result<IpNet, IpNetError> {
+    let text = s.trim();
+    let net = match text.split_once('/') {
+        None => text
+            .parse::<IpAddr>()
+            .map(IpNet::from)
+            .map_err(|_| IpNetError::Syntax(s.to_string()))?,
+        Some((a, _)) => {
+            let addr: IpAddr = a.parse().map_err(|_| IpNetError::Syntax(s.to_string()))?;
+            text.parse::<IpNet>().map_err(|_| {
+                IpNetError::Prefix(s.to_string(), IpNet::from(addr).max_prefix_len())
+            })?
         }
-        let net = IpNet::truncating(addr, prefix);
-        if net.addr != addr {
-            return Err(IpNetError::HostBits {
-                text: format!("{addr}/{prefix}"),
-                network: net,
-            });
-        }
-        Ok(net)
+    };
+    let network = net.trunc();
+    if network != net {
+        return Err(IpNetError::HostBits {
+            text: s.to_string(),
+            network,
+        });
     }
-
-    /// The network of `addr` with `prefix` bits, clearing host bits.
-    /// `prefix` is clamped to the family's length.
-    pub fn truncating(addr: IpAddr, prefix: u8) -> IpNet {
-        let prefix = prefix.min(max_prefix(addr));
-        let addr = match addr {
-            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(mask_v4(u32::from(a), prefix))),
-            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(mask_v6(u128::from(a), prefix))),
-        };
-        IpNet { addr, prefix }
-    }
-
-    /// A single address (/32 or /128).
-    pub fn host(addr: IpAddr) -> IpNet {
-        IpNet {
-            addr,
-            prefix: max_prefix(addr),
-        }
-    }
-
-    /// The network address (host bits zero).
-    pub fn addr(&self) -> IpAddr {
-        self.addr
-    }
-
-    /// The prefix length.
-    pub fn prefix_len(&self) -> u8 {
-        self.prefix
-    }
-
-    /// True if `ip` is inside this network. IPv4-mapped IPv6 addresses
-    /// (`::ffff:10.0.0.1`) count as their IPv4 address.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                mask_v4(u32::from(ip), self.prefix) == u32::from(net)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                mask_v6(u128::from(ip), self.prefix) == u128::from(net)
-            }
-            _ => false,
-        }
-    }
+    Ok(net)
 }
 
-impl FromStr for IpNet {
-    type Err = IpNetError;
-
-    fn from_str(s: &str) -> Result<IpNet, IpNetError> {
-        let text = s.trim();
-        let syntax = || IpNetError::Syntax(s.to_string());
-        match text.split_once('/') {
-            None => text
-                .parse::<IpAddr>()
-                .map(IpNet::host)
-                .map_err(|_| syntax()),
-            Some((a, p)) => {
-                let addr: IpAddr = a.parse().map_err(|_| syntax())?;
-                let max = max_prefix(addr);
-                if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.len() > 3 {
-                    return Err(IpNetError::Prefix(s.to_string(), max));
-                }
-                let prefix: u8 = p
-                    .parse()
-                    .map_err(|_| IpNetError::Prefix(s.to_string(), max))?;
-                if prefix > max {
-                    return Err(IpNetError::Prefix(s.to_string(), max));
-                }
-                let net = IpNet::truncating(addr, prefix);
-                if net.addr != addr {
-                    return Err(IpNetError::HostBits {
-                        text: s.to_string(),
-                        network: net,
-                    });
-                }
-                Ok(net)
-            }
-        }
-    }
+/// True if `ip` is inside `net`. IPv4-mapped IPv6 addresses
+/// (`::ffff:10.0.0.1`) count as their IPv4 address, so an IPv6 network
+/// never holds them.
+pub fn contains(net: &IpNet, ip: IpAddr) -> bool {
+    net.contains(&ip.to_canonical())
 }
 
-impl fmt::Display for IpNet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-/// The address length in bits: 32 (IPv4) or 128 (IPv6).
-fn max_prefix(addr: IpAddr) -> u8 {
-    match addr {
-        IpAddr::V4(_) => 32,
-        IpAddr::V6(_) => 128,
-    }
-}
-
-/// `bits` with all but the first `prefix` bits cleared.
-fn mask_v4(bits: u32, prefix: u8) -> u32 {
-    if prefix == 0 {
-        0
-    } else {
-        bits & (u32::MAX << (32 - u32::from(prefix)))
-    }
-}
-
-/// `bits` with all but the first `prefix` bits cleared.
-fn mask_v6(bits: u128, prefix: u8) -> u128 {
-    if prefix == 0 {
-        0
-    } else {
-        bits & (u128::MAX << (128 - u32::from(prefix)))
-    }
-}
-
-/// A longest-prefix-match table: per prefix length present, a hash map from
-/// the masked address to a value. A lookup probes each present length, longest
-/// first, so it costs at most 33 (IPv4) or 129 (IPv6) probes and usually a
-/// handful, independent of the number of entries.
+/// A longest-prefix-match table: the networks in a hash map, and per family
+/// the prefix lengths present. A lookup truncates the address to each
+/// present length, longest first, and probes the map: at most 33 (IPv4) or
+/// 129 (IPv6) probes and usually a handful, independent of the number of
+/// entries.
 #[derive(Debug, Clone, Default)]
 struct PrefixTable<T> {
-    /// IPv4: per prefix length, longest first, masked address -> value.
-    v4: Vec<(u8, HashMap<u32, T>)>,
-    /// IPv6: per prefix length, longest first, masked address -> value.
-    v6: Vec<(u8, HashMap<u128, T>)>,
+    /// IPv4 prefix lengths present, longest first.
+    v4: Vec<u8>,
+    /// IPv6 prefix lengths present, longest first.
+    v6: Vec<u8>,
+    /// Network (host bits cleared) -> value.
+    nets: HashMap<IpNet, T>,
 }
 
 impl<T> PrefixTable<T> {
-    /// Inserts `net`; returns the value already there, if any, unchanged.
+    /// Inserts `net` (host bits cleared); returns the value already there,
+    /// if any, unchanged.
     fn insert(&mut self, net: IpNet, value: T) -> Option<&T> {
-        /// The map for `prefix` in `levels`, created in order if new.
-        fn slot<K: std::hash::Hash + Eq, T>(
-            levels: &mut Vec<(u8, HashMap<K, T>)>,
-            prefix: u8,
-        ) -> &mut HashMap<K, T> {
-            // Longest prefix first.
-            let i = match levels.binary_search_by(|(p, _)| prefix.cmp(p)) {
-                Ok(i) => i,
-                Err(i) => {
-                    levels.insert(i, (prefix, HashMap::new()));
-                    i
-                }
-            };
-            &mut levels[i].1
+        let net = net.trunc();
+        let lengths = match net {
+            IpNet::V4(_) => &mut self.v4,
+            IpNet::V6(_) => &mut self.v6,
+        };
+        let prefix = net.prefix_len();
+        // Longest prefix first.
+        if let Err(i) = lengths.binary_search_by(|p| prefix.cmp(p)) {
+            lengths.insert(i, prefix);
         }
-        match net.addr {
-            IpAddr::V4(a) => {
-                let map = slot(&mut self.v4, net.prefix);
-                match map.entry(u32::from(a)) {
-                    std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(value);
-                        None
-                    }
-                }
-            }
-            IpAddr::V6(a) => {
-                let map = slot(&mut self.v6, net.prefix);
-                match map.entry(u128::from(a)) {
-                    std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(value);
-                        None
-                    }
-                }
+        match self.nets.entry(net) {
+            Entry::Occupied(e) => Some(&*e.into_mut()),
+            Entry::Vacant(e) => {
+                e.insert(value);
+                None
             }
         }
-        .map(|v| &*v)
     }
 
     /// The value of the longest prefix holding `ip`; IPv4-mapped IPv6
     /// addresses are looked up as IPv4.
     fn lookup(&self, ip: IpAddr) -> Option<&T> {
-        match ip.to_canonical() {
-            IpAddr::V4(a) => {
-                let bits = u32::from(a);
-                self.v4.iter().find_map(|(p, m)| m.get(&mask_v4(bits, *p)))
-            }
-            IpAddr::V6(a) => {
-                let bits = u128::from(a);
-                self.v6.iter().find_map(|(p, m)| m.get(&mask_v6(bits, *p)))
-            }
-        }
+        let ip = ip.to_canonical();
+        let lengths = match ip {
+            IpAddr::V4(_) => &self.v4,
+            IpAddr::V6(_) => &self.v6,
+        };
+        lengths.iter().find_map(|&p| {
+            let net = IpNet::new(ip, p).ok()?.trunc();
+            self.nets.get(&net)
+        })
     }
 
     /// True if nothing was inserted.
     fn is_empty(&self) -> bool {
-        self.v4.is_empty() && self.v6.is_empty()
+        self.nets.is_empty()
     }
 }
 
@@ -436,8 +315,8 @@ impl RawInventory {
     /// document (a YAML null: nothing configured). Anything but a mapping
     /// is a syntax error.
     fn from_yaml(text: &str, origin: &str) -> Result<Option<RawInventory>, InventoryError> {
-        let value: serde_yaml::Value =
-            serde_yaml::from_str(text).map_err(|e| syntax(origin, e.to_string()))?;
+        let value: serde_norway::Value =
+            serde_norway::from_str(text).map_err(|e| syntax(origin, e.to_string()))?;
         if value.is_null() {
             return Ok(None);
         }
@@ -447,10 +326,42 @@ impl RawInventory {
                 "expected a mapping with hosts, client_networks, infrastructure_roles".into(),
             ));
         }
-        serde_yaml::from_str(text)
+        serde_norway::from_str(text)
             .map(Some)
-            .map_err(|e| syntax(origin, e.to_string()))
+            .map_err(|e| syntax(origin, name_the_host(&e.to_string(), &value)))
     }
+}
+
+/// A YAML parser message in the form of the other errors: the host's name
+/// after its index, and `: ` before the field. `hosts[0]: unknown field
+/// `rack`, ...` becomes `hosts[0] (compute-1): unknown field `rack`, ...`,
+/// and `hosts[0].addresses: invalid type ...` becomes
+/// `hosts[0] (compute-1): addresses: invalid type ...`. A host without a
+/// usable name keeps its index alone; messages about anything but a host
+/// are unchanged.
+fn name_the_host(message: &str, doc: &serde_norway::Value) -> String {
+    let named = || -> Option<String> {
+        let rest = message.strip_prefix("hosts[")?;
+        let (index, rest) = rest.split_once(']')?;
+        let i: usize = index.parse().ok()?;
+        let name = match doc.get("hosts").and_then(|h| h.get(i)?.get("name")) {
+            Some(serde_norway::Value::String(s)) => s.trim().to_string(),
+            Some(serde_norway::Value::Number(n)) => n.to_string(),
+            Some(serde_norway::Value::Bool(b)) => b.to_string(),
+            _ => String::new(),
+        };
+        let entry = if name.is_empty() {
+            format!("hosts[{i}]")
+        } else {
+            format!("hosts[{i}] ({name})")
+        };
+        let rest = match rest.strip_prefix('.') {
+            Some(field) => format!(": {field}"),
+            None => rest.to_string(),
+        };
+        Some(format!("{entry}{rest}"))
+    };
+    named().unwrap_or_else(|| message.to_string())
 }
 
 impl RawHost {
@@ -480,9 +391,8 @@ impl RawHost {
         };
         let mut addresses = Vec::new();
         for (j, a) in self.addresses.unwrap_or_default().into_iter().enumerate() {
-            let net: IpNet = a.0.parse().map_err(|e: IpNetError| {
-                invalid(origin, format!("{at}: addresses[{j}]"), e.to_string())
-            })?;
+            let net = parse_net(&a.0)
+                .map_err(|e| invalid(origin, format!("{at}: addresses[{j}]"), e.to_string()))?;
             if !addresses.contains(&net) {
                 addresses.push(net);
             }
@@ -504,9 +414,8 @@ fn parse_client_networks(
         .into_iter()
         .enumerate()
         .map(|(j, a)| {
-            a.0.parse().map_err(|e: IpNetError| {
-                invalid(origin, format!("client_networks[{j}]"), e.to_string())
-            })
+            parse_net(&a.0)
+                .map_err(|e| invalid(origin, format!("client_networks[{j}]"), e.to_string()))
         })
         .collect()
 }
@@ -666,13 +575,14 @@ impl Inventory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
     fn net(s: &str) -> IpNet {
-        s.parse().unwrap()
+        parse_net(s).unwrap()
     }
 
     const EXAMPLE: &str = r#"
@@ -712,36 +622,41 @@ hosts:
             "host.example",
             "10.0.0.1/0024",
         ] {
-            assert!(bad.parse::<IpNet>().is_err(), "{bad:?} parsed");
+            assert!(parse_net(bad).is_err(), "{bad:?} parsed");
         }
-        let e = "10.0.1.11/24".parse::<IpNet>().unwrap_err();
+        let e = parse_net("10.0.1.11/24").unwrap_err();
         assert_eq!(
             e.to_string(),
             "\"10.0.1.11/24\" has host bits set (the network is 10.0.1.0/24; for one address, leave out the prefix)"
         );
         assert_eq!(
-            "10.0.0.300".parse::<IpNet>().unwrap_err().to_string(),
+            parse_net("10.0.0.300").unwrap_err().to_string(),
             "\"10.0.0.300\" is not an IP address or CIDR"
         );
-        assert!(IpNet::new(ip("10.0.0.1"), 24).is_err());
+        // ipnet's own constructor keeps host bits; parse_net refuses them.
+        assert!(parse_net("10.0.0.1/24").is_err());
         assert_eq!(IpNet::new(ip("10.0.0.0"), 24).unwrap(), net("10.0.0.0/24"));
-        assert_eq!(IpNet::truncating(ip("10.0.0.1"), 24), net("10.0.0.0/24"));
-        assert_eq!(IpNet::truncating(ip("10.0.0.1"), 99), net("10.0.0.1"));
+        assert_eq!(
+            IpNet::new(ip("10.0.0.1"), 24).unwrap().trunc(),
+            net("10.0.0.0/24")
+        );
+        assert!(IpNet::new(ip("10.0.0.1"), 99).is_err());
+        assert_eq!(IpNet::from(ip("10.0.0.1")), net("10.0.0.1"));
     }
 
     #[test]
     fn ipnet_contains() {
-        assert!(net("10.0.0.0/16").contains(ip("10.0.255.1")));
-        assert!(!net("10.0.0.0/16").contains(ip("10.1.0.1")));
-        assert!(net("0.0.0.0/0").contains(ip("192.0.2.1")));
-        assert!(!net("0.0.0.0/0").contains(ip("::1")));
-        assert!(net("10.0.1.11").contains(ip("10.0.1.11")));
-        assert!(!net("10.0.1.11").contains(ip("10.0.1.12")));
-        assert!(net("fd00::/64").contains(ip("fd00::abcd")));
-        assert!(!net("fd00::/64").contains(ip("fd00:0:0:1::1")));
-        assert!(net("::/0").contains(ip("2001:db8::1")));
+        assert!(contains(&net("10.0.0.0/16"), ip("10.0.255.1")));
+        assert!(!contains(&net("10.0.0.0/16"), ip("10.1.0.1")));
+        assert!(contains(&net("0.0.0.0/0"), ip("192.0.2.1")));
+        assert!(!contains(&net("0.0.0.0/0"), ip("::1")));
+        assert!(contains(&net("10.0.1.11"), ip("10.0.1.11")));
+        assert!(!contains(&net("10.0.1.11"), ip("10.0.1.12")));
+        assert!(contains(&net("fd00::/64"), ip("fd00::abcd")));
+        assert!(!contains(&net("fd00::/64"), ip("fd00:0:0:1::1")));
+        assert!(contains(&net("::/0"), ip("2001:db8::1")));
         // IPv4-mapped IPv6 is the IPv4 address.
-        assert!(net("10.0.0.0/16").contains(ip("::ffff:10.0.3.4")));
+        assert!(contains(&net("10.0.0.0/16"), ip("::ffff:10.0.3.4")));
     }
 
     #[test]
@@ -823,6 +738,88 @@ hosts:
         assert!(inv.lookup(ip("fd00::1")).is_none());
     }
 
+    #[test]
+    fn edge_prefixes() {
+        // /0 holds the whole family and loses to anything longer.
+        let inv = Inventory::parse(
+            r#"
+hosts:
+  - {name: all4, addresses: ["0.0.0.0/0"]}
+  - {name: all6, addresses: ["::/0"]}
+  - {name: one4, addresses: [192.0.2.1/32]}
+  - {name: one6, addresses: ["2001:db8::1/128"]}
+  - {name: net6, addresses: ["2001:db8::/32"]}
+"#,
+            "x.yaml",
+        )
+        .unwrap();
+        // /32 and /128 written out are the same as the bare address.
+        assert_eq!(inv.hosts[2].addresses, vec![net("192.0.2.1")]);
+        assert_eq!(inv.hosts[3].addresses, vec![net("2001:db8::1")]);
+        assert_eq!(net("192.0.2.1").prefix_len(), 32);
+        assert_eq!(net("2001:db8::1").prefix_len(), 128);
+        assert_eq!(inv.lookup(ip("192.0.2.1")).unwrap().name, "one4");
+        assert_eq!(inv.lookup(ip("192.0.2.2")).unwrap().name, "all4");
+        assert_eq!(inv.lookup(ip("255.255.255.255")).unwrap().name, "all4");
+        assert_eq!(inv.lookup(ip("2001:db8::1")).unwrap().name, "one6");
+        assert_eq!(inv.lookup(ip("2001:db8::2")).unwrap().name, "net6");
+        assert_eq!(inv.lookup(ip("fd00::1")).unwrap().name, "all6");
+        // IPv4-mapped IPv6 is looked up as IPv4, never in the IPv6 /0.
+        assert_eq!(inv.lookup(ip("::ffff:192.0.2.1")).unwrap().name, "one4");
+        assert_eq!(inv.lookup(ip("::ffff:10.0.0.1")).unwrap().name, "all4");
+        // Beyond the family's length, or not a plain decimal prefix.
+        for bad in ["192.0.2.1/33", "2001:db8::1/129", "10.0.0.0/024", "::/0128"] {
+            assert!(
+                matches!(parse_net(bad), Err(IpNetError::Prefix(..))),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            parse_net("2001:db8::1/129").unwrap_err().to_string(),
+            r#""2001:db8::1/129": prefix length must be 0-128"#
+        );
+        assert_eq!(
+            parse_net("2001:db8::1/64").unwrap_err().to_string(),
+            r#""2001:db8::1/64" has host bits set (the network is 2001:db8::/64; for one address, leave out the prefix)"#
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_entries_stay_ipv6() {
+        // As before ipnet: an entry written as IPv4-mapped IPv6 is an IPv6
+        // network, and lookups of mapped addresses go to IPv4, so it never
+        // matches. Write the IPv4 address instead.
+        let inv = Inventory::parse(
+            "hosts:\n  - {name: m, addresses: [\"::ffff:10.0.0.1\", \"::ffff:10.1.0.0/112\"]}\n",
+            "x.yaml",
+        )
+        .unwrap();
+        assert_eq!(inv.hosts[0].addresses[0], net("::ffff:10.0.0.1"));
+        assert!(matches!(inv.hosts[0].addresses[0], IpNet::V6(_)));
+        assert!(inv.lookup(ip("::ffff:10.0.0.1")).is_none());
+        assert!(inv.lookup(ip("10.0.0.1")).is_none());
+        assert!(inv.lookup(ip("10.1.2.3")).is_none());
+        assert!(!contains(&net("::ffff:10.1.0.0/112"), ip("10.1.2.3")));
+    }
+
+    #[test]
+    fn new_clears_host_bits() {
+        // ipnet::IpNet can carry host bits; Inventory::new indexes the network.
+        let host = InventoryHost {
+            name: "a".into(),
+            role: None,
+            addresses: vec![IpNet::new(ip("10.0.0.9"), 24).unwrap()],
+        };
+        let inv = Inventory::new(
+            vec![host],
+            vec![IpNet::new(ip("10.0.0.9"), 8).unwrap()],
+            BTreeSet::new(),
+        )
+        .unwrap();
+        assert_eq!(inv.lookup(ip("10.0.0.200")).unwrap().name, "a");
+        assert_eq!(inv.allows_client(ip("10.200.0.1")), Some(true));
+    }
+
     fn err(text: &str) -> String {
         Inventory::parse(text, "inventory.yaml")
             .unwrap_err()
@@ -891,6 +888,36 @@ hosts:
                 && e.contains("line 3"),
             "{e}"
         );
+        // Errors from the YAML parser inside a host name the host too.
+        assert_eq!(
+            err("hosts:\n  - name: compute-1\n    rack: r1\n"),
+            "inventory.yaml: hosts[0] (compute-1): unknown field `rack`, expected one of `name`, `role`, `addresses` at line 3 column 5"
+        );
+        assert_eq!(
+            err("hosts:\n  - {name: a}\n  - {rack: r1, name: b}\n"),
+            "inventory.yaml: hosts[1] (b): unknown field `rack`, expected one of `name`, `role`, `addresses` at line 3 column 6"
+        );
+        assert_eq!(
+            err("hosts:\n  - name: a\n    addresses: {x: 1}\n"),
+            "inventory.yaml: hosts[0] (a): addresses: invalid type: map, expected a sequence at line 3 column 16"
+        );
+        assert_eq!(
+            err("hosts:\n  - name: a\n    addresses: [10.0.0.1, [x]]\n"),
+            "inventory.yaml: hosts[0] (a): addresses[1]: invalid type: sequence, expected a string at line 3 column 27"
+        );
+        assert_eq!(
+            err("hosts:\n  - name: 1234\n    rack: r1\n"),
+            "inventory.yaml: hosts[0] (1234): unknown field `rack`, expected one of `name`, `role`, `addresses` at line 3 column 5"
+        );
+        // Without a name, the index names the host.
+        assert_eq!(
+            err("hosts:\n  - rack: r1\n"),
+            "inventory.yaml: hosts[0]: unknown field `rack`, expected one of `name`, `role`, `addresses` at line 2 column 5"
+        );
+        assert_eq!(
+            err("hosts:\n  - {name: [x], rack: r1}\n"),
+            "inventory.yaml: hosts[0]: name: invalid type: sequence, expected a string at line 2 column 12"
+        );
         let e = err("hosts: {name: a}\n");
         assert!(e.starts_with("inventory.yaml: "), "{e}");
         let e = err("- 10.0.0.1\n");
@@ -923,6 +950,15 @@ hosts:
             e,
             format!(
                 "{}: hosts[0] (x): addresses[0]: \"nope\" is not an IP address or CIDR",
+                bad.display()
+            )
+        );
+        std::fs::write(&bad, "hosts:\n  - name: x\n    rack: r1\n").unwrap();
+        let e = Inventory::load(&bad).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: hosts[0] (x): unknown field `rack`, expected one of `name`, `role`, `addresses` at line 3 column 5",
                 bad.display()
             )
         );

@@ -82,8 +82,8 @@ impl FileSource {
         if text.trim().is_empty() {
             return Err(self.error("file is empty (expected an `images:` list)"));
         }
-        // serde_yaml errors carry the path, e.g. `images[2]: unknown field`.
-        let doc: Document = serde_yaml::from_str(text).map_err(|e| self.error(e))?;
+        // serde_norway errors carry the path, e.g. `images[2]: unknown field`.
+        let doc: Document = serde_norway::from_str(text).map_err(|e| self.error(e))?;
         let mut images: BTreeMap<ImageRef, Expectation> = BTreeMap::new();
         let mut seen: BTreeMap<ImageRef, usize> = BTreeMap::new();
         for (index, entry) in doc.images.into_iter().enumerate() {

@@ -139,9 +139,9 @@ struct User {
     /// Refused: basic auth is gone from Kubernetes.
     username: Option<String>,
     /// Refused: no credential plugins.
-    exec: Option<serde_yaml::Value>,
+    exec: Option<serde_norway::Value>,
     /// Refused: no credential plugins.
-    auth_provider: Option<serde_yaml::Value>,
+    auth_provider: Option<serde_norway::Value>,
 }
 
 impl std::fmt::Debug for User {
@@ -245,7 +245,7 @@ impl KubeConfig {
     fn read(path: &Path, shown: &str) -> Result<KubeConfig, SourceError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| config(format!("kubeconfig {shown}: cannot read: {e}")))?;
-        serde_yaml::from_str(&text).map_err(|e| config(format!("kubeconfig {shown}: {e}")))
+        serde_norway::from_str(&text).map_err(|e| config(format!("kubeconfig {shown}: {e}")))
     }
 
     /// The current context with its cluster and user; an error names

@@ -25,7 +25,7 @@ use super::http::{
 };
 use super::{AttachmentReport, AttachmentSource, BoxFuture, Expectation, ImageRef, SourceError};
 use serde_json::{Value, json};
-use serde_yaml::{Mapping, Value as Yaml};
+use serde_norway::{Mapping, Value as Yaml};
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -142,7 +142,7 @@ fn merge(base: &mut Yaml, over: Yaml) {
 fn read_yaml(path: &Path) -> Result<Yaml, SourceError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| config(format!("{}: cannot read: {e}", path.display())))?;
-    serde_yaml::from_str(&text).map_err(|e| config(format!("{}: {e}", path.display())))
+    serde_norway::from_str(&text).map_err(|e| config(format!("{}: {e}", path.display())))
 }
 
 /// One `clouds.<name>` entry, with the path for error messages.
@@ -876,7 +876,7 @@ mod tests {
     use super::*;
 
     fn source(yaml: &str) -> Result<OpenStackSource, SourceError> {
-        let doc: Yaml = serde_yaml::from_str(yaml).expect("yaml");
+        let doc: Yaml = serde_norway::from_str(yaml).expect("yaml");
         OpenStackSource::from_config("c", &doc, "clouds.yaml", Duration::from_secs(1))
     }
 
@@ -1007,13 +1007,13 @@ mod tests {
 
     #[test]
     fn merge_overrides_nested_keys() {
-        let mut base: Yaml = serde_yaml::from_str(
+        let mut base: Yaml = serde_norway::from_str(
             "clouds: {c: {auth: {username: u, password: old}, region_name: r}}",
         )
         .expect("yaml");
         merge(
             &mut base,
-            serde_yaml::from_str("clouds: {c: {auth: {password: new}}}").expect("yaml"),
+            serde_norway::from_str("clouds: {c: {auth: {password: new}}}").expect("yaml"),
         );
         assert_eq!(base["clouds"]["c"]["auth"]["password"], Yaml::from("new"));
         assert_eq!(base["clouds"]["c"]["auth"]["username"], Yaml::from("u"));
