@@ -1008,6 +1008,55 @@ async fn openstack_persistent_401_is_an_auth_error() {
 }
 
 #[tokio::test]
+async fn openstack_refused_token_takes_the_source_down_and_its_verdicts_with_it() {
+    use ceph_rbd_exporter::attribution::Attributor;
+    use ceph_rbd_exporter::attribution::inventory::Inventory;
+    use ceph_rbd_exporter::model::Sample;
+    use std::sync::atomic::AtomicBool;
+    static REFUSE: AtomicBool = AtomicBool::new(false);
+    let server = Server::start(
+        None,
+        numbered_tokens_api(|_| {}, |_| !REFUSE.load(Ordering::SeqCst)),
+    )
+    .await;
+    let source = openstack_source(&scratch("os-down"), &server);
+    let attributor = Attributor::new(
+        Inventory::default(),
+        vec![Box::new(source)],
+        None,
+        Duration::from_secs(1),
+    );
+    let sample = Sample::default();
+    attributor.refresh(100.0).await;
+    assert!(attributor.health()["openstack"].up);
+    let a = attributor.attribution(&sample, 100.0).await;
+    assert!(a.sources.contains_key("openstack"));
+
+    // Every token refused: down, counted as auth, no verdicts.
+    REFUSE.store(true, Ordering::SeqCst);
+    attributor.refresh(200.0).await;
+    let h = &attributor.health()["openstack"];
+    assert!(!h.up);
+    assert_eq!(h.errors_total.get("auth"), Some(&1), "{h:?}");
+    let why = h.last_error.as_deref().unwrap_or("");
+    assert!(why.contains("authentication failed: HTTP 401"), "{why}");
+    assert_eq!(h.last_success_timestamp_seconds, 100.0);
+    let a = attributor.attribution(&sample, 200.0).await;
+    assert!(
+        a.sources.is_empty(),
+        "a source that is down gives no verdicts"
+    );
+
+    // Accepted again: back, with the token it renewed.
+    REFUSE.store(false, Ordering::SeqCst);
+    attributor.refresh(300.0).await;
+    assert!(attributor.health()["openstack"].up);
+    let a = attributor.attribution(&sample, 300.0).await;
+    assert!(a.sources.contains_key("openstack"));
+    assert_eq!(token_traffic(&server).0, 2, "one renewal, on the refusal");
+}
+
+#[tokio::test]
 async fn a_server_that_never_answers_is_unreachable_within_the_timeout() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
