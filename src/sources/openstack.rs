@@ -756,8 +756,8 @@ impl OpenStackSource {
             .bad_response(&url, format!("more than {MAX_PAGES} pages")))
     }
 
-    /// Authenticates, lists volumes, servers and images together, and
-    /// turns them into one report.
+    /// Takes the kept token (or a new one), lists volumes, servers and
+    /// images together, and turns them into one report.
     async fn fetch_now(&self) -> Result<AttachmentReport, SourceError> {
         let (token, endpoints) = self.session().await?;
         let volume_base = format!("{}/volumes/detail", endpoints.volume);
