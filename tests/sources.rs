@@ -24,6 +24,7 @@ use std::ffi::OsString;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -804,6 +805,255 @@ async fn openstack_errors_have_the_right_kind_and_say_where() {
     let err = source.fetch().await.expect_err("ambiguous");
     assert!(err.to_string().contains("RegionOne, RegionTwo"), "{err}");
     assert!(err.to_string().contains("set region_name"), "{err}");
+}
+
+/// Keystone handing out `token-1`, `token-2`, … (their `token` object
+/// changed by `stamp`) in front of the fixture services, which take only
+/// the tokens `accepted` says and answer the others with a 401.
+fn numbered_tokens_api(stamp: fn(&mut Value), accepted: fn(&str) -> bool) -> Handler {
+    let issued = Arc::new(AtomicUsize::new(0));
+    let inner = openstack_api();
+    Arc::new(move |r: &Recorded, base: &str| {
+        if r.method == "POST" {
+            let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
+            let mut body: Value =
+                serde_json::from_str(&fixture("keystone-token.json").replace("{{BASE}}", base))
+                    .expect("fixture");
+            stamp(&mut body["token"]);
+            let mut answer = reply(201, body.to_string());
+            answer
+                .headers
+                .push(("x-subject-token", format!("token-{n}")));
+            return answer;
+        }
+        match header(r, "x-auth-token") {
+            Some(t) if accepted(t) => {
+                let mut known = r.clone();
+                known.headers.insert(
+                    "x-auth-token",
+                    hyper::header::HeaderValue::from_static(TOKEN),
+                );
+                inner(&known, base)
+            }
+            _ => reply(401, r#"{"error": {"code": 401, "title": "Unauthorized"}}"#),
+        }
+    })
+}
+
+/// Keystone's token requests so far, and the token of every other request.
+fn token_traffic(server: &Server) -> (usize, Vec<String>) {
+    let requests = server.requests();
+    let posts = requests.iter().filter(|r| r.method == "POST").count();
+    let used = requests
+        .iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| header(r, "x-auth-token").unwrap_or("none").to_string())
+        .collect();
+    (posts, used)
+}
+
+fn openstack_source(dir: &Path, server: &Server) -> OpenStackSource {
+    let file = clouds_yaml(dir, &server.base, PASSWORD_AUTH, "");
+    OpenStackSource::from_clouds_yaml("test", Some(&file), TIMEOUT).expect("source")
+}
+
+#[tokio::test]
+async fn openstack_reuses_its_token_across_fetches() {
+    // The fixture's token lives an hour: one token for every fetch.
+    let server = Server::start(None, openstack_api()).await;
+    let source = openstack_source(&scratch("os-reuse"), &server);
+    for _ in 0..4 {
+        check_openstack_report(&source.fetch().await.expect("fetch"));
+    }
+    let (posts, used) = token_traffic(&server);
+    assert_eq!(posts, 1, "one Keystone token for four fetches");
+    assert_eq!(used.len(), 4 * 5);
+    assert!(used.iter().all(|t| t == TOKEN), "{used:?}");
+
+    // No expires_at (or one that cannot be read): still reused, for a
+    // bounded time.
+    for stamp in [
+        (|t: &mut Value| {
+            t.as_object_mut().expect("token").remove("expires_at");
+        }) as fn(&mut Value),
+        |t: &mut Value| t["expires_at"] = json!("next tuesday"),
+    ] {
+        let server = Server::start(None, numbered_tokens_api(stamp, |_| true)).await;
+        let source = openstack_source(&scratch("os-reuse-no-expiry"), &server);
+        for _ in 0..3 {
+            check_openstack_report(&source.fetch().await.expect("fetch"));
+        }
+        let (posts, used) = token_traffic(&server);
+        assert_eq!(posts, 1);
+        assert!(used.iter().all(|t| t == "token-1"), "{used:?}");
+    }
+}
+
+#[tokio::test]
+async fn openstack_renews_a_token_near_its_expiry() {
+    // Three seconds to live: reused for half of it, then renewed.
+    let server = Server::start(
+        None,
+        numbered_tokens_api(
+            |t| {
+                t["issued_at"] = json!("2030-11-07T02:58:40.000000Z");
+                t["expires_at"] = json!("2030-11-07T02:58:43.000000Z");
+            },
+            |_| true,
+        ),
+    )
+    .await;
+    let source = openstack_source(&scratch("os-renew"), &server);
+    source.fetch().await.expect("first fetch");
+    source.fetch().await.expect("second fetch, at once");
+    assert_eq!(token_traffic(&server).0, 1, "reused within its first half");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    check_openstack_report(&source.fetch().await.expect("third fetch"));
+    let (posts, used) = token_traffic(&server);
+    assert_eq!(posts, 2, "renewed past half its life");
+    assert_eq!(used[..10], vec!["token-1".to_string(); 10]);
+    assert_eq!(used[10..], vec!["token-2".to_string(); 5]);
+
+    // Expiring as it is issued: renewed for every fetch.
+    let server = Server::start(
+        None,
+        numbered_tokens_api(|t| t["issued_at"] = t["expires_at"].clone(), |_| true),
+    )
+    .await;
+    let source = openstack_source(&scratch("os-renew-now"), &server);
+    for _ in 0..3 {
+        source.fetch().await.expect("fetch");
+    }
+    assert_eq!(token_traffic(&server).0, 3);
+}
+
+#[tokio::test]
+async fn openstack_401_renews_the_token_once_and_asks_again() {
+    // Keystone's first token is refused everywhere (revoked, or expired
+    // early): one renewal serves the three listings that were refused.
+    let server = Server::start(None, numbered_tokens_api(|_| {}, |t| t != "token-1")).await;
+    let source = openstack_source(&scratch("os-401"), &server);
+    check_openstack_report(&source.fetch().await.expect("fetch after renewal"));
+    let (posts, used) = token_traffic(&server);
+    assert_eq!(posts, 2, "exactly one renewal: {used:?}");
+    assert_eq!(
+        used.iter().filter(|t| *t == "token-1").count(),
+        3,
+        "{used:?}"
+    );
+    assert_eq!(
+        used.iter().filter(|t| *t == "token-2").count(),
+        5,
+        "{used:?}"
+    );
+    // Each refused request was asked again once, with the new token.
+    let requests = server.requests();
+    for refused in requests
+        .iter()
+        .filter(|r| header(r, "x-auth-token") == Some("token-1"))
+    {
+        let again: Vec<_> = requests
+            .iter()
+            .filter(|r| r.path == refused.path && r.query == refused.query)
+            .map(|r| header(r, "x-auth-token"))
+            .collect();
+        assert_eq!(
+            again,
+            [Some("token-1"), Some("token-2")],
+            "{}",
+            refused.path
+        );
+    }
+    // The renewed token is kept.
+    source.fetch().await.expect("next fetch");
+    let (posts, used) = token_traffic(&server);
+    assert_eq!((posts, used.len()), (2, 13));
+}
+
+#[tokio::test]
+async fn openstack_persistent_401_is_an_auth_error() {
+    let server = Server::start(None, numbered_tokens_api(|_| {}, |_| false)).await;
+    let source = openstack_source(&scratch("os-401-always"), &server);
+    for fetch in 1..=2 {
+        let err = source.fetch().await.expect_err("refused twice");
+        assert_eq!(err.metric_label(), "auth");
+        match &err {
+            SourceError::Auth { status, url, .. } => {
+                assert_eq!(*status, 401);
+                assert!(!url.contains("/auth/tokens"), "a service refused: {url}");
+            }
+            other => panic!("expected Auth, got {other}"),
+        }
+        let text = err.to_string();
+        assert!(
+            !text.contains("token-") && !text.contains("s3cr3t"),
+            "{text}"
+        );
+        // The first fetch gets a token and one renewal; the next one
+        // renews the refused token it kept: one renewal per fetch, and no
+        // request asked more than twice.
+        let (posts, _) = token_traffic(&server);
+        assert_eq!(posts, fetch + 1, "fetch {fetch}");
+    }
+    // Requests a failed fetch gave up on may reach the server late.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut asked = std::collections::BTreeMap::new();
+    for r in server.requests().iter().filter(|r| r.method == "GET") {
+        *asked.entry((r.path.clone(), r.query.clone())).or_insert(0) += 1;
+    }
+    assert!(
+        asked.values().all(|&n| n <= 4),
+        "twice per fetch: {asked:?}"
+    );
+}
+
+#[tokio::test]
+async fn openstack_refused_token_takes_the_source_down_and_its_verdicts_with_it() {
+    use ceph_rbd_exporter::attribution::Attributor;
+    use ceph_rbd_exporter::attribution::inventory::Inventory;
+    use ceph_rbd_exporter::model::Sample;
+    use std::sync::atomic::AtomicBool;
+    static REFUSE: AtomicBool = AtomicBool::new(false);
+    let server = Server::start(
+        None,
+        numbered_tokens_api(|_| {}, |_| !REFUSE.load(Ordering::SeqCst)),
+    )
+    .await;
+    let source = openstack_source(&scratch("os-down"), &server);
+    let attributor = Attributor::new(
+        Inventory::default(),
+        vec![Box::new(source)],
+        None,
+        Duration::from_secs(1),
+    );
+    let sample = Sample::default();
+    attributor.refresh(100.0).await;
+    assert!(attributor.health()["openstack"].up);
+    let a = attributor.attribution(&sample, 100.0).await;
+    assert!(a.sources.contains_key("openstack"));
+
+    // Every token refused: down, counted as auth, no verdicts.
+    REFUSE.store(true, Ordering::SeqCst);
+    attributor.refresh(200.0).await;
+    let h = &attributor.health()["openstack"];
+    assert!(!h.up);
+    assert_eq!(h.errors_total.get("auth"), Some(&1), "{h:?}");
+    let why = h.last_error.as_deref().unwrap_or("");
+    assert!(why.contains("authentication failed: HTTP 401"), "{why}");
+    assert_eq!(h.last_success_timestamp_seconds, 100.0);
+    let a = attributor.attribution(&sample, 200.0).await;
+    assert!(
+        a.sources.is_empty(),
+        "a source that is down gives no verdicts"
+    );
+
+    // Accepted again: back, with the token it renewed.
+    REFUSE.store(false, Ordering::SeqCst);
+    attributor.refresh(300.0).await;
+    assert!(attributor.health()["openstack"].up);
+    let a = attributor.attribution(&sample, 300.0).await;
+    assert!(a.sources.contains_key("openstack"));
+    assert_eq!(token_traffic(&server).0, 2, "one renewal, on the refusal");
 }
 
 #[tokio::test]

@@ -2,9 +2,12 @@
 //! images belong.
 //!
 //! Settings come from a `clouds.yaml` entry, as for the `openstack` CLI.
-//! Every fetch authenticates against Keystone v3 (password or application
+//! The source authenticates against Keystone v3 (password or application
 //! credential), takes the block-storage, compute and image endpoints from
-//! the catalog, and lists, for all projects and every page:
+//! the catalog, and keeps that token across fetches until shortly before it
+//! expires (see [`reuse_for`]), or until a service answers it with a 401:
+//! then it is renewed once and the request repeated once. Each fetch lists,
+//! for all projects and every page:
 //!
 //! - Cinder volumes → `volume-<id>`: the hosts of their attachments;
 //! - Nova servers → `<id>_disk`: their compute host, and the set of server
@@ -29,7 +32,8 @@ use serde_norway::{Mapping, Value as Yaml};
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
 
 const NAME: &str = "openstack";
 
@@ -47,6 +51,35 @@ const GLANCE_PAGE: u32 = 1000;
 /// Most pages followed in one listing, so a server that keeps answering
 /// `next` cannot keep a fetch busy forever (1000 per page: 10 million items).
 const MAX_PAGES: usize = 10_000;
+
+/// A token is renewed this long before Keystone says it expires, so that a
+/// fetch that starts just before never carries an expired one (a fetch takes
+/// at most a few request timeouts); tokens living under twice this long are
+/// renewed half-way instead.
+const RENEW_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// How long a token is reused when Keystone gives no `expires_at` it can
+/// read (v3 always does; a proxy might not): short next to Keystone's
+/// default lifetime (1 hour), and a shorter real lifetime costs only a 401
+/// and a renewal.
+const UNKNOWN_EXPIRY_REUSE: Duration = Duration::from_secs(5 * 60);
+
+/// How long a token that arrives `now` (Unix seconds) may be reused, from
+/// its `token` object: until [`RENEW_MARGIN`] before `expires_at`, or until
+/// half its lifetime for short-lived tokens. The lifetime is `expires_at -
+/// issued_at`, both on Keystone's clock, so an exporter whose clock is off
+/// still renews in time; without `issued_at`, `now` stands in. Without a
+/// readable `expires_at`, [`UNKNOWN_EXPIRY_REUSE`].
+fn reuse_for(token: &Value, now: f64) -> Duration {
+    let stamp = |key: &str| token[key].as_str().and_then(crate::clock::parse_rfc3339);
+    let Some(expires) = stamp("expires_at") else {
+        return UNKNOWN_EXPIRY_REUSE;
+    };
+    let issued = stamp("issued_at").filter(|&i| i <= expires).unwrap_or(now);
+    let lifetime = (expires - issued).max(0.0);
+    let margin = RENEW_MARGIN.as_secs_f64().min(lifetime / 2.0);
+    Duration::try_from_secs_f64(lifetime - margin).unwrap_or(Duration::ZERO)
+}
 
 /// A configuration error of this source.
 fn config(message: impl Into<String>) -> SourceError {
@@ -453,6 +486,19 @@ pub struct OpenStackSource {
     region: Option<String>,
     /// `public`, `internal` or `admin`.
     interface: String,
+    /// The token in use and its catalog, once there is one. Held while
+    /// authenticating, so that requests refused at once renew it once.
+    session: Mutex<Option<Session>>,
+}
+
+/// A Keystone token kept across fetches; never printed.
+struct Session {
+    /// The `X-Subject-Token`.
+    token: String,
+    /// The endpoints of the catalog that came with it.
+    endpoints: Endpoints,
+    /// From then on a fetch asks for a new token ([`reuse_for`]).
+    renew_at: Instant,
 }
 
 impl std::fmt::Debug for OpenStackSource {
@@ -515,11 +561,44 @@ impl OpenStackSource {
             auth,
             region: entry.text(None, "region_name")?,
             interface,
+            session: Mutex::new(None),
         })
     }
 
-    /// Authenticates; the token and the three endpoints.
-    async fn authenticate(&self) -> Result<(String, Endpoints), SourceError> {
+    /// The token and endpoints to fetch with: the kept ones while they may
+    /// be reused, else new ones from Keystone.
+    async fn session(&self) -> Result<(String, Endpoints), SourceError> {
+        let mut held = self.session.lock().await;
+        if let Some(s) = held.as_ref() {
+            if Instant::now() < s.renew_at {
+                return Ok((s.token.clone(), s.endpoints.clone()));
+            }
+        }
+        let fresh = self.authenticate().await?;
+        let out = (fresh.token.clone(), fresh.endpoints.clone());
+        *held = Some(fresh);
+        Ok(out)
+    }
+
+    /// A token to replace `refused`, which a service answered with a 401:
+    /// the one kept if another request has renewed it already, else a new
+    /// one from Keystone (the refused one is dropped first).
+    async fn renew(&self, refused: &str) -> Result<String, SourceError> {
+        let mut held = self.session.lock().await;
+        if let Some(s) = held.as_ref() {
+            if s.token != refused {
+                return Ok(s.token.clone());
+            }
+        }
+        *held = None;
+        let fresh = self.authenticate().await?;
+        let token = fresh.token.clone();
+        *held = Some(fresh);
+        Ok(token)
+    }
+
+    /// Authenticates: a new token, its endpoints, and when to renew it.
+    async fn authenticate(&self) -> Result<Session, SourceError> {
         let response = self
             .client
             .post_json(&self.token_url, &[], &self.auth.0)
@@ -543,7 +622,30 @@ impl OpenStackSource {
             compute: find(&["compute"]).map_err(bad)?,
             image: find(&["image"]).map_err(bad)?,
         };
-        Ok((token, endpoints))
+        let reuse = reuse_for(&response.body["token"], crate::clock::now_unix());
+        tracing::debug!(
+            source = NAME,
+            reuse_seconds = reuse.as_secs(),
+            "new Keystone token"
+        );
+        Ok(Session {
+            token,
+            endpoints,
+            renew_at: Instant::now() + reuse,
+        })
+    }
+
+    /// `GET url` with `token`. A 401 renews the token (see [`Self::renew`])
+    /// and repeats the request once, with `token` updated; a second 401 is
+    /// the answer.
+    async fn get_authed(&self, url: &str, token: &mut String) -> Result<JsonResponse, SourceError> {
+        match self.client.get_json(url, &[("X-Auth-Token", token)]).await {
+            Err(SourceError::Auth { status: 401, .. }) => {}
+            other => return other,
+        }
+        *token = self.renew(token).await?;
+        tracing::debug!(source = NAME, url = %redact_url(url), "401: token renewed, asking again");
+        self.client.get_json(url, &[("X-Auth-Token", token)]).await
     }
 
     /// The URL of the first of `types` in the catalog with our interface
@@ -610,11 +712,9 @@ impl OpenStackSource {
         let mut url = format!("{base}?{first_query}");
         let mut items = Vec::new();
         let mut seen_queries = BTreeSet::new();
+        let mut token = token.to_string();
         for _ in 0..MAX_PAGES {
-            let JsonResponse { body, .. } = self
-                .client
-                .get_json(&url, &[("X-Auth-Token", token)])
-                .await?;
+            let JsonResponse { body, .. } = self.get_authed(&url, &mut token).await?;
             let page = body
                 .get(list_key)
                 .and_then(Value::as_array)
@@ -656,10 +756,10 @@ impl OpenStackSource {
             .bad_response(&url, format!("more than {MAX_PAGES} pages")))
     }
 
-    /// Authenticates, lists volumes, servers and images together, and
-    /// turns them into one report.
+    /// Takes the kept token (or a new one), lists volumes, servers and
+    /// images together, and turns them into one report.
     async fn fetch_now(&self) -> Result<AttachmentReport, SourceError> {
-        let (token, endpoints) = self.authenticate().await?;
+        let (token, endpoints) = self.session().await?;
         let volume_base = format!("{}/volumes/detail", endpoints.volume);
         let server_base = format!("{}/servers/detail", endpoints.compute);
         // `visibility=all`: community images are left out otherwise, even
@@ -714,6 +814,7 @@ impl OpenStackSource {
 }
 
 /// The three service endpoints from the catalog.
+#[derive(Clone)]
 struct Endpoints {
     /// Cinder, e.g. `https://cinder:8776/v3/<project>`.
     volume: String,
@@ -1018,5 +1119,39 @@ mod tests {
         assert_eq!(base["clouds"]["c"]["auth"]["password"], Yaml::from("new"));
         assert_eq!(base["clouds"]["c"]["auth"]["username"], Yaml::from("u"));
         assert_eq!(base["clouds"]["c"]["region_name"], Yaml::from("r"));
+    }
+
+    #[test]
+    fn tokens_are_reused_until_a_margin_before_expiry() {
+        let secs = |token: Value, now: f64| reuse_for(&token, now).as_secs_f64();
+        let expires = "2030-11-07T02:58:43.578887Z";
+        let at = crate::clock::parse_rfc3339(expires).expect("stamp");
+        // Keystone's default hour: reused for 55 minutes, whatever the
+        // exporter's clock says, since issued_at is on Keystone's.
+        let hour = json!({"issued_at": "2030-11-07T01:58:43.578887Z", "expires_at": expires});
+        assert_eq!(secs(hour.clone(), at - 3600.0), 3300.0);
+        assert_eq!(secs(hour.clone(), 0.0), 3300.0);
+        assert_eq!(secs(hour, at + 86_400.0), 3300.0);
+        // Short-lived tokens: half their life.
+        let short = json!({"issued_at": "2030-11-07T02:54:43.578887Z", "expires_at": expires});
+        assert_eq!(secs(short, 0.0), 120.0);
+        let zero = json!({"issued_at": expires, "expires_at": expires});
+        assert_eq!(secs(zero, 0.0), 0.0);
+        // Without issued_at (or a usable one) the exporter's clock counts.
+        let no_issued = json!({"expires_at": expires});
+        assert_eq!(secs(no_issued.clone(), at - 3600.0), 3300.0);
+        assert_eq!(secs(no_issued.clone(), at - 1.0), 0.5);
+        assert_eq!(secs(no_issued, at + 10.0), 0.0, "expired already");
+        let issued_late = json!({"issued_at": "2031-01-01T00:00:00Z", "expires_at": expires});
+        assert_eq!(secs(issued_late, at - 600.0), 300.0);
+        // No readable expiry: a bounded reuse.
+        for token in [
+            json!({}),
+            json!({"expires_at": null}),
+            json!({"expires_at": "2030-11-07 soon"}),
+            json!({"expires_at": 1_920_250_723}),
+        ] {
+            assert_eq!(reuse_for(&token, at), UNKNOWN_EXPIRY_REUSE, "{token}");
+        }
     }
 }
