@@ -71,20 +71,6 @@ pub struct HeaderReads {
     pub snapshots: u64,
 }
 
-impl Sample {
-    /// The images of one sampled pool and namespace, if that pool's sample
-    /// was good.
-    pub fn namespace_images(
-        &self,
-        pool_id: PoolId,
-        namespace: &str,
-    ) -> Option<&BTreeMap<String, Arc<Image>>> {
-        let namespaces = self.pools.get(&pool_id)?.outcome.as_ref().ok()?;
-        let ns = namespaces.iter().find(|n| n.namespace == namespace)?;
-        Some(&ns.images)
-    }
-}
-
 /// What one pool gave, or why it gave nothing.
 #[derive(Debug, Clone, Serialize)]
 pub struct PoolSample {
@@ -472,13 +458,21 @@ impl Sample {
     }
 
     fn sampled_image(&self, key: &ImageKey) -> Option<&Image> {
-        let pool = self.pools.get(&key.pool_id)?;
-        let nss = pool.outcome.as_ref().ok()?;
-        nss.iter()
-            .find(|ns| ns.namespace == key.namespace)?
-            .images
+        self.namespace_images(key.pool_id, &key.namespace)?
             .get(&key.image_id)
             .map(|i| &**i)
+    }
+
+    /// The images of one sampled pool and namespace, if that pool's sample
+    /// was good.
+    pub fn namespace_images(
+        &self,
+        pool_id: PoolId,
+        namespace: &str,
+    ) -> Option<&BTreeMap<String, Arc<Image>>> {
+        let namespaces = self.pools.get(&pool_id)?.outcome.as_ref().ok()?;
+        let ns = namespaces.iter().find(|n| n.namespace == namespace)?;
+        Some(&ns.images)
     }
 
     /// Parents named by sampled images or known ancestors that are in

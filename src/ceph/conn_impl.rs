@@ -37,16 +37,29 @@ impl RadosConn {
         batch: Batch,
         what: &'static str,
     ) -> Result<Option<Done>, Error> {
+        let done = self.send(loc, oid, batch, what).await?;
+        match done.rc() {
+            0.. => Ok(Some(done)),
+            rc if rc == -libc_errno::ENOENT => Ok(None),
+            rc => Err(self.rados_error(loc, oid, what, rc)),
+        }
+    }
+
+    /// Sends one compound read and waits for it, whatever its return code
+    /// (only a failure to send is an error here).
+    async fn send(
+        &self,
+        loc: &Location,
+        oid: &str,
+        batch: Batch,
+        what: &'static str,
+    ) -> Result<Done, Error> {
         let io = self.ioctx(loc)?;
         self.pace().await;
-        match batch.submit(io, oid, &self.inflight).await {
-            Ok(done) => match done.rc() {
-                0.. => Ok(Some(done)),
-                rc if rc == -libc_errno::ENOENT => Ok(None),
-                rc => Err(self.rados_error(loc, oid, what, rc)),
-            },
-            Err(rc) => Err(self.rados_error(loc, oid, what, rc)),
-        }
+        batch
+            .submit(io, oid, &self.inflight)
+            .await
+            .map_err(|rc| self.rados_error(loc, oid, what, rc))
     }
 
     /// The watchers of `oid` in the pool's default namespace; none when
@@ -474,12 +487,7 @@ impl Conn for RadosConn {
         let mut b = Batch::new();
         b.assert_version(version)?;
         let step = b.list_watchers()?;
-        let io = self.ioctx(loc)?;
-        self.pace().await;
-        let done = b
-            .submit(io, &oid, &self.inflight)
-            .await
-            .map_err(|rc| self.rados_error(loc, &oid, what, rc))?;
+        let done = self.send(loc, &oid, b, what).await?;
         match done.rc() {
             0.. => {
                 let f = StepErrors {
