@@ -19,11 +19,20 @@
 #     here the cluster's admin key in a keyring readable by the service's group);
 #   - dpkg -r removes every file but the conffile, dpkg --purge removes the conffile and
 #     the state directory, and nothing the package installed is left behind.
-# What cannot be done here: `systemctl enable --now` (no systemd runs on this machine;
-# tests/systemd.rs and scripts/artifacts-test.sh check the unit itself). The system user
-# stays after purge, as Debian's packages leave theirs; this script removes it at the end
-# to leave the machine as it found it. Refuses to run when the package is already
-# installed (it would replace an operator's installation).
+#   - then the README's "Bare metal with systemd" steps under a real systemd: no systemd
+#     runs as this machine's PID 1, so a Debian 12 tree with systemd 252 and librados2
+#     (mmdebstrap, cached in $CEPH_RBD_CHROOTS/bookworm-systemd, ~60 s the first time) is
+#     booted with systemd as PID 1 of its own PID, mount, UTS and cgroup namespaces (the
+#     host's network: the cluster is on loopback), as a container manager would; inside it:
+#     dpkg -i, the read-only cephx user's keyring chowned as the README says, the listen
+#     address set in /etc/default/ceph-rbd-exporter, `systemctl enable --now`; the service
+#     must run as its user with no capabilities, no_new_privs and a seccomp filter, serve
+#     the cluster's images, write its state, and stop and purge cleanly. The tree's units
+#     that would touch the host (sysctl, binfmt, module loading, udev, gettys) are masked
+#     and /sys and /proc/sys are read-only in it, as systemd-nspawn makes them.
+# The system user stays after purge, as Debian's packages leave theirs; this script
+# removes it at the end to leave the machine as it found it. Refuses to run when the
+# package is already installed (it would replace an operator's installation).
 set -euo pipefail
 
 project=$(cd "$(dirname "$0")/.." && pwd)
@@ -51,8 +60,11 @@ unit=/usr/lib/systemd/system/ceph-rbd-exporter.service
 work=$(mktemp -d /var/tmp/ceph-rbd-exporter-deb-test.XXXXXX)
 pid=
 installed=no
+made_user=no
 cleanup() {
     [ -z "$pid" ] || { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+    ! declare -F sd_stop >/dev/null || sd_stop
+    [ "$made_user" = no ] || ceph -c "$dir/ceph.conf" auth rm client.rbd-exporter >/dev/null 2>&1 || true
     if [ "$installed" = yes ]; then
         dpkg --purge ceph-rbd-exporter >/dev/null 2>&1 || true
     fi
@@ -197,6 +209,155 @@ if [ ${#left[@]} -eq 0 ] && { [ -z "$status" ] || [ "${status:0:2}" = "pn" ] || 
 else
     fail "dpkg --purge: left ${left[*]:-nothing}, dpkg status '$status'"
 fi
+
+# --- the README's bare-metal steps under a real systemd ---------------------------------------
+echo "== the README's bare-metal steps under systemd as PID 1 (Debian 12 tree, own namespaces)"
+cache=${CEPH_RBD_CHROOTS:-/var/cache/ceph-rbd-exporter/chroots}/bookworm-systemd
+if [ ! -x "$cache/lib/systemd/systemd" ] || [ ! -e "$cache/usr/lib/x86_64-linux-gnu/librados.so.2" ]; then
+    say "making $cache with mmdebstrap (systemd, librados2)"
+    rm -rf "$cache.new"
+    mmdebstrap --variant=minbase --include=systemd,systemd-sysv,dbus,librados2,adduser \
+        bookworm "$cache.new" >"$work/mmdebstrap.log" 2>&1 \
+        || { tail -20 "$work/mmdebstrap.log"; die "mmdebstrap of the bookworm systemd tree failed"; }
+    rm -rf "$cache" && mv "$cache.new" "$cache"
+fi
+sd_root="$work/sdroot"
+cp -a "$cache" "$sd_root"
+for u in systemd-sysctl systemd-binfmt systemd-modules-load systemd-udevd systemd-udev-trigger \
+        systemd-udev-settle console-getty getty@tty1 serial-getty@console systemd-timesyncd; do
+    ln -sf /dev/null "$sd_root/etc/systemd/system/$u.service"
+done
+cp "$deb" "$sd_root/root/"
+# /etc/ceph as on a Ceph client host: a ceph.conf naming the mons, and the read-only
+# user's keyring (the README's `ceph auth get-or-create ... -o`).
+mkdir -p "$sd_root/etc/ceph"
+{
+    echo "[global]"
+    grep -E '^(fsid|mon host|auth (cluster|service|client) required|ms bind ipv6|ms bind msgr1) *=' "$dir/ceph.conf"
+} >"$sd_root/etc/ceph/ceph.conf"
+sd_user=client.rbd-exporter
+ceph -c "$dir/ceph.conf" auth get "$sd_user" >/dev/null 2>&1 || made_user=yes
+ceph -c "$dir/ceph.conf" auth get-or-create "$sd_user" mon 'profile rbd' osd 'profile rbd-read-only' \
+    -o "$sd_root/etc/ceph/ceph.client.rbd-exporter.keyring" \
+    || die "ceph auth get-or-create $sd_user failed"
+sd_port=$(free_port)
+
+# Boots systemd in the tree: in a cgroup of its own (then its own cgroup namespace, so
+# it manages that subtree only), /sys and /proc/sys read-only, /run and /tmp tmpfs.
+boot_systemd() {
+    local h
+    for h in /sys/fs/cgroup/*/; do
+        [ ! -L "${h%/}" ] || continue
+        mkdir -p "$h/ceph-rbd-exporter-deb-test" 2>/dev/null || continue
+        echo $BASHPID >"$h/ceph-rbd-exporter-deb-test/cgroup.procs" 2>/dev/null || true
+    done
+    # shellcheck disable=SC2016
+    exec unshare --pid --fork --mount --uts --cgroup --propagation private bash -c '
+        root=$1
+        set -e
+        mount --bind "$root" "$root"
+        mount -t proc proc "$root/proc"
+        mount --bind "$root/proc/sys" "$root/proc/sys" && mount -o remount,bind,ro "$root/proc/sys"
+        mount --rbind /sys "$root/sys" && mount -o remount,bind,ro "$root/sys"
+        mount --rbind /dev "$root/dev"
+        mount -t tmpfs -o mode=0755 tmpfs "$root/run"
+        mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+        hostname deb-test
+        # pivot_root, not chroot: the kernel refuses user namespaces (the unit'"'"'s
+        # PrivateUsers=yes) to a chrooted process.
+        cd "$root" && pivot_root . . && umount -l .
+        exec /usr/bin/env -i container=other /lib/systemd/systemd --system --log-target=journal' \
+        boot "$sd_root"
+}
+boot_systemd >"$work/systemd.log" 2>&1 &
+sd_unshare=$!
+sd_pid=
+for _ in $(seq 50); do
+    sd_pid=$(pgrep -P "$sd_unshare" -x systemd || true)
+    [ -n "$sd_pid" ] && break
+    sleep 0.2
+done
+[ -n "$sd_pid" ] || { cat "$work/systemd.log"; die "systemd did not start in the tree"; }
+inside() { nsenter -t "$sd_pid" -m -p -u -C -r -w /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
+state=
+for _ in $(seq 60); do
+    state=$(inside systemctl is-system-running 2>/dev/null || true)
+    case "$state" in running|degraded) break ;; esac
+    sleep 0.5
+done
+case "$state" in
+    running) pass "systemd $(inside systemctl --version | awk 'NR == 1 { print $2 }') booted as PID 1 of the tree: $state" ;;
+    *) fail "systemd in the tree: $state ($(inside systemctl --failed --plain --no-legend 2>&1 | paste -sd';'))" ;;
+esac
+sd_stop() {
+    [ -n "$sd_pid" ] || return 0
+    kill -s SIGRTMIN+4 "$sd_pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$sd_unshare" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$sd_unshare" "$sd_pid" 2>/dev/null || true
+    wait "$sd_unshare" 2>/dev/null || true
+    find /sys/fs/cgroup/*/ceph-rbd-exporter-deb-test -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    sd_pid=
+}
+
+# The README's steps, as root in the booted system.
+if inside dpkg -i "/root/$(basename "$deb")" >"$work/sd-dpkg.log" 2>&1; then
+    pass "systemd: dpkg -i $(basename "$deb")"
+else
+    fail "systemd: dpkg -i"; sed 's/^/  /' "$work/sd-dpkg.log"
+fi
+inside chown root:ceph-rbd-exporter /etc/ceph/ceph.client.rbd-exporter.keyring
+inside chmod 0640 /etc/ceph/ceph.client.rbd-exporter.keyring
+inside sed -i "s|^#CEPH_RBD_EXPORTER_WEB_LISTEN_ADDRESS=.*|CEPH_RBD_EXPORTER_WEB_LISTEN_ADDRESS=127.0.0.1:$sd_port|" \
+    /etc/default/ceph-rbd-exporter
+if inside systemctl enable --now ceph-rbd-exporter >"$work/sd-enable.log" 2>&1; then
+    pass "systemd: systemctl enable --now ceph-rbd-exporter"
+else
+    fail "systemd: systemctl enable --now"; sed 's/^/  /' "$work/sd-enable.log"
+fi
+body=
+for _ in $(seq 120); do
+    body=$(curl -fsS --max-time 10 "http://127.0.0.1:$sd_port/metrics" 2>/dev/null) || body=
+    grep -qx 'ceph_rbd_exporter_up 1' <<<"$body" && break
+    [ "$(inside systemctl is-failed ceph-rbd-exporter 2>/dev/null)" != failed ] || break
+    sleep 1
+done
+got=$(awk '$1 == "ceph_rbd_pool_images{namespace=\"\",pool=\"volumes\"}" { print $2 }' <<<"$body")
+if grep -qx 'ceph_rbd_exporter_up 1' <<<"$body" && [ "$got" = "$expected" ]; then
+    pass "systemd: the service serves ceph_rbd_exporter_up 1 and $got images in volumes (rbd ls: $expected), as $sd_user"
+else
+    fail "systemd: no up 1 with $expected images in volumes ($(grep '^ceph_rbd_exporter_up' <<<"$body" || echo 'no answer'), images '${got:-absent}')"
+    inside systemctl status --no-pager ceph-rbd-exporter 2>&1 | tail -20 | sed 's/^/  /'
+fi
+main=$(inside systemctl show -P MainPID ceph-rbd-exporter)
+proc_status=$(inside cat "/proc/$main/status" 2>/dev/null || true)
+owner=$(awk '$1 == "Uid:" { print $2 }' <<<"$proc_status")
+if [ -n "$proc_status" ] && [ "$(inside id -u ceph-rbd-exporter)" = "$owner" ] \
+        && grep -q '^NoNewPrivs:[[:space:]]*1$' <<<"$proc_status" \
+        && grep -q '^CapEff:[[:space:]]*0*$' <<<"$proc_status" \
+        && grep -q '^CapBnd:[[:space:]]*0*$' <<<"$proc_status" \
+        && grep -q '^Seccomp:[[:space:]]*2$' <<<"$proc_status"; then
+    pass "systemd: the service runs as ceph-rbd-exporter, no_new_privs, no capabilities, seccomp filter"
+else
+    fail "systemd: the service's process is not confined as the unit says: $(grep -E '^(Uid|NoNewPrivs|CapEff|CapBnd|Seccomp):' <<<"$proc_status" | paste -sd' ')"
+fi
+if inside find /var/lib/ceph-rbd-exporter -type f -user ceph-rbd-exporter | grep -q .; then
+    pass "systemd: first-seen state written to its StateDirectory"
+else
+    fail "systemd: nothing written to /var/lib/ceph-rbd-exporter"
+fi
+errors=$(inside journalctl -u ceph-rbd-exporter --no-pager -o cat | grep -ciE ' (ERROR|WARN) ' || true)
+[ "$errors" = 0 ] && pass "systemd: no ERROR or WARN in journalctl -u ceph-rbd-exporter" \
+    || { fail "systemd: $errors ERROR/WARN lines in the journal"; inside journalctl -u ceph-rbd-exporter --no-pager -o cat | tail -10 | sed 's/^/  /'; }
+inside systemctl disable --now ceph-rbd-exporter >/dev/null 2>&1 || true
+if inside dpkg --purge ceph-rbd-exporter >"$work/sd-purge.log" 2>&1 \
+        && [ ! -e "$sd_root/usr/lib/systemd/system/ceph-rbd-exporter.service" ] \
+        && [ ! -e "$sd_root/var/lib/ceph-rbd-exporter" ] && [ ! -e "$sd_root/etc/default/ceph-rbd-exporter" ] \
+        && ! compgen -G "$sd_root/etc/systemd/system/*.wants/ceph-rbd-exporter.service" >/dev/null; then
+    pass "systemd: stopped, disabled and purged, nothing left"
+else
+    fail "systemd: purge left files behind"; sed 's/^/  /' "$work/sd-purge.log"
+fi
+sd_stop
 
 if [ "$fails" -gt 0 ]; then
     echo "deb-test: $fails check(s) failed"

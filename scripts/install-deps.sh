@@ -25,7 +25,7 @@ PACKAGES=(
     prometheus prometheus-alertmanager
     g++ pkg-config make curl jq iproute2 procps ca-certificates openssl
     debootstrap buildah podman crun runc
-    dpkg-dev
+    dpkg-dev mmdebstrap
 )
 
 say() { echo "install-deps: $*"; }
