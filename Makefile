@@ -36,7 +36,8 @@ bench: deps
 	bash scripts/bench.sh
 
 # dist/ceph-rbd-exporter_<version>-1~<suite>_amd64.deb, built in the chroot of
-# RELEASE (tentacle: Debian forky, Ceph 20; reef: Debian trixie, Ceph 18).
+# RELEASE (tentacle: Debian forky, Ceph 20; reef: Debian trixie, Ceph 18), or on
+# this Debian 12 host itself (pacific: bookworm, Ceph 16).
 deb: deps
 	bash scripts/deb.sh "$(RELEASE)"
 

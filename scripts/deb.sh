@@ -4,6 +4,10 @@
 #   scripts/deb.sh [RELEASE]     (make deb [RELEASE=...])
 #     tentacle (default)  Debian 14 "forky",  Ceph 20.2  -> dist/ceph-rbd-exporter_<v>-1~forky_amd64.deb
 #     reef                Debian 13 "trixie", Ceph 18.2  -> dist/ceph-rbd-exporter_<v>-1~trixie_amd64.deb
+#     pacific             Debian 12 "bookworm", Ceph 16.2 -> dist/ceph-rbd-exporter_<v>-1~bookworm_amd64.deb
+#                         built on this (bookworm) host itself, no chroot, in target/ as
+#                         `cargo build --release` does; what `dpkg -i` takes on a Debian 12 host
+#                         (scripts/deb-test.sh installs it on this machine)
 # <v> is Cargo.toml's version. No debhelper: the tree is assembled here and packed with
 # dpkg-deb; dpkg-shlibdeps (inside the chroot) computes the shared-library Depends, to
 # which the librados2 lower bound of the release is added (the larger of the two wins).
@@ -30,12 +34,15 @@ release=${1:-tentacle}
 case "$release" in
     tentacle) suite=forky;  rados_min=20.2.4~; ceph_name="Ceph 20 (Tentacle)" ;;
     reef)     suite=trixie; rados_min=18.2.0~; ceph_name="Ceph 18 (Reef)" ;;
-    *) die "unknown release '$release' (expected tentacle or reef)" ;;
+    pacific)  suite=bookworm; rados_min=16.2.0~; ceph_name="Ceph 16 (Pacific)" ;;
+    *) die "unknown release '$release' (expected tentacle, reef or pacific)" ;;
 esac
 version=$(awk -F'"' '/^version *=/ { print $2; exit }' Cargo.toml)
 [ -n "$version" ] || die "no version in Cargo.toml"
 debversion="$version-1~$suite"
 target="$project/target/$release"
+# The host's own build is the one in target/ (make build, make test): no second copy.
+[ "$release" != pacific ] || target="$project/target"
 deb="$project/dist/ceph-rbd-exporter_${debversion}_amd64.deb"
 
 # The conffiles and maintainer scripts, into DEBIAN directory $1; what debhelper would
@@ -178,6 +185,11 @@ if [ "${2:-}" = "--inside" ]; then
         why=" It was built and tested against librados from $ceph_name and needs
  librados2 20.2.4 or later: Ceph 20 clusters issue aes256k cephx keys by default,
  which this build reads; the librados 16 of Debian 12 cannot read them."
+    elif [ "$release" = pacific ]; then
+        why=" It was built and tested against librados from $ceph_name (Debian 12)
+ and needs librados2 16 or later. It reads Pacific, Quincy, Reef and Squid
+ clusters; Ceph 20 clusters issue aes256k cephx keys by default, which need
+ librados 20: for those, use the tentacle (Debian forky) build."
     else
         why=" It was built and tested against librados from $ceph_name and needs
  librados2 18 or later. Ceph 20 clusters issue aes256k cephx keys by default,
@@ -219,6 +231,17 @@ fi
 
 # --- on the host ---------------------------------------------------------------------
 t0=$SECONDS
+if [ "$release" = pacific ]; then
+    [ "$(. /etc/os-release && echo "$VERSION_CODENAME")" = bookworm ] \
+        || die "the pacific build is made on a Debian 12 (bookworm) host; this is $(. /etc/os-release && echo "$PRETTY_NAME")"
+    command -v dpkg-shlibdeps >/dev/null || die "no dpkg-shlibdeps: apt-get install dpkg-dev"
+    say "building ceph-rbd-exporter $version on this bookworm host, target dir $target"
+    bash scripts/deb.sh "$release" --inside
+    dpkg-deb --field "$deb" | sed 's/^/  /'
+    dpkg-deb --contents "$deb" | awk '{ print "  " $1, $6 }'
+    say "built $deb ($(du -h "$deb" | cut -f1)) in $((SECONDS - t0)) s"
+    exit 0
+fi
 bash scripts/chroot.sh prepare "$release"
 say "building ceph-rbd-exporter $version in the $release chroot ($suite), target dir $target"
 # The crates: fetched by the host's cargo into the registry cache the chroot mounts

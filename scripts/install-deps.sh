@@ -13,6 +13,8 @@
 # - debootstrap for the Reef/Tentacle chroots (scripts/chroot.sh); buildah and podman
 #   for the container image (make image) and its test; runc besides podman's crun,
 #   which cannot start containers on a cgroup v1/v2 hybrid host.
+# - dpkg-dev (dpkg-shlibdeps) for the bookworm .deb built on this host (make deb
+#   RELEASE=pacific) that scripts/deb-test.sh installs here with dpkg -i.
 # The Rust toolchain itself is not installed here.
 set -euo pipefail
 
@@ -23,6 +25,7 @@ PACKAGES=(
     prometheus prometheus-alertmanager
     g++ pkg-config make curl jq iproute2 procps ca-certificates openssl
     debootstrap buildah podman crun runc
+    dpkg-dev mmdebstrap
 )
 
 say() { echo "install-deps: $*"; }

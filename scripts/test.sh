@@ -52,6 +52,9 @@ CEPH_RBD_TEST_CONF="$dir/ceph.conf" CEPH_RBD_TEST_STATE="$dir/state" \
 
 # The same tests against the newer releases, each in its Debian chroot with the exporter
 # built there against that release's librados; each cluster stays up for the matrix.
+echo "== bare metal: the bookworm .deb with dpkg -i on this host, run as its unit runs it, purged (scripts/deb-test.sh)"
+bash scripts/deb-test.sh "$dir"
+
 for release in reef tentacle; do
     echo "== Ceph release $release (scripts/release-test.sh)"
     RELEASE_KEEP_CLUSTER=1 bash scripts/release-test.sh "$release"
