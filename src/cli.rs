@@ -646,7 +646,10 @@ mod tests {
     fn openstack_cloud_comes_from_the_flag_or_os_cloud() {
         let env = |os_cloud: Option<&'static str>| {
             move |k: &str| -> Option<std::ffi::OsString> {
-                (k == "OS_CLOUD").then_some(os_cloud).flatten().map(Into::into)
+                (k == "OS_CLOUD")
+                    .then_some(os_cloud)
+                    .flatten()
+                    .map(Into::into)
             }
         };
         let cloud = |args: &[&str], os_cloud: Option<&'static str>| {
@@ -662,7 +665,10 @@ mod tests {
         assert_eq!(cloud(&[], None), Ok(None));
         assert_eq!(cloud(&[], Some("")), Ok(None));
         // OS_CLOUD alone names the cloud, as for openstacksdk.
-        assert_eq!(cloud(&[], Some("prod")), Ok(Some(("prod".into(), "OS_CLOUD"))));
+        assert_eq!(
+            cloud(&[], Some("prod")),
+            Ok(Some(("prod".into(), "OS_CLOUD")))
+        );
         // The flag wins; an empty flag turns the source off.
         assert_eq!(
             cloud(&["--openstack.cloud", "lab"], Some("prod")),

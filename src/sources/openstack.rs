@@ -1256,19 +1256,25 @@ mod tests {
             e.contains("clouds.c.auth_type \"v2password\": Keystone v2.0 is not supported"),
             "{e}"
         );
-        let e = err("clouds:\n  c:\n    auth_type: token\n    auth: {auth_url: 'http://k', project_id: p}\n");
+        let e = err(
+            "clouds:\n  c:\n    auth_type: token\n    auth: {auth_url: 'http://k', project_id: p}\n",
+        );
         assert!(
             e.contains("clouds.yaml: clouds.c.auth.token is missing (auth_type token)"),
             "{e}"
         );
-        let e = err("clouds:\n  c:\n    auth_type: token\n    auth: {auth_url: 'http://k', token: t}\n");
+        let e = err(
+            "clouds:\n  c:\n    auth_type: token\n    auth: {auth_url: 'http://k', token: t}\n",
+        );
         assert!(
             e.contains("clouds.c.auth.project_name (or project_id) is missing (auth_type token)"),
             "{e}"
         );
         let e = err("clouds:\n  c:\n    auth_type: [token]\n    auth: {auth_url: 'http://k'}\n");
         assert!(e.contains("clouds.c.auth_type must be a string"), "{e}");
-        let e = err("clouds:\n  c:\n    tenant_name: [x]\n    auth: {auth_url: 'http://k', user_id: u, password: p}\n");
+        let e = err(
+            "clouds:\n  c:\n    tenant_name: [x]\n    auth: {auth_url: 'http://k', user_id: u, password: p}\n",
+        );
         assert!(e.contains("clouds.c.tenant_name must be a string"), "{e}");
         let e = err(
             "clouds:\n  c:\n    auth_type: v3applicationcredential\n    auth: {auth_url: 'http://k', application_credential_id: x}\n",
@@ -1339,9 +1345,8 @@ mod tests {
     #[test]
     fn region_from_region_name_or_the_first_of_regions() {
         let auth = "    auth: {auth_url: 'https://k', user_id: u, password: p, project_id: x}\n";
-        let region = |extra: &str| {
-            source(&format!("clouds:\n  c:\n{extra}{auth}")).map(|s| s.region)
-        };
+        let region =
+            |extra: &str| source(&format!("clouds:\n  c:\n{extra}{auth}")).map(|s| s.region);
         assert_eq!(region("").expect("none"), None);
         assert_eq!(
             region("    region_name: R2\n    regions: [R1, R2]\n").expect("name"),
@@ -1356,9 +1361,17 @@ mod tests {
             Some("R3".to_string())
         );
         let e = region("    regions: R1\n").unwrap_err().to_string();
-        assert!(e.contains("clouds.yaml: clouds.c.regions must be a list"), "{e}");
-        let e = region("    regions: [{values: {}}]\n").unwrap_err().to_string();
-        assert!(e.contains("clouds.yaml: clouds.c.regions[0] must be"), "{e}");
+        assert!(
+            e.contains("clouds.yaml: clouds.c.regions must be a list"),
+            "{e}"
+        );
+        let e = region("    regions: [{values: {}}]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("clouds.yaml: clouds.c.regions[0] must be"),
+            "{e}"
+        );
     }
 
     #[test]
