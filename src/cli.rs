@@ -5,6 +5,7 @@
 use crate::analysis::Settings;
 use crate::ceph::ConnectOptions;
 use crate::cycle::CycleConfig;
+use crate::error::Error;
 use crate::metrics::RenderOptions;
 use crate::sampler::SampleConfig;
 use clap::{Parser, Subcommand};
@@ -179,6 +180,8 @@ pub struct AttributionArgs {
 
     /// Take expected attachments from this OpenStack cloud (an entry of
     /// clouds.yaml): Cinder volumes, Nova servers and Glance images.
+    /// Without it, the cloud OS_CLOUD names, as for openstacksdk; an empty
+    /// name turns the source off whatever OS_CLOUD says.
     #[arg(
         long = "openstack.cloud",
         env = "CEPH_RBD_EXPORTER_OPENSTACK_CLOUD",
@@ -186,11 +189,11 @@ pub struct AttributionArgs {
     )]
     pub openstack_cloud: Option<String>,
 
-    /// clouds.yaml to read instead of the places openstacksdk looks.
+    /// clouds.yaml to read instead of the places openstacksdk looks (like
+    /// OS_CLIENT_CONFIG_FILE; a secure.yaml is still merged in).
     #[arg(
         long = "openstack.clouds-file",
         env = "CEPH_RBD_EXPORTER_OPENSTACK_CLOUDS_FILE",
-        requires = "openstack_cloud",
         global = true
     )]
     pub openstack_clouds_file: Option<std::path::PathBuf>,
@@ -242,6 +245,71 @@ pub struct StorageArgs {
         global = true
     )]
     pub storage_path: Option<std::path::PathBuf>,
+}
+
+/// The OpenStack cloud to read, and what named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenStackCloud {
+    /// The `clouds.yaml` entry.
+    pub name: String,
+    /// `--openstack.cloud` (or its environment twin) or `OS_CLOUD`, for
+    /// the log and for errors.
+    pub named_by: &'static str,
+}
+
+impl OpenStackCloud {
+    /// What named the cloud, for errors: with `OS_CLOUD`, how to do
+    /// without.
+    pub fn origin(&self) -> String {
+        if self.named_by == "OS_CLOUD" {
+            format!(
+                "cloud {:?} named by OS_CLOUD; unset it or pass --openstack.cloud '' to turn the OpenStack source off",
+                self.name
+            )
+        } else {
+            format!("cloud {:?} named by {}", self.name, self.named_by)
+        }
+    }
+}
+
+impl AttributionArgs {
+    /// The OpenStack cloud these flags ask for: `--openstack.cloud` (or
+    /// `CEPH_RBD_EXPORTER_OPENSTACK_CLOUD`), else `$OS_CLOUD` as for
+    /// openstacksdk; `None` when neither names one or `--openstack.cloud`
+    /// is empty (off whatever `OS_CLOUD` says). `env` reads a variable.
+    /// `--openstack.clouds-file` without a cloud is an error.
+    pub fn openstack_cloud(
+        &self,
+        env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<Option<OpenStackCloud>, Error> {
+        let chosen = match self.openstack_cloud.as_deref() {
+            Some("") => None,
+            Some(name) => Some(OpenStackCloud {
+                name: name.to_string(),
+                named_by: "--openstack.cloud",
+            }),
+            None => match env("OS_CLOUD").map(|v| v.into_string()) {
+                None => None,
+                Some(Ok(name)) if name.is_empty() => None,
+                Some(Ok(name)) => Some(OpenStackCloud {
+                    name,
+                    named_by: "OS_CLOUD",
+                }),
+                Some(Err(_)) => {
+                    return Err(Error::Config("OS_CLOUD is not valid UTF-8".to_string()));
+                }
+            },
+        };
+        if chosen.is_none() {
+            if let Some(file) = &self.openstack_clouds_file {
+                return Err(Error::Config(format!(
+                    "--openstack.clouds-file {}: no cloud to read from it: set --openstack.cloud (or OS_CLOUD)",
+                    file.display()
+                )));
+            }
+        }
+        Ok(chosen)
+    }
 }
 
 impl ClusterArgs {
@@ -568,11 +636,54 @@ mod tests {
             ])
             .is_err()
         );
-        assert!(Cli::try_parse_from(["x", "--openstack.clouds-file", "c.yaml"]).is_err());
         let ok = Cli::try_parse_from(["x", "--pools", "volumes,images"]).unwrap();
         assert_eq!(
             ok.sampling.pools,
             Some(vec!["volumes".to_string(), "images".to_string()])
+        );
+    }
+    #[test]
+    fn openstack_cloud_comes_from_the_flag_or_os_cloud() {
+        let env = |os_cloud: Option<&'static str>| {
+            move |k: &str| -> Option<std::ffi::OsString> {
+                (k == "OS_CLOUD")
+                    .then_some(os_cloud)
+                    .flatten()
+                    .map(Into::into)
+            }
+        };
+        let cloud = |args: &[&str], os_cloud: Option<&'static str>| {
+            let mut argv = vec!["x"];
+            argv.extend_from_slice(args);
+            let cli = Cli::try_parse_from(argv).expect("flags");
+            cli.attribution
+                .openstack_cloud(&env(os_cloud))
+                .map(|c| c.map(|c| (c.name, c.named_by)))
+                .map_err(|e| e.to_string())
+        };
+        // Neither: no source.
+        assert_eq!(cloud(&[], None), Ok(None));
+        assert_eq!(cloud(&[], Some("")), Ok(None));
+        // OS_CLOUD alone names the cloud, as for openstacksdk.
+        assert_eq!(
+            cloud(&[], Some("prod")),
+            Ok(Some(("prod".into(), "OS_CLOUD")))
+        );
+        // The flag wins; an empty flag turns the source off.
+        assert_eq!(
+            cloud(&["--openstack.cloud", "lab"], Some("prod")),
+            Ok(Some(("lab".into(), "--openstack.cloud")))
+        );
+        assert_eq!(cloud(&["--openstack.cloud", ""], Some("prod")), Ok(None));
+        // A clouds file needs a cloud, from either.
+        assert_eq!(
+            cloud(&["--openstack.clouds-file", "c.yaml"], Some("prod")),
+            Ok(Some(("prod".into(), "OS_CLOUD")))
+        );
+        let err = cloud(&["--openstack.clouds-file", "c.yaml"], None).unwrap_err();
+        assert!(
+            err.contains("--openstack.clouds-file c.yaml") && err.contains("OS_CLOUD"),
+            "{err}"
         );
     }
 }

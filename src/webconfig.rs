@@ -96,7 +96,9 @@ impl WebConfig {
             if hash.parse::<bcrypt::HashParts>().is_err() {
                 return Err(bad(
                     path,
-                    format!("the password of user {user:?} is not a bcrypt hash"),
+                    format!(
+                        "basic_auth_users.{user}: the password is not a bcrypt hash (make one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`)"
+                    ),
                 ));
             }
         }
@@ -193,19 +195,21 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
     }
 }
 
-/// The certificates in a PEM file; none is an error.
-fn read_certs(path: &Path, base: &Path, file: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+/// The certificates in the PEM file of setting `field`; none is an error.
+fn read_certs(
+    path: &Path,
+    base: &Path,
+    field: &str,
+    file: &str,
+) -> Result<Vec<CertificateDer<'static>>, Error> {
     let full = resolve(base, file);
-    let pem = std::fs::read(&full)
-        .map_err(|e| bad(path, format!("cannot read {}: {e}", full.display())))?;
+    let at = format!("tls_server_config.{field} {}", full.display());
+    let pem = std::fs::read(&full).map_err(|e| bad(path, format!("{at}: cannot read: {e}")))?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|e| bad(path, format!("{}: {e}", full.display())))?;
+        .map_err(|e| bad(path, format!("{at}: {e}")))?;
     if certs.is_empty() {
-        return Err(bad(
-            path,
-            format!("{} holds no PEM certificate", full.display()),
-        ));
+        return Err(bad(path, format!("{at}: holds no PEM certificate")));
     }
     Ok(certs)
 }
@@ -213,39 +217,43 @@ fn read_certs(path: &Path, base: &Path, file: &str) -> Result<Vec<CertificateDer
 /// The private key in a PEM file.
 fn read_key(path: &Path, base: &Path, file: &str) -> Result<PrivateKeyDer<'static>, Error> {
     let key_path = resolve(base, file);
-    let key_pem = std::fs::read(&key_path)
-        .map_err(|e| bad(path, format!("cannot read {}: {e}", key_path.display())))?;
+    let at = format!("tls_server_config.key_file {}", key_path.display());
+    let key_pem =
+        std::fs::read(&key_path).map_err(|e| bad(path, format!("{at}: cannot read: {e}")))?;
     rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| bad(path, format!("{}: {e}", key_path.display())))?
-        .ok_or_else(|| {
-            bad(
-                path,
-                format!("{} holds no PEM private key", key_path.display()),
-            )
-        })
+        .map_err(|e| bad(path, format!("{at}: {e}")))?
+        .ok_or_else(|| bad(path, format!("{at}: holds no PEM private key")))
 }
 
 fn tls_config(path: &Path, base: &Path, t: TlsFile) -> Result<rustls::ServerConfig, Error> {
     let cert_file = t
         .cert_file
-        .ok_or_else(|| bad(path, "tls_server_config needs cert_file"))?;
+        .ok_or_else(|| bad(path, "tls_server_config.cert_file is missing"))?;
     let key_file = t
         .key_file
-        .ok_or_else(|| bad(path, "tls_server_config needs key_file"))?;
-    let certs = read_certs(path, base, &cert_file)?;
+        .ok_or_else(|| bad(path, "tls_server_config.key_file is missing"))?;
+    let certs = read_certs(path, base, "cert_file", &cert_file)?;
     let key = read_key(path, base, &key_file)?;
 
     let versions = tls_versions(path, t.min_version.as_deref(), t.max_version.as_deref())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
-        .map_err(|e| bad(path, e))?;
+        .map_err(|e| {
+            bad(
+                path,
+                format!("tls_server_config.min_version/max_version: {e}"),
+            )
+        })?;
     let auth_type = t.client_auth_type.as_deref().unwrap_or("NoClientCert");
     let ca_file = t.client_ca_file.as_deref();
     let builder = client_auth(path, base, builder, auth_type, ca_file, provider)?;
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| bad(path, format!("certificate and key do not fit: {e}")))?;
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| {
+        bad(
+            path,
+            format!("tls_server_config.cert_file and key_file do not fit: {e}"),
+        )
+    })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -262,7 +270,10 @@ fn client_auth(
     Ok(match auth_type {
         "NoClientCert" | "RequestClientCert" | "RequireAnyClientCert" if ca_file.is_none() => {
             if auth_type == "RequireAnyClientCert" {
-                return Err(bad(path, "RequireAnyClientCert needs client_ca_file here"));
+                return Err(bad(
+                    path,
+                    "tls_server_config.client_auth_type RequireAnyClientCert needs tls_server_config.client_ca_file here",
+                ));
             }
             builder.with_no_client_auth()
         }
@@ -274,14 +285,16 @@ fn client_auth(
             let ca_file = ca_file.ok_or_else(|| {
                 bad(
                     path,
-                    format!("client_auth_type {auth_type} needs client_ca_file"),
+                    format!(
+                        "tls_server_config.client_auth_type {auth_type} needs tls_server_config.client_ca_file"
+                    ),
                 )
             })?;
             let mut roots = rustls::RootCertStore::empty();
-            for c in read_certs(path, base, ca_file)? {
+            for c in read_certs(path, base, "client_ca_file", ca_file)? {
                 roots
                     .add(c)
-                    .map_err(|e| bad(path, format!("client_ca_file: {e}")))?;
+                    .map_err(|e| bad(path, format!("tls_server_config.client_ca_file: {e}")))?;
             }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
@@ -292,14 +305,14 @@ fn client_auth(
                 _ => verifier.allow_unauthenticated(),
             }
             .build()
-            .map_err(|e| bad(path, e))?;
+            .map_err(|e| bad(path, format!("tls_server_config.client_ca_file: {e}")))?;
             builder.with_client_cert_verifier(verifier)
         }
         other => {
             return Err(bad(
                 path,
                 format!(
-                    "unknown client_auth_type {other:?} (use NoClientCert, RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven or RequireAndVerifyClientCert)"
+                    "tls_server_config.client_auth_type {other:?} is unknown (use NoClientCert, RequestClientCert, RequireAnyClientCert, VerifyClientCertIfGiven or RequireAndVerifyClientCert)"
                 ),
             ));
         }
@@ -311,24 +324,35 @@ fn tls_versions(
     min: Option<&str>,
     max: Option<&str>,
 ) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, Error> {
-    let rank = |v: &str| -> Result<u8, Error> {
+    let rank = |field: &str, v: &str| -> Result<u8, Error> {
         match v {
             "TLS10" | "TLS11" => Err(bad(
                 path,
-                format!("{v} is not supported; use TLS12 or TLS13"),
+                format!("tls_server_config.{field} {v} is not supported; use TLS12 or TLS13"),
             )),
             "TLS12" => Ok(2),
             "TLS13" => Ok(3),
             other => Err(bad(
                 path,
-                format!("unknown TLS version {other:?} (use TLS12 or TLS13)"),
+                format!(
+                    "tls_server_config.{field} {other:?} is not a TLS version (use TLS12 or TLS13)"
+                ),
             )),
         }
     };
-    let lo = min.map(rank).transpose()?.unwrap_or(2);
-    let hi = max.map(rank).transpose()?.unwrap_or(3);
+    let lo = min
+        .map(|v| rank("min_version", v))
+        .transpose()?
+        .unwrap_or(2);
+    let hi = max
+        .map(|v| rank("max_version", v))
+        .transpose()?
+        .unwrap_or(3);
     if lo > hi {
-        return Err(bad(path, "min_version is above max_version"));
+        return Err(bad(
+            path,
+            "tls_server_config.min_version is above tls_server_config.max_version",
+        ));
     }
     let mut out = Vec::new();
     if lo <= 2 && hi >= 2 {

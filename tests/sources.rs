@@ -9,7 +9,9 @@ use bytes::Bytes;
 use ceph_rbd_exporter::sources::file::FileSource;
 use ceph_rbd_exporter::sources::http::{HttpClient, TlsOptions};
 use ceph_rbd_exporter::sources::kubernetes::KubernetesSource;
-use ceph_rbd_exporter::sources::openstack::{OpenStackSource, find_clouds_yaml};
+use ceph_rbd_exporter::sources::openstack::{
+    CloudsFiles, OpenStackSource, clouds_yaml_candidates, find_clouds_files, find_clouds_yaml,
+};
 use ceph_rbd_exporter::sources::{
     AttachmentReport, AttachmentSource, Expectation, ImageRef, SourceError,
 };
@@ -1251,41 +1253,279 @@ fn clouds_yaml_is_found_where_openstacksdk_looks() {
 #[test]
 fn bad_clouds_yaml_errors_name_the_problem() {
     let dir = scratch("os-bad");
-    let check = |text: &str, cloud: &str, want: &[&str]| {
-        let file = dir.join("clouds.yaml");
+    let file = dir.join("clouds.yaml");
+    let at = |rest: &str| format!("{}: {rest}", file.display());
+    let ok_auth = "auth: {auth_url: 'http://k', user_id: u, password: s3cr3t, project_id: p}";
+    // Each bad clouds.yaml, and what its error must say: the file, then the
+    // entry and the field.
+    let cases: Vec<(String, Vec<String>)> = vec![
+        ("clouds: [unclosed\n".into(), vec![at("")]),
+        ("clouds: []\n".into(), vec![at("clouds must be a mapping")]),
+        ("other: {}\n".into(), vec![at("no clouds: mapping")]),
+        (
+            "clouds:\n  prod: {auth: {auth_url: 'http://k'}}\n  lab: {}\n".into(),
+            vec![at("no cloud \"test\" (clouds: prod, lab)")],
+        ),
+        ("clouds:\n  test: [x]\n".into(), vec![at("clouds.test must be a mapping")]),
+        ("clouds:\n  test: {auth: [x]}\n".into(), vec![at("clouds.test.auth must be a mapping")]),
+        (
+            "clouds:\n  test: {auth: {username: u, password: s3cr3t}}\n".into(),
+            vec![at("clouds.test.auth.auth_url is missing")],
+        ),
+        (
+            "clouds:\n  test:\n    auth: {auth_url: 'http://k', username: u, password: s3cr3t, user_domain_name: D}\n".into(),
+            vec![at("clouds.test.auth.project_name (or project_id) is missing")],
+        ),
+        (
+            "clouds:\n  test:\n    auth: {auth_url: 'http://k', username: u, password: s3cr3t, project_id: p}\n".into(),
+            vec![at("clouds.test.auth.user_domain_name (or _id) is missing")],
+        ),
+        (
+            "clouds:\n  test:\n    auth: {auth_url: 'http://k', user_id: u, password: [s3cr3t], project_id: p}\n".into(),
+            vec![at("clouds.test.auth.password must be a string")],
+        ),
+        (
+            "clouds:\n  test:\n    auth_type: v3oidcpassword\n    auth: {auth_url: 'http://k'}\n".into(),
+            vec![at("clouds.test.auth_type \"v3oidcpassword\" is not supported")],
+        ),
+        (
+            "clouds:\n  test:\n    auth_type: token\n    auth: {auth_url: 'http://k', project_id: p}\n".into(),
+            vec![at("clouds.test.auth.token is missing")],
+        ),
+        (
+            "clouds:\n  test:\n    auth_type: v3applicationcredential\n    auth: {auth_url: 'http://k', application_credential_secret: s3cr3t}\n".into(),
+            vec![at("clouds.test.auth.application_credential_id (or application_credential_name) is missing")],
+        ),
+        (
+            format!("clouds:\n  test:\n    interface: private\n    {ok_auth}\n"),
+            vec![at("clouds.test.interface \"private\"")],
+        ),
+        (
+            format!("clouds:\n  test:\n    verify: perhaps\n    {ok_auth}\n"),
+            vec![at("clouds.test.verify must be true or false")],
+        ),
+        (
+            format!("clouds:\n  test:\n    cacert: /nonexistent/ca.pem\n    {ok_auth}\n"),
+            vec![at("clouds.test.cacert /nonexistent/ca.pem")],
+        ),
+        (
+            format!("clouds:\n  test:\n    key: /nonexistent/key.pem\n    {ok_auth}\n"),
+            vec![at("clouds.test.key is set without cert")],
+        ),
+        (
+            format!("clouds:\n  test:\n    regions: {{a: b}}\n    {ok_auth}\n"),
+            vec![at("clouds.test.regions must be a list")],
+        ),
+    ];
+    for (text, want) in &cases {
         std::fs::write(&file, text).expect("write");
-        let err = OpenStackSource::from_clouds_yaml(cloud, Some(&file), TIMEOUT)
+        let err = OpenStackSource::from_clouds_yaml("test", Some(&file), TIMEOUT)
             .expect_err(text)
             .to_string();
-        assert_config_error(&err, "openstack", want, "s3cr3t");
-    };
-    let file = dir.join("clouds.yaml").display().to_string();
-    check("clouds: [unclosed\n", "test", &[&file]);
-    check(
-        "clouds:\n  prod: {auth: {auth_url: 'http://k'}}\n  lab: {}\n",
-        "test",
-        &[&file, "no cloud \"test\"", "prod", "lab"],
-    );
-    check(
-        "clouds:\n  test:\n    auth: {auth_url: 'http://k', username: u, password: s3cr3t, user_domain_name: D}\n",
-        "test",
-        &["clouds.test.auth.project_name (or project_id) is missing"],
-    );
-    check(
-        "clouds:\n  test:\n    auth_type: token\n    auth: {auth_url: 'http://k'}\n",
-        "test",
-        &["clouds.test.auth_type \"token\" is not supported"],
-    );
-    check(
-        "clouds:\n  test:\n    interface: private\n    auth: {auth_url: 'http://k', user_id: u, password: s3cr3t, project_id: p}\n",
-        "test",
-        &["clouds.test.interface \"private\""],
-    );
+        let want: Vec<&str> = want.iter().map(String::as_str).collect();
+        assert_config_error(&err, "openstack", &want, "s3cr3t");
+    }
     let missing = dir.join("absent.yaml");
     let err = OpenStackSource::from_clouds_yaml("test", Some(&missing), TIMEOUT)
         .expect_err("absent")
         .to_string();
     assert!(err.contains(&missing.display().to_string()), "{err}");
+}
+
+/// Keystone taking only `auth.token` `user-token` with the token method
+/// (answering it, once `expired` is set, with Keystone's 404 that names
+/// the token) and handing out `token-1`, `token-2`, …; the services take
+/// the handed-out tokens until `expired` is set.
+fn token_method_api(expired: Arc<std::sync::atomic::AtomicBool>) -> Handler {
+    let inner = numbered_tokens_api(|_| {}, |_| true);
+    Arc::new(move |r: &Recorded, base: &str| {
+        let gone = expired.load(Ordering::SeqCst);
+        if r.method == "POST" {
+            let body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            let identity = &body["auth"]["identity"];
+            if identity["methods"] != json!(["token"]) || identity["token"]["id"] != "user-token" {
+                return reply(401, r#"{"error": {"code": 401}}"#);
+            }
+            if gone {
+                return reply(
+                    404,
+                    r#"{"error": {"code": 404, "message": "Could not find token: user-token."}}"#,
+                );
+            }
+        } else if gone {
+            return reply(401, r#"{"error": {"code": 401}}"#);
+        }
+        inner(r, base)
+    })
+}
+
+#[tokio::test]
+async fn openstack_token_auth_is_reused_and_an_expired_token_is_an_auth_error() {
+    let expired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = Server::start(None, token_method_api(expired.clone())).await;
+    let auth = "    auth_type: token
+    auth:
+      auth_url: {{BASE}}/identity/v3
+      auth_token: user-token
+      project_id: a6944d763bf64ee6a275f1263fae0352
+";
+    let file = clouds_yaml(&scratch("os-token"), &server.base, auth, "");
+    let source = OpenStackSource::from_clouds_yaml("test", Some(&file), TIMEOUT).expect("source");
+    assert!(!format!("{source:?}").contains("user-token"));
+    for _ in 0..3 {
+        check_openstack_report(&source.fetch().await.expect("fetch"));
+    }
+    let (posts, used) = token_traffic(&server);
+    assert_eq!(posts, 1, "one Keystone token for three fetches");
+    assert!(used.iter().all(|t| t == "token-1"), "{used:?}");
+    let body: Value = serde_json::from_slice(&server.requests()[0].body).expect("JSON");
+    assert_eq!(
+        body,
+        json!({"auth": {
+            "identity": {"methods": ["token"], "token": {"id": "user-token"}},
+            "scope": {"project": {"id": PROJECT}}
+        }})
+    );
+
+    // The token it came from expires (and the derived one with it):
+    // Keystone's 404 is a refusal, and the user's token is shown nowhere.
+    expired.store(true, Ordering::SeqCst);
+    for _ in 0..2 {
+        let err = source.fetch().await.expect_err("refused");
+        assert_eq!(err.metric_label(), "auth", "{err}");
+        match &err {
+            SourceError::Auth { status, url, .. } => {
+                assert_eq!(*status, 404);
+                assert!(url.ends_with("/identity/v3/auth/tokens"), "{url}");
+            }
+            other => panic!("expected Auth, got {other}"),
+        }
+        assert!(!err.to_string().contains("user-token"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn openstack_secure_yaml_is_merged_as_openstacksdk_does() {
+    let server = Server::start(None, openstack_api()).await;
+    let root = scratch("os-secure");
+    let (cwd, home) = (root.join("cwd"), root.join("home"));
+    let home_dir = home.join(".config/openstack");
+    for d in [&cwd, &home_dir, &root.join("vault")] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    let without_password = PASSWORD_AUTH.replace("      password: s3cr3t-pw\n", "");
+    let clouds = clouds_yaml(&home_dir, &server.base, &without_password, "");
+    let write = |p: &Path, text: &str| std::fs::write(p, text).expect("write");
+    let (secure_cwd, secure_env) = (cwd.join("secure.yaml"), root.join("vault/s.yaml"));
+    write(
+        &secure_cwd,
+        "clouds:\n  test:\n    auth:\n      password: s3cr3t-pw\n",
+    );
+    write(
+        &secure_env,
+        "clouds:\n  test:\n    auth:\n      password: [s3cr3t-pw]\n",
+    );
+    let env = |secure_file: Option<&Path>| {
+        let (home, secure_file) = (home.clone(), secure_file.map(Path::to_path_buf));
+        move |k: &str| -> Option<OsString> {
+            match k {
+                "HOME" => Some(home.clone().into_os_string()),
+                "OS_CLIENT_SECURE_FILE" => secure_file.clone().map(PathBuf::into_os_string),
+                "XDG_CONFIG_DIRS" => Some(root_site().into_os_string()),
+                _ => None,
+            }
+        }
+    };
+    let files = find_clouds_files(&env(None), &cwd, None).expect("found");
+    assert_eq!(
+        files,
+        CloudsFiles {
+            clouds: clouds.clone(),
+            secure: Some(secure_cwd.clone())
+        },
+        "clouds.yaml from ~/.config/openstack, secure.yaml from the working directory"
+    );
+    check_openstack_report(
+        &OpenStackSource::from_files("test", &files, TIMEOUT)
+            .expect("source")
+            .fetch()
+            .await
+            .expect("fetch"),
+    );
+    let body: Value = serde_json::from_slice(&server.requests()[0].body).expect("JSON");
+    assert_eq!(
+        body["auth"]["identity"]["password"]["user"]["password"],
+        "s3cr3t-pw"
+    );
+    // --openstack.clouds-file gets the secure.yaml too, as
+    // OS_CLIENT_CONFIG_FILE does.
+    let files = find_clouds_files(&env(None), &cwd, Some(&clouds)).expect("found");
+    assert_eq!(files.secure.as_deref(), Some(secure_cwd.as_path()));
+
+    // OS_CLIENT_SECURE_FILE comes first; an error in it names both files,
+    // the entry and the field, and never the secret.
+    let files = find_clouds_files(&env(Some(&secure_env)), &cwd, None).expect("found");
+    assert_eq!(files.secure.as_deref(), Some(secure_env.as_path()));
+    let err = OpenStackSource::from_files("test", &files, TIMEOUT)
+        .expect_err("bad secure.yaml")
+        .to_string();
+    let both = format!(
+        "{} (merged with {}): clouds.test.auth.password must be a string",
+        clouds.display(),
+        secure_env.display()
+    );
+    assert_config_error(&err, "openstack", &[&both], "s3cr3t");
+
+    // An empty secure.yaml is skipped; one that is no mapping is named.
+    write(&secure_env, "");
+    let files = find_clouds_files(&env(Some(&secure_env)), &cwd, None).expect("found");
+    let err = OpenStackSource::from_files("test", &files, TIMEOUT)
+        .expect_err("no password")
+        .to_string();
+    assert_config_error(
+        &err,
+        "openstack",
+        &[&format!(
+            "{}: clouds.test.auth.password is missing",
+            clouds.display()
+        )],
+        "s3cr3t",
+    );
+    write(&secure_env, "- password\n");
+    let err = OpenStackSource::from_files("test", &files, TIMEOUT)
+        .expect_err("a list")
+        .to_string();
+    assert_config_error(
+        &err,
+        "openstack",
+        &[&format!("{}: must be a mapping", secure_env.display())],
+        "s3cr3t",
+    );
+}
+
+/// A site directory nobody writes to, for `XDG_CONFIG_DIRS`.
+fn root_site() -> PathBuf {
+    scratch("os-site-none")
+}
+
+#[test]
+fn clouds_yaml_is_found_in_xdg_config_dirs() {
+    let root = scratch("os-xdg-dirs");
+    let (cwd, first, second) = (root.join("cwd"), root.join("a"), root.join("b"));
+    for d in [&cwd, &first.join("openstack"), &second.join("openstack")] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    let file = second.join("openstack/clouds.yaml");
+    std::fs::write(&file, "clouds: {}\n").expect("write");
+    let dirs: OsString = format!("{}:{}", first.display(), second.display()).into();
+    let env = move |k: &str| (k == "XDG_CONFIG_DIRS").then(|| dirs.clone());
+    assert_eq!(find_clouds_yaml(&env, &cwd).expect("found"), file);
+    let candidates = clouds_yaml_candidates(&env, &cwd);
+    assert!(
+        !candidates.contains(&PathBuf::from("/etc/xdg/openstack/clouds.yaml")),
+        "XDG_CONFIG_DIRS replaces /etc/xdg: {candidates:?}"
+    );
+    assert!(candidates.contains(&PathBuf::from("/etc/openstack/clouds.yaml")));
 }
 
 // ------------------------------------------------------------- Kubernetes

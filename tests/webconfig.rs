@@ -357,3 +357,120 @@ fn bad_web_config_is_one_line_and_exit_2() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
 }
+
+#[test]
+fn bad_web_config_errors_name_the_file_the_entry_and_the_field() {
+    use ceph_rbd_exporter::webconfig::WebConfig;
+    let dir = scratch("table");
+    make_pki(&dir);
+    std::fs::write(dir.join("junk.pem"), "not a certificate\n").unwrap();
+    let web = dir.join("web.yml");
+    let tls = |extra: &str| {
+        format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{extra}")
+    };
+    // Each bad file, and what its error must say after the file: the
+    // entry and the field.
+    let cases: Vec<(String, &[&str])> = vec![
+        (": : :\n".into(), &["while parsing"]),
+        ("surprise: 1\n".into(), &["unknown field `surprise`"]),
+        (
+            "basic_auth_users: [bob]\n".into(),
+            &["basic_auth_users: invalid type"],
+        ),
+        (
+            "basic_auth_users:\n  bob: plaintext\n".into(),
+            &[
+                "basic_auth_users.bob: the password is not a bcrypt hash",
+                "htpasswd",
+            ],
+        ),
+        (
+            "tls_server_config: [x]\n".into(),
+            &["tls_server_config: invalid type"],
+        ),
+        (
+            "tls_server_config:\n  key_file: server.key\n".into(),
+            &["tls_server_config.cert_file is missing"],
+        ),
+        (
+            "tls_server_config:\n  cert_file: server.crt\n".into(),
+            &["tls_server_config.key_file is missing"],
+        ),
+        (
+            tls("  bogus: 1\n"),
+            &["tls_server_config: unknown field `bogus`"],
+        ),
+        (
+            "tls_server_config:\n  cert_file: nope.crt\n  key_file: server.key\n".into(),
+            &["tls_server_config.cert_file", "nope.crt: cannot read"],
+        ),
+        (
+            "tls_server_config:\n  cert_file: junk.pem\n  key_file: server.key\n".into(),
+            &[
+                "tls_server_config.cert_file",
+                "junk.pem: holds no PEM certificate",
+            ],
+        ),
+        (
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: nope.key\n".into(),
+            &["tls_server_config.key_file", "nope.key: cannot read"],
+        ),
+        (
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.crt\n".into(),
+            &["tls_server_config.key_file", "holds no PEM private key"],
+        ),
+        (
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: client.key\n".into(),
+            &["tls_server_config.cert_file and key_file do not fit"],
+        ),
+        (
+            tls("  min_version: TLS10\n"),
+            &["tls_server_config.min_version TLS10 is not supported"],
+        ),
+        (
+            tls("  max_version: TLS99\n"),
+            &["tls_server_config.max_version \"TLS99\" is not a TLS version"],
+        ),
+        (
+            tls("  min_version: TLS13\n  max_version: TLS12\n"),
+            &["tls_server_config.min_version is above tls_server_config.max_version"],
+        ),
+        (
+            tls("  client_auth_type: Sometimes\n"),
+            &["tls_server_config.client_auth_type \"Sometimes\" is unknown"],
+        ),
+        (
+            tls("  client_auth_type: RequireAndVerifyClientCert\n"),
+            &[
+                "tls_server_config.client_auth_type RequireAndVerifyClientCert needs tls_server_config.client_ca_file",
+            ],
+        ),
+        (
+            tls("  client_auth_type: RequireAnyClientCert\n"),
+            &["tls_server_config.client_auth_type RequireAnyClientCert needs"],
+        ),
+        (
+            tls("  client_ca_file: nope-ca.crt\n"),
+            &[
+                "tls_server_config.client_ca_file",
+                "nope-ca.crt: cannot read",
+            ],
+        ),
+        (
+            tls("  client_ca_file: junk.pem\n"),
+            &[
+                "tls_server_config.client_ca_file",
+                "holds no PEM certificate",
+            ],
+        ),
+    ];
+    for (text, want) in &cases {
+        std::fs::write(&web, text).unwrap();
+        let err = WebConfig::load(&web).expect_err(text).to_string();
+        let file = format!("--web.config.file {}: ", web.display());
+        assert!(err.contains(&file), "{text}: {err}");
+        for w in *want {
+            assert!(err.contains(w), "{text}: {err:?} lacks {w:?}");
+        }
+    }
+}

@@ -60,10 +60,12 @@ fn sources(args: &AttributionArgs) -> Result<Vec<Box<dyn AttachmentSource>>, Err
     }
     let config = |e: SourceError| Error::Config(e.to_string());
     let timeout = args.attachments_timeout;
-    if let Some(cloud) = &args.openstack_cloud {
+    if let Some(cloud) = args.openstack_cloud(&|k| std::env::var_os(k))? {
         let clouds_file = args.openstack_clouds_file.as_deref();
-        let source = OpenStackSource::from_clouds_yaml(cloud, clouds_file, timeout);
-        sources.push(Box::new(source.map_err(config)?));
+        let source = OpenStackSource::from_clouds_yaml(&cloud.name, clouds_file, timeout)
+            .map_err(|e| Error::Config(format!("{e} ({})", cloud.origin())))?;
+        tracing::info!(cloud = %cloud.name, named_by = cloud.named_by, "OpenStack source on");
+        sources.push(Box::new(source));
     }
     if let Some(path) = &args.kubernetes_kubeconfig {
         let source = KubernetesSource::from_kubeconfig(path, timeout);

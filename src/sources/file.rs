@@ -24,15 +24,20 @@ use std::path::{Path, PathBuf};
 
 const NAME: &str = "file";
 
+/// The whole file.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping with an `images:` list")]
 struct Document {
     /// The expected attachments; required, so a truncated file fails.
     images: Vec<Entry>,
 }
 
+/// One `images:` entry.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an entry with `image:` and optionally `pool`, `namespace`, `hosts`, `multi_attach`, `owner`"
+)]
 struct Entry {
     /// Image name.
     image: String,
@@ -230,6 +235,69 @@ mod tests {
             e.starts_with("file: configuration: /etc/expected.yaml"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn table_of_bad_files_names_file_entry_and_field() {
+        // Each bad file, and what its error must name after the file: the
+        // entry, then the field.
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "images:\n  - image: a\n  - image: b\n    hostz: [x]\n",
+                &["images[1]", "hostz"],
+            ),
+            ("images:\n  - pool: p\n", &["images[0]", "`image`"]),
+            (
+                "images:\n  - image: a\n    hosts: compute-1\n",
+                &["images[0].hosts"],
+            ),
+            (
+                "images:\n  - image: a\n    hosts: [x, \"\"]\n",
+                &["images[0].hosts[1] is empty"],
+            ),
+            (
+                "images:\n  - image: a\n    hosts: [[x]]\n",
+                &["images[0].hosts[0]"],
+            ),
+            (
+                "images:\n  - image: a\n    multi_attach: maybe\n",
+                &["images[0].multi_attach"],
+            ),
+            (
+                "images:\n  - image: a\n    pool: [p]\n",
+                &["images[0].pool"],
+            ),
+            (
+                "images:\n  - image: a\n    namespace: {n: 1}\n",
+                &["images[0].namespace"],
+            ),
+            (
+                "images:\n  - image: a\n    owner: [o]\n",
+                &["images[0].owner"],
+            ),
+            ("images:\n  - image: [a]\n", &["images[0].image"]),
+            ("images:\n  - image: \"\"\n", &["images[0].image is empty"]),
+            (
+                "images:\n  - image: a\n  - image: a\n",
+                &["images[1] repeats images[0]", "image \"a\""],
+            ),
+            ("images:\n  - a\n", &["images[0]"]),
+            ("images: {a: b}\n", &["images"]),
+            ("imagez: []\n", &["imagez"]),
+            ("- image: a\n", &["images"]),
+            ("images: [\n", &["line"]),
+            ("  \n", &["file is empty", "images:"]),
+        ];
+        for (text, want) in cases {
+            let e = err(text);
+            assert!(
+                e.starts_with("file: configuration: /etc/expected.yaml: "),
+                "{text:?}: {e}"
+            );
+            for w in *want {
+                assert!(e.contains(w), "{text:?}: {e:?} lacks {w:?}");
+            }
+        }
     }
 
     #[tokio::test]

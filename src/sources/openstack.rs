@@ -1,9 +1,10 @@
 //! The `openstack` source: where Cinder, Nova and Glance say their RBD
 //! images belong.
 //!
-//! Settings come from a `clouds.yaml` entry, as for the `openstack` CLI.
-//! The source authenticates against Keystone v3 (password or application
-//! credential), takes the block-storage, compute and image endpoints from
+//! Settings come from a `clouds.yaml` entry (with `secure.yaml` merged in),
+//! found and read as openstacksdk does. The source authenticates against
+//! Keystone v3 (password, token or application credential; a token-method
+//! token lives no longer than the one it came from), takes the block-storage, compute and image endpoints from
 //! the catalog, and keeps that token across fetches until shortly before it
 //! expires (see [`reuse_for`]), or until a service answers it with a 401:
 //! then it is renewed once and the request repeated once. Each fetch lists,
@@ -19,8 +20,8 @@
 //! errors or logs.
 //!
 //! The cloud's `clouds.yaml` entry is read once, when the source is built:
-//! the Keystone token URL, the request body (password or application
-//! credential), the endpoint interface and the TLS settings, each by its
+//! the Keystone token URL, the request body (password, token or
+//! application credential), the region, the endpoint interface and the TLS settings, each by its
 //! own step, so a mistake is reported with the setting's path.
 
 use super::http::{
@@ -90,8 +91,10 @@ fn config(message: impl Into<String>) -> SourceError {
 }
 
 /// Directories openstacksdk searches for `clouds.yaml` and `secure.yaml`,
-/// in its order: the working directory, the user's config directory, the
-/// site's.
+/// in its order (`CONFIG_SEARCH_PATH` of its `config/loader.py`): the
+/// working directory, `$XDG_CONFIG_HOME/openstack`, `~/.config/openstack`,
+/// `$XDG_CONFIG_DIRS/openstack` (`/etc/xdg/openstack`) and
+/// `/etc/openstack`.
 fn search_dirs(env: &dyn Fn(&str) -> Option<OsString>, cwd: &Path) -> Vec<PathBuf> {
     let mut dirs = vec![cwd.to_path_buf()];
     let home = env("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
@@ -101,7 +104,15 @@ fn search_dirs(env: &dyn Fn(&str) -> Option<OsString>, cwd: &Path) -> Vec<PathBu
     if let Some(home) = &home {
         dirs.push(home.join(".config").join("openstack"));
     }
-    dirs.push(PathBuf::from("/etc/xdg/openstack"));
+    // platformdirs' site directory: each of `$XDG_CONFIG_DIRS`, else
+    // /etc/xdg.
+    let site = env("XDG_CONFIG_DIRS")
+        .and_then(|d| d.into_string().ok())
+        .filter(|d| !d.trim().is_empty())
+        .unwrap_or_else(|| "/etc/xdg".to_string());
+    for dir in site.split(':').filter(|d| !d.is_empty()) {
+        dirs.push(PathBuf::from(dir).join("openstack"));
+    }
     dirs.push(PathBuf::from("/etc/openstack"));
     let mut seen = BTreeSet::new();
     dirs.retain(|d| seen.insert(d.clone()));
@@ -151,6 +162,63 @@ pub fn find_clouds_yaml(
             looked.join(", ")
         ))
     })
+}
+
+/// The `clouds.yaml` to read and the `secure.yaml` merged into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudsFiles {
+    /// The `clouds.yaml` (or `.yml`, `.json`).
+    pub clouds: PathBuf,
+    /// The `secure.yaml` whose settings override it, if one was found.
+    pub secure: Option<PathBuf>,
+}
+
+/// The files openstacksdk would read: `clouds_file` (given by flag, like
+/// `$OS_CLIENT_CONFIG_FILE`) or the first existing
+/// [`clouds_yaml_candidates`] entry, and the first existing `secure.yaml`
+/// found the same way (`$OS_CLIENT_SECURE_FILE` first). openstacksdk merges
+/// a secure.yaml into whichever clouds.yaml it reads, so this does too.
+pub fn find_clouds_files(
+    env: &dyn Fn(&str) -> Option<OsString>,
+    cwd: &Path,
+    clouds_file: Option<&Path>,
+) -> Result<CloudsFiles, SourceError> {
+    let clouds = match clouds_file {
+        Some(path) => path.to_path_buf(),
+        None => find_clouds_yaml(env, cwd)?,
+    };
+    let secure = candidates(env, cwd, "OS_CLIENT_SECURE_FILE", "secure")
+        .into_iter()
+        .find(|p| p.is_file());
+    Ok(CloudsFiles { clouds, secure })
+}
+
+impl CloudsFiles {
+    /// Both files read and merged, and how errors name them.
+    fn load(&self) -> Result<(Yaml, String), SourceError> {
+        let mut doc = read_yaml(&self.clouds)?;
+        let mut origin = self.clouds.display().to_string();
+        if let Some(secure) = &self.secure {
+            match read_yaml(secure)? {
+                // openstacksdk skips an empty secure.yaml.
+                Yaml::Null => {}
+                over @ Yaml::Mapping(_) => {
+                    if doc.is_null() {
+                        doc = Yaml::Mapping(Mapping::new());
+                    }
+                    merge(&mut doc, over);
+                    origin = format!("{origin} (merged with {})", secure.display());
+                }
+                _ => {
+                    return Err(config(format!(
+                        "{}: must be a mapping with a clouds: entry",
+                        secure.display()
+                    )));
+                }
+            }
+        }
+        Ok((doc, origin))
+    }
 }
 
 /// Merges `over` into `base`, recursing into mappings (secure.yaml over
@@ -213,9 +281,65 @@ impl CloudEntry<'_> {
         }
     }
 
-    /// An `auth.<key>` setting as text.
+    /// An `auth.<key>` setting as text. The settings openstacksdk moves
+    /// into `auth` (see [`spellings`]) may also sit on the entry itself or
+    /// carry an old name; as there, the last spelling set wins, and the
+    /// entry's own level wins over `auth`.
     fn auth(&self, key: &str) -> Result<Option<String>, SourceError> {
-        self.text(Some("auth"), key)
+        let Some(spellings) = spellings(key) else {
+            return self.text(Some("auth"), key);
+        };
+        let mut found = None;
+        for spelling in spellings {
+            if let Some(v) = self.text(Some("auth"), spelling)? {
+                found = Some(v);
+            }
+            if let Some(v) = self.text(None, spelling)? {
+                found = Some(v);
+            }
+        }
+        Ok(found)
+    }
+
+    /// `auth_type`, or its old name `auth_plugin`; `password` when unset.
+    fn auth_type(&self) -> Result<String, SourceError> {
+        let plugin = self.text(None, "auth_plugin")?;
+        Ok(self
+            .text(None, "auth_type")?
+            .or(plugin)
+            .unwrap_or_else(|| "password".to_string()))
+    }
+
+    /// The region: `region_name`, else the first of `regions` (a name or
+    /// a mapping with `name`), as openstacksdk picks; `None` for any.
+    fn region(&self) -> Result<Option<String>, SourceError> {
+        if let Some(region) = self.text(None, "region_name")? {
+            return Ok(Some(region));
+        }
+        let first = match self.map.get("regions") {
+            None | Some(Yaml::Null) => return Ok(None),
+            Some(Yaml::Sequence(list)) => match list.first() {
+                None => return Ok(None),
+                Some(first) => first,
+            },
+            Some(_) => {
+                return Err(config(format!(
+                    "{}.regions must be a list of region names",
+                    self.origin
+                )));
+            }
+        };
+        let name = match first {
+            Yaml::Mapping(m) => m.get("name"),
+            other => Some(other),
+        };
+        match name {
+            Some(Yaml::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+            _ => Err(config(format!(
+                "{}.regions[0] must be a region name or have a name: field",
+                self.origin
+            ))),
+        }
     }
 
     /// An `auth.<key>` setting that must be set; `why` says what for.
@@ -351,6 +475,24 @@ impl<'a> CloudEntry<'a> {
     }
 }
 
+/// The other spellings openstacksdk accepts for an `auth` setting, in the
+/// order of its `_fix_backwards_auth` (the last one set wins); `None` for
+/// settings it takes only as `auth.<key>`.
+fn spellings(key: &str) -> Option<&'static [&'static str]> {
+    Some(match key {
+        "project_id" => &["tenant_id", "tenant-id", "project_id", "project-id"],
+        "project_name" => &["tenant_name", "tenant-name", "project_name", "project-name"],
+        "domain_id" => &["domain_id", "domain-id"],
+        "domain_name" => &["domain_name", "domain-name"],
+        "user_domain_id" => &["user_domain_id", "user-domain-id"],
+        "user_domain_name" => &["user_domain_name", "user-domain-name"],
+        "project_domain_id" => &["project_domain_id", "project-domain-id"],
+        "project_domain_name" => &["project_domain_name", "project-domain-name"],
+        "token" => &["auth-token", "auth_token", "token"],
+        _ => return None,
+    })
+}
+
 /// Keystone v3 `{"id": …}` or `{"name": …, "domain": …}` for a user or
 /// project, from `<prefix>_id`, `<prefix>_name` and the domain settings.
 fn named(
@@ -379,6 +521,11 @@ fn named(
         json!({ "id": id })
     } else if let Some(name) = entry.auth("domain_name")? {
         json!({ "name": name })
+    } else if let Some(id) = entry.auth("default_domain_id")? {
+        // keystoneauth's generic plugins: the domain of both when unset.
+        json!({ "id": id })
+    } else if let Some(name) = entry.auth("default_domain_name")? {
+        json!({ "name": name })
     } else {
         return Err(config(format!(
             "{}.auth.{domain_prefix}_domain_name (or _id) is missing: Keystone v3 needs the domain of {name_key}",
@@ -404,74 +551,141 @@ impl std::fmt::Debug for AuthRequest {
     }
 }
 
-/// Builds the `POST /v3/auth/tokens` body for the entry's `auth_type`.
-fn auth_request(entry: &CloudEntry<'_>) -> Result<AuthRequest, SourceError> {
-    let auth_type = entry
-        .text(None, "auth_type")?
-        .unwrap_or_else(|| "password".to_string());
-    match auth_type.as_str() {
-        "password" | "v3password" => {
-            let user = named(entry, "user", "user")?.ok_or_else(|| {
-                config(format!(
-                    "{}.auth.username (or user_id) is missing",
-                    entry.origin
-                ))
-            })?;
-            let mut user = user;
-            user["password"] =
-                Value::String(entry.required_auth("password", "auth_type password")?);
-            let scope = if let Some(project) = named(entry, "project", "project")? {
-                json!({ "project": project })
-            } else if entry.auth("system_scope")?.is_some() {
-                json!({ "system": { "all": true } })
-            } else {
-                return Err(config(format!(
-                    "{}.auth.project_name (or project_id) is missing: listing all projects' volumes needs a scoped token",
-                    entry.origin
-                )));
-            };
-            Ok(AuthRequest(json!({
-                "auth": {
-                    "identity": { "methods": ["password"], "password": { "user": user } },
-                    "scope": scope,
-                }
-            })))
-        }
-        "v3applicationcredential" | "applicationcredential" | "application_credential" => {
-            let secret = entry.required_auth(
-                "application_credential_secret",
-                "auth_type v3applicationcredential",
-            )?;
-            let credential = if let Some(id) = entry.auth("application_credential_id")? {
-                json!({ "id": id, "secret": secret })
-            } else if let Some(name) = entry.auth("application_credential_name")? {
-                let user = named(entry, "user", "user")?.ok_or_else(|| {
-                    config(format!(
-                        "{}.auth.username (or user_id) is missing: an application credential given by name needs its user",
-                        entry.origin
-                    ))
-                })?;
-                json!({ "name": name, "user": user, "secret": secret })
-            } else {
-                return Err(config(format!(
-                    "{}.auth.application_credential_id (or application_credential_name) is missing",
-                    entry.origin
-                )));
-            };
-            Ok(AuthRequest(json!({
-                "auth": {
-                    "identity": {
-                        "methods": ["application_credential"],
-                        "application_credential": credential,
+impl AuthRequest {
+    /// A failed token request as this source reports it. With the token
+    /// method, Keystone answers a token it no longer knows (expired,
+    /// revoked) with a 404 "Could not find token: <token>": that is a
+    /// refusal like a 401, and the token never reaches an error.
+    fn refused(&self, e: SourceError) -> SourceError {
+        let Some(token) = self.0["auth"]["identity"]["token"]["id"].as_str() else {
+            return e;
+        };
+        match e {
+            SourceError::BadResponse {
+                source_name,
+                url,
+                message,
+            } => {
+                if message.starts_with("HTTP 404") {
+                    SourceError::Auth {
+                        source_name,
+                        url,
+                        status: 404,
+                    }
+                } else {
+                    SourceError::BadResponse {
+                        source_name,
+                        url,
+                        message: message.replace(token, "<token>"),
                     }
                 }
-            })))
+            }
+            other => other,
         }
-        other => Err(config(format!(
-            "{}.auth_type {other:?} is not supported (use password or v3applicationcredential)",
-            entry.origin
-        ))),
     }
+}
+
+/// The `auth_type`s this source speaks, as keystoneauth names them.
+const AUTH_TYPES: &str = "password (v3password), token (v3token) or v3applicationcredential";
+
+/// Builds the `POST /v3/auth/tokens` body for the entry's `auth_type`
+/// (keystoneauth's plugin names; the generic `password` and `token` are
+/// their v3 ones, since v2.0 is refused).
+fn auth_request(entry: &CloudEntry<'_>) -> Result<AuthRequest, SourceError> {
+    let auth_type = entry.auth_type()?;
+    let body = match auth_type.as_str() {
+        "password" | "v3password" => password_auth(entry)?,
+        "token" | "v3token" => json!({
+            "auth": {
+                "identity": {
+                    "methods": ["token"],
+                    "token": { "id": entry.required_auth("token", "auth_type token")? },
+                },
+                "scope": scope(entry, "auth_type token")?,
+            }
+        }),
+        "v3applicationcredential" | "applicationcredential" | "application_credential" => {
+            application_credential_auth(entry)?
+        }
+        "v2password" | "v2token" => {
+            return Err(config(format!(
+                "{}.auth_type {auth_type:?}: Keystone v2.0 is not supported, use {AUTH_TYPES}",
+                entry.origin
+            )));
+        }
+        other => {
+            return Err(config(format!(
+                "{}.auth_type {other:?} is not supported (use {AUTH_TYPES})",
+                entry.origin
+            )));
+        }
+    };
+    Ok(AuthRequest(body))
+}
+
+/// The scope of a password or token request: the project, or the whole
+/// system with `auth.system_scope`. `why` names the auth type.
+fn scope(entry: &CloudEntry<'_>, why: &str) -> Result<Value, SourceError> {
+    if let Some(project) = named(entry, "project", "project")? {
+        Ok(json!({ "project": project }))
+    } else if entry.auth("system_scope")?.is_some() {
+        Ok(json!({ "system": { "all": true } }))
+    } else {
+        Err(config(format!(
+            "{}.auth.project_name (or project_id) is missing ({why}): listing all projects' volumes needs a scoped token",
+            entry.origin
+        )))
+    }
+}
+
+/// The `password` method's body.
+fn password_auth(entry: &CloudEntry<'_>) -> Result<Value, SourceError> {
+    let mut user = named(entry, "user", "user")?.ok_or_else(|| {
+        config(format!(
+            "{}.auth.username (or user_id) is missing (auth_type password)",
+            entry.origin
+        ))
+    })?;
+    user["password"] = Value::String(entry.required_auth("password", "auth_type password")?);
+    Ok(json!({
+        "auth": {
+            "identity": { "methods": ["password"], "password": { "user": user } },
+            "scope": scope(entry, "auth_type password")?,
+        }
+    }))
+}
+
+/// The `application_credential` method's body (the credential carries its
+/// scope).
+fn application_credential_auth(entry: &CloudEntry<'_>) -> Result<Value, SourceError> {
+    let secret = entry.required_auth(
+        "application_credential_secret",
+        "auth_type v3applicationcredential",
+    )?;
+    let credential = if let Some(id) = entry.auth("application_credential_id")? {
+        json!({ "id": id, "secret": secret })
+    } else if let Some(name) = entry.auth("application_credential_name")? {
+        let user = named(entry, "user", "user")?.ok_or_else(|| {
+            config(format!(
+                "{}.auth.username (or user_id) is missing: an application credential given by name needs its user",
+                entry.origin
+            ))
+        })?;
+        json!({ "name": name, "user": user, "secret": secret })
+    } else {
+        return Err(config(format!(
+            "{}.auth.application_credential_id (or application_credential_name) is missing",
+            entry.origin
+        )));
+    };
+    Ok(json!({
+        "auth": {
+            "identity": {
+                "methods": ["application_credential"],
+                "application_credential": credential,
+            }
+        }
+    }))
 }
 
 /// Cinder, Nova and Glance from OpenStack APIs.
@@ -516,9 +730,9 @@ impl std::fmt::Debug for OpenStackSource {
 
 impl OpenStackSource {
     /// The source for `cloud` in `clouds_file`, or, when that is `None`, in
-    /// the `clouds.yaml` openstacksdk would find (see
-    /// [`clouds_yaml_candidates`]), merged with a `secure.yaml` found the
-    /// same way. `timeout` bounds each HTTP request.
+    /// the `clouds.yaml` openstacksdk would find, merged with the
+    /// `secure.yaml` it would find (see [`find_clouds_files`]). `timeout`
+    /// bounds each HTTP request.
     pub fn from_clouds_yaml(
         cloud: &str,
         clouds_file: Option<&Path>,
@@ -526,20 +740,19 @@ impl OpenStackSource {
     ) -> Result<OpenStackSource, SourceError> {
         let env = |k: &str| std::env::var_os(k);
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-        let (path, secure) = match clouds_file {
-            Some(path) => (path.to_path_buf(), None),
-            None => (
-                find_clouds_yaml(&env, &cwd)?,
-                candidates(&env, &cwd, "OS_CLIENT_SECURE_FILE", "secure")
-                    .into_iter()
-                    .find(|p| p.is_file()),
-            ),
-        };
-        let mut doc = read_yaml(&path)?;
-        if let Some(secure) = secure {
-            merge(&mut doc, read_yaml(&secure)?);
-        }
-        OpenStackSource::from_config(cloud, &doc, &path.display().to_string(), timeout)
+        let files = find_clouds_files(&env, &cwd, clouds_file)?;
+        OpenStackSource::from_files(cloud, &files, timeout)
+    }
+
+    /// The source for `cloud` in `files.clouds` merged with
+    /// `files.secure`.
+    pub fn from_files(
+        cloud: &str,
+        files: &CloudsFiles,
+        timeout: Duration,
+    ) -> Result<OpenStackSource, SourceError> {
+        let (doc, origin) = files.load()?;
+        OpenStackSource::from_config(cloud, &doc, &origin, timeout)
     }
 
     /// The source for `cloud` in an already-parsed `clouds.yaml` document;
@@ -559,7 +772,7 @@ impl OpenStackSource {
             client: HttpClient::new(NAME, &tls, timeout)?,
             token_url,
             auth,
-            region: entry.text(None, "region_name")?,
+            region: entry.region()?,
             interface,
             session: Mutex::new(None),
         })
@@ -602,7 +815,8 @@ impl OpenStackSource {
         let response = self
             .client
             .post_json(&self.token_url, &[], &self.auth.0)
-            .await?;
+            .await
+            .map_err(|e| self.auth.refused(e))?;
         let bad = |m: String| self.client.bad_response(&self.token_url, m);
         let token = response
             .headers
@@ -1034,9 +1248,34 @@ mod tests {
         let e =
             err("clouds:\n  c:\n    auth_type: v3oidcpassword\n    auth: {auth_url: 'http://k'}\n");
         assert!(
-            e.contains("auth_type \"v3oidcpassword\" is not supported"),
+            e.contains("clouds.yaml: clouds.c.auth_type \"v3oidcpassword\" is not supported (use password (v3password), token (v3token) or v3applicationcredential)"),
             "{e}"
         );
+        let e = err("clouds:\n  c:\n    auth_type: v2password\n    auth: {auth_url: 'http://k'}\n");
+        assert!(
+            e.contains("clouds.c.auth_type \"v2password\": Keystone v2.0 is not supported"),
+            "{e}"
+        );
+        let e = err(
+            "clouds:\n  c:\n    auth_type: token\n    auth: {auth_url: 'http://k', project_id: p}\n",
+        );
+        assert!(
+            e.contains("clouds.yaml: clouds.c.auth.token is missing (auth_type token)"),
+            "{e}"
+        );
+        let e = err(
+            "clouds:\n  c:\n    auth_type: token\n    auth: {auth_url: 'http://k', token: t}\n",
+        );
+        assert!(
+            e.contains("clouds.c.auth.project_name (or project_id) is missing (auth_type token)"),
+            "{e}"
+        );
+        let e = err("clouds:\n  c:\n    auth_type: [token]\n    auth: {auth_url: 'http://k'}\n");
+        assert!(e.contains("clouds.c.auth_type must be a string"), "{e}");
+        let e = err(
+            "clouds:\n  c:\n    tenant_name: [x]\n    auth: {auth_url: 'http://k', user_id: u, password: p}\n",
+        );
+        assert!(e.contains("clouds.c.tenant_name must be a string"), "{e}");
         let e = err(
             "clouds:\n  c:\n    auth_type: v3applicationcredential\n    auth: {auth_url: 'http://k', application_credential_id: x}\n",
         );
@@ -1060,6 +1299,79 @@ mod tests {
         assert!(e.contains("clouds.c.auth.auth_url must be a string"), "{e}");
         let e = err("clouds: []\n");
         assert!(e.contains("clouds must be a mapping"), "{e}");
+    }
+
+    #[test]
+    fn token_auth_body_and_spellings() {
+        for auth_type in ["token", "v3token"] {
+            let s = source(&format!(
+                "clouds:\n  c:\n    auth_type: {auth_type}\n    auth:\n      auth_url: https://k:5000/v3\n      token: tok-123\n      project_id: p1\n"
+            ))
+            .expect("source");
+            assert_eq!(
+                s.auth.0,
+                json!({"auth": {
+                    "identity": {"methods": ["token"], "token": {"id": "tok-123"}},
+                    "scope": {"project": {"id": "p1"}}
+                }})
+            );
+            assert!(!format!("{s:?}").contains("tok-123"), "{s:?}");
+        }
+        // openstacksdk's other spellings: auth_plugin, auth_token,
+        // tenant_name, settings on the entry itself (which win over auth),
+        // and keystoneauth's default_domain_id.
+        let s = source(
+            "clouds:\n  c:\n    auth_plugin: token\n    project_name: ops\n    auth:\n      auth_url: https://k\n      auth_token: tok\n      tenant_name: old\n      project_name: overridden\n      default_domain_id: default\n",
+        )
+        .expect("source");
+        assert_eq!(s.auth.0["auth"]["identity"]["token"], json!({"id": "tok"}));
+        assert_eq!(
+            s.auth.0["auth"]["scope"],
+            json!({"project": {"name": "ops", "domain": {"id": "default"}}})
+        );
+        let s = source(
+            "clouds:\n  c:\n    auth_type: v3password\n    project_id: 9\n    auth: {auth_url: 'https://k', user_id: u, password: p}\n",
+        )
+        .expect("source");
+        assert_eq!(s.auth.0["auth"]["scope"], json!({"project": {"id": "9"}}));
+        // With tenant_name and project_name both set, project_name wins.
+        let s = source(
+            "clouds:\n  c:\n    auth: {auth_url: 'https://k', user_id: u, password: p, project_name: new, tenant_name: old, domain_name: D}\n",
+        )
+        .expect("source");
+        assert_eq!(s.auth.0["auth"]["scope"]["project"]["name"], json!("new"));
+    }
+
+    #[test]
+    fn region_from_region_name_or_the_first_of_regions() {
+        let auth = "    auth: {auth_url: 'https://k', user_id: u, password: p, project_id: x}\n";
+        let region =
+            |extra: &str| source(&format!("clouds:\n  c:\n{extra}{auth}")).map(|s| s.region);
+        assert_eq!(region("").expect("none"), None);
+        assert_eq!(
+            region("    region_name: R2\n    regions: [R1, R2]\n").expect("name"),
+            Some("R2".to_string())
+        );
+        assert_eq!(
+            region("    regions: [R1, R2]\n").expect("list"),
+            Some("R1".to_string())
+        );
+        assert_eq!(
+            region("    regions:\n      - name: R3\n        values: {}\n").expect("map"),
+            Some("R3".to_string())
+        );
+        let e = region("    regions: R1\n").unwrap_err().to_string();
+        assert!(
+            e.contains("clouds.yaml: clouds.c.regions must be a list"),
+            "{e}"
+        );
+        let e = region("    regions: [{values: {}}]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("clouds.yaml: clouds.c.regions[0] must be"),
+            "{e}"
+        );
     }
 
     #[test]
