@@ -203,9 +203,11 @@ impl RadosConn {
             let problem = (rc != -libc_errno::ETIMEDOUT)
                 .then(|| key_problem(&handle, opts, loaded_ceph_version()))
                 .flatten();
-            if rc == -libc_errno::ENOENT {
+            // librados' answer when it found no mon address it could use:
+            // -ENOENT (none given) or -EINVAL (a host name did not resolve).
+            if rc == -libc_errno::ENOENT || rc == -libc_errno::EINVAL {
                 message = format!(
-                    "{message}: no mon address to connect to (does every host name of \
+                    "{message}: no usable mon address (does every host name of \
                      --ceph.mon-host or ceph.conf's mon_host resolve?)"
                 );
             }
