@@ -285,6 +285,8 @@ fn bad_keys_and_mon_hosts_are_refused_naming_the_flag_and_never_print_the_key() 
     );
     assert_eq!(r.code, Some(2), "{}", r.out);
     assert!(r.out.contains("rejected client.admin"), "{}", r.out);
+    // One line: librados' own messages stay off stderr without a ceph.conf too.
+    assert_eq!(r.out.trim().lines().count(), 1, "{}", r.out);
     assert_no_key(&r.out, &keys, "a wrong key");
 
     // The same wrong key from the variable.
@@ -369,9 +371,26 @@ fn bad_keys_and_mon_hosts_are_refused_naming_the_flag_and_never_print_the_key() 
 
     // Neither a key nor a ceph.conf: the keyring librados would search is
     // missing, and the message says how to give the key.
-    let r = run_bounded(bare_exporter(&["--ceph.mon-host", &mon], &[]), limit);
-    assert_eq!(r.code, Some(2), "{}", r.out);
-    assert!(r.out.contains("--ceph.key-file"), "{}", r.out);
+    // (librados' default keyrings, with the cluster named `ceph`).
+    let defaults = [
+        "ceph.client.admin.keyring",
+        "ceph.keyring",
+        "keyring",
+        "keyring.bin",
+    ];
+    if defaults
+        .iter()
+        .all(|f| !Path::new("/etc/ceph").join(f).exists())
+    {
+        let r = run_bounded(bare_exporter(&["--ceph.mon-host", &mon], &[]), limit);
+        assert_eq!(r.code, Some(2), "{}", r.out);
+        assert!(
+            r.out.contains("/etc/ceph/ceph.client.admin.keyring"),
+            "{}",
+            r.out
+        );
+        assert!(r.out.contains("--ceph.key-file"), "{}", r.out);
+    }
 
     // A mon where nothing listens: the connect timeout, within
     // --ceph.op-timeout (plus start-up).
@@ -423,4 +442,48 @@ fn bad_keys_and_mon_hosts_are_refused_naming_the_flag_and_never_print_the_key() 
         "{}",
         r.out
     );
+}
+
+/// An `aes256k` key (Ceph 20's default) in the key file, with a librados
+/// that cannot read it: refused at start naming the key file, as for a
+/// keyring (tests/keytype.rs). No cluster needed: the mon is nowhere.
+#[test]
+fn an_unreadable_key_type_in_the_key_file_is_named() {
+    use base64::Engine as _;
+    use ceph_rbd_exporter::ceph::{KeyType, loaded_ceph_version};
+    let version = loaded_ceph_version().expect("the loaded librados' version");
+    if KeyType::Aes256k.readable_by(version) != Some(false) {
+        eprintln!("SKIPPED: librados {version} reads aes256k keys");
+        return;
+    }
+    // `CryptoKey::encode`: u16 type 2, created (u32, u32), u16 length, secret.
+    let mut bytes = 2u16.to_le_bytes().to_vec();
+    bytes.extend(1_779_000_000u32.to_le_bytes());
+    bytes.extend(0u32.to_le_bytes());
+    bytes.extend(32u16.to_le_bytes());
+    bytes.extend((0..32u8).map(|i| i ^ 0x5a));
+    let key = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let dir = Scratch(scratch_dir("mon-host-aes256k"));
+    let key_file = write(&dir.0, "key", &key);
+    let r = run_bounded(
+        bare_exporter(
+            &[
+                "--ceph.mon-host",
+                "v2:127.0.0.1:1",
+                "--ceph.key-file",
+                key_file.to_str().unwrap(),
+            ],
+            &[],
+        ),
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.code, Some(2), "{}", r.out);
+    assert!(
+        r.out
+            .contains(&format!("--ceph.key-file {}", key_file.display()))
+            && r.out.contains("aes256k"),
+        "{}",
+        r.out
+    );
+    assert_no_key(&r.out, &[&key], "an aes256k key");
 }

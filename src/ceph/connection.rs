@@ -132,8 +132,26 @@ impl RadosConn {
     fn configured_handle(opts: &ConnectOptions) -> Result<ClusterHandle, Error> {
         let user = cstring(&opts.user, "--ceph.user")?;
         let mut raw: rados_t = std::ptr::null_mut();
-        // SAFETY: plain FFI calls with valid C strings and out-pointers.
-        let rc = unsafe { sys::rados_create(&mut raw, user.as_ptr()) };
+        // Without a ceph.conf, the cluster is named `ceph` (librados takes
+        // the name from the config file's, so `$cluster` in the default
+        // keyring paths would be empty), and an empty config is read:
+        // librados applies its logging settings only once a file is read,
+        // and prints its errors to stderr until then. Ceph reads
+        // /dev/null as an empty file (`ConfFile::parse_file`).
+        let (conf, rc) = match &opts.conf_path {
+            Some(path) => {
+                let conf = cstring(path, "--ceph.config")?;
+                // SAFETY: plain FFI calls with valid C strings and out-pointers.
+                (conf, unsafe { sys::rados_create(&mut raw, user.as_ptr()) })
+            }
+            None => {
+                let name = cstring(&format!("client.{}", opts.user), "--ceph.user")?;
+                let cluster = cstring("ceph", "cluster")?;
+                let rc =
+                    unsafe { sys::rados_create2(&mut raw, cluster.as_ptr(), name.as_ptr(), 0) };
+                (cstring("/dev/null", "config")?, rc)
+            }
+        };
         if rc < 0 {
             return Err(Error::Config(format!(
                 "cannot create a rados handle for client.{}: {}",
@@ -142,15 +160,13 @@ impl RadosConn {
             )));
         }
         let handle = ClusterHandle(raw);
-        if let Some(path) = &opts.conf_path {
-            let conf = cstring(path, "--ceph.config")?;
-            let rc = unsafe { sys::rados_conf_read_file(handle.0, conf.as_ptr()) };
-            if rc < 0 {
-                return Err(Error::Config(format!(
-                    "cannot parse ceph config {path}: {}",
-                    crate::error::errno_text(rc)
-                )));
-            }
+        let rc = unsafe { sys::rados_conf_read_file(handle.0, conf.as_ptr()) };
+        if rc < 0 {
+            return Err(Error::Config(format!(
+                "cannot parse ceph config {}: {}",
+                conf.to_string_lossy(),
+                crate::error::errno_text(rc)
+            )));
         }
         if let Some(mon_host) = &opts.mon_host {
             conf_set(&handle, "mon_host", &mon_host.conf_value())
