@@ -68,7 +68,7 @@ fn bare_exporter(args: &[&str], env: &[(&str, &str)]) -> Command {
         cmd.env("LD_LIBRARY_PATH", v);
     }
     cmd.envs(env.iter().copied());
-    if Path::new("/etc/ceph/ceph.conf").exists() {
+    if Path::new("/etc/ceph/ceph.conf").exists() && !args.contains(&"--ceph.config") {
         let empty =
             std::env::temp_dir().join(format!("mon-host-empty-{}.conf", std::process::id()));
         std::fs::write(&empty, "").unwrap();
@@ -486,4 +486,39 @@ fn an_unreadable_key_type_in_the_key_file_is_named() {
         r.out
     );
     assert_no_key(&r.out, &[&key], "an aes256k key");
+}
+
+/// A ceph.conf named with --ceph.config is read, and --ceph.mon-host and
+/// the key override its mon address and keyring.
+#[test]
+fn mon_host_and_key_override_a_named_ceph_conf() {
+    let dir = Scratch(scratch_dir("mon-host-override"));
+    let wrong_ring = write(
+        &dir.0,
+        "wrong.keyring",
+        &format!("[client.admin]\n\tkey = {WRONG_KEY}\n"),
+    );
+    let key_file = write(&dir.0, "admin.key", &key_of("client.admin"));
+    let stale = common::conf_variant(
+        "mon-host-stale-conf",
+        wrong_ring.to_str().unwrap(),
+        Some("v2:127.0.0.1:1"),
+    );
+    let dump = |extra: &[&str]| {
+        let mut cmd = bare_exporter(&["--ceph.config", &stale, "--ceph.op-timeout", "5s"], &[]);
+        cmd.args(extra).arg("dump");
+        run_bounded(cmd, Duration::from_secs(60))
+    };
+    // The stale ceph.conf alone cannot work ...
+    let r = dump(&[]);
+    assert_ne!(r.code, Some(0), "{}", r.out);
+    // ... with the flags it does.
+    let r = dump(&[
+        "--ceph.mon-host",
+        &mon_addr(),
+        "--ceph.key-file",
+        key_file.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, Some(0), "{}", r.out);
+    assert!(r.out.contains("\"pool\""), "{}", r.out);
 }
