@@ -22,8 +22,8 @@ target="$PWD/target/$release"
 # The differential test against this release's rbd CLI JSON, the field scenarios
 # (watchers, locks, clones v1/v2, trash, namespaces), the running exporter, the
 # read-only caps, explain and its goldens, the verdict cases, the release's own
-# regressions, and the key-type check.
-tests=${RELEASE_TESTS:---test cluster --test explain --test verdicts --test keytype --test releases --test mirror --test incremental}
+# regressions, the key-type check, and connecting without a ceph.conf (mon_host).
+tests=${RELEASE_TESTS:---test cluster --test explain --test verdicts --test keytype --test releases --test mirror --test incremental --test mon_host}
 
 in_chroot() { bash scripts/chroot.sh run "$release" "$@"; }
 cleanup() {

@@ -3,7 +3,7 @@
 //! Every flag has an environment twin.
 
 use crate::analysis::Settings;
-use crate::ceph::ConnectOptions;
+use crate::ceph::{ConnectOptions, KEY_ENV, KeySource, MonHost};
 use crate::cycle::CycleConfig;
 use crate::error::Error;
 use crate::metrics::RenderOptions;
@@ -49,17 +49,40 @@ pub struct Cli {
 /// How to reach the cluster; lowers into [`ConnectOptions`].
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterArgs {
-    /// Path of ceph.conf.
+    /// Path of ceph.conf [default: /etc/ceph/ceph.conf]. With
+    /// --ceph.mon-host the default one is read only if it exists; a file
+    /// named here is always read, and --ceph.mon-host and the key override
+    /// it.
     #[arg(
         long = "ceph.config",
         env = "CEPH_RBD_EXPORTER_CEPH_CONFIG",
-        default_value = "/etc/ceph/ceph.conf",
+        value_name = "PATH",
         global = true
     )]
-    pub ceph_config: String,
+    pub ceph_config: Option<String>,
+
+    /// Mon addresses, instead of ceph.conf's mon_host: Ceph's syntax
+    /// (`10.0.0.1:6789,10.0.0.2`, `[v2:10.0.0.1:3300,v1:10.0.0.1:6789]`,
+    /// `[fd00::1]:3300`, host names) or the `data` of Rook's
+    /// rook-ceph-mon-endpoints ConfigMap (`a=10.0.0.1:6789,b=...`).
+    #[arg(long = "ceph.mon-host", env = "CEPH_RBD_EXPORTER_CEPH_MON_HOST", value_name = "ADDRS", value_parser = MonHost::parse, global = true)]
+    pub ceph_mon_host: Option<MonHost>,
+
+    /// File holding the cephx key of --ceph.user: the bare base64 key (a
+    /// Kubernetes Secret mounted as a file) or a keyring; no keyring is
+    /// searched for then. Or set the key itself in
+    /// CEPH_RBD_EXPORTER_CEPH_KEY (not both).
+    #[arg(
+        long = "ceph.key-file",
+        env = "CEPH_RBD_EXPORTER_CEPH_KEY_FILE",
+        value_name = "PATH",
+        global = true
+    )]
+    pub ceph_key_file: Option<std::path::PathBuf>,
 
     /// Ceph client id to connect as, without `client.` (its keyring is found
-    /// through ceph.conf).
+    /// through ceph.conf, unless --ceph.key-file or
+    /// CEPH_RBD_EXPORTER_CEPH_KEY gives its key).
     #[arg(
         long = "ceph.user",
         env = "CEPH_RBD_EXPORTER_CEPH_USER",
@@ -312,15 +335,41 @@ impl AttributionArgs {
     }
 }
 
+/// The ceph.conf read when --ceph.config is not given.
+pub const DEFAULT_CEPH_CONFIG: &str = "/etc/ceph/ceph.conf";
+
 impl ClusterArgs {
-    /// The connection options these flags ask for.
-    pub fn connect_options(&self) -> ConnectOptions {
-        ConnectOptions {
-            conf_path: self.ceph_config.clone(),
+    /// The connection options these flags and `CEPH_RBD_EXPORTER_CEPH_KEY`
+    /// ask for.
+    pub fn connect_options(&self) -> Result<ConnectOptions, Error> {
+        self.connect_options_with(std::env::var_os(KEY_ENV))
+    }
+
+    /// [`connect_options`](Self::connect_options) with the key variable's
+    /// value given. A key file and the key variable together are refused.
+    pub fn connect_options_with(
+        &self,
+        key_env: Option<std::ffi::OsString>,
+    ) -> Result<ConnectOptions, Error> {
+        let key = KeySource::from_flag_and_env(self.ceph_key_file.as_deref(), key_env)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let conf_path = match &self.ceph_config {
+            Some(path) => Some(path.clone()),
+            None if self.ceph_mon_host.is_some()
+                && !std::path::Path::new(DEFAULT_CEPH_CONFIG).exists() =>
+            {
+                None
+            }
+            None => Some(DEFAULT_CEPH_CONFIG.to_string()),
+        };
+        Ok(ConnectOptions {
+            conf_path,
             user: self.ceph_user.clone(),
+            mon_host: self.ceph_mon_host.clone(),
+            key,
             op_timeout: self.ceph_op_timeout,
             max_ops_per_second: self.sample_max_ops_per_second,
-        }
+        })
     }
 }
 
@@ -685,5 +734,59 @@ mod tests {
             err.contains("--openstack.clouds-file c.yaml") && err.contains("OS_CLOUD"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn mon_host_and_key_flags() {
+        for bad in ["", "10.0.0.1:99999", "mon!", "a=", "[v2:10.0.0.1:3300"] {
+            let flag = format!("--ceph.mon-host={bad}");
+            let err = Cli::try_parse_from(["x", flag.as_str()]).unwrap_err();
+            assert!(err.to_string().contains("--ceph.mon-host"), "{bad}: {err}");
+        }
+        let cli = Cli::try_parse_from(["x", "--ceph.mon-host", "a=10.0.0.1:6789,b=10.0.0.2:6789"])
+            .unwrap();
+        let opts = cli.cluster.connect_options_with(None).unwrap();
+        assert_eq!(
+            opts.mon_host.as_ref().map(|m| m.conf_value()),
+            Some("10.0.0.1:6789,10.0.0.2:6789".to_string())
+        );
+        // The default ceph.conf is skipped only when absent.
+        let default_exists = std::path::Path::new(DEFAULT_CEPH_CONFIG).exists();
+        assert_eq!(opts.conf_path.is_some(), default_exists);
+        assert!(opts.key.is_none());
+
+        // Without --ceph.mon-host, as before: the default ceph.conf, always.
+        let opts = Cli::try_parse_from(["x"])
+            .unwrap()
+            .cluster
+            .connect_options_with(None)
+            .unwrap();
+        assert_eq!(opts.conf_path.as_deref(), Some(DEFAULT_CEPH_CONFIG));
+        assert!(opts.mon_host.is_none());
+
+        // A ceph.conf named is read, mon host or not.
+        let cli = Cli::try_parse_from(["x", "--ceph.mon-host", "10.0.0.1", "--ceph.config", "/c"])
+            .unwrap();
+        let opts = cli.cluster.connect_options_with(None).unwrap();
+        assert_eq!(opts.conf_path.as_deref(), Some("/c"));
+
+        // The key: from the variable, never in Debug; not with a key file.
+        let key = "AQBSdFhjAAAAABAAhSmw1uU1nqzOq6W3W6gG8A==";
+        let opts = cli.cluster.connect_options_with(Some(key.into())).unwrap();
+        assert!(matches!(opts.key, Some(KeySource::Env(_))));
+        assert!(!format!("{opts:?} {cli:?}").contains("AQBS"));
+        let cli = Cli::try_parse_from(["x", "--ceph.key-file", "/k"]).unwrap();
+        let err = cli
+            .cluster
+            .connect_options_with(Some(key.into()))
+            .unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.contains("--ceph.key-file") && err.contains(KEY_ENV),
+            "{err}"
+        );
+        assert!(!err.contains("AQBS"), "{err}");
+        let opts = cli.cluster.connect_options_with(None).unwrap();
+        assert_eq!(opts.key, Some(KeySource::File("/k".into())));
     }
 }

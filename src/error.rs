@@ -16,7 +16,8 @@ pub enum Error {
     Connect {
         /// Client id.
         user: String,
-        /// Path of ceph.conf.
+        /// What it connected with: the ceph.conf path and/or the mon
+        /// addresses (`ConnectOptions::describe`).
         conf: String,
         /// What librados said.
         message: String,

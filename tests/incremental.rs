@@ -33,8 +33,10 @@ fn connect() -> Arc<RadosConn> {
 
 fn connect_as(conf_path: &str, user: &str) -> Arc<RadosConn> {
     let opts = ConnectOptions {
-        conf_path: conf_path.to_string(),
+        conf_path: Some(conf_path.to_string()),
         user: user.into(),
+        mon_host: None,
+        key: None,
         op_timeout: Duration::from_secs(10),
         max_ops_per_second: None,
     };

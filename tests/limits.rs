@@ -29,8 +29,10 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn connect(max_ops_per_second: Option<f64>) -> Arc<RadosConn> {
     let opts = ConnectOptions {
-        conf_path: conf(),
+        conf_path: Some(conf()),
         user: "admin".into(),
+        mon_host: None,
+        key: None,
         op_timeout: Duration::from_secs(10),
         max_ops_per_second,
     };

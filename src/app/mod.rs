@@ -17,7 +17,7 @@ pub const EXIT_CONFIG: u8 = 2;
 /// Runs what the command line asks for. Configuration errors come back as
 /// [`Error::Config`] (exit code [`EXIT_CONFIG`]).
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let opts = cli.cluster.connect_options();
+    let opts = cli.cluster.connect_options()?;
     RadosConn::preflight(&opts)?;
     let attributor = setup::attributor(&cli.attribution)?;
     let cycle = crate::cycle::Cycle::new(cli.sampling.cycle_config(), attributor);

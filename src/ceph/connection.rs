@@ -7,6 +7,7 @@
 //! Connection set-up goes through the `ceph` crate's raw bindings; the
 //! compound reads the sampler makes are in `conn_impl.rs`.
 
+use super::access::{KeySource, MonHost};
 use super::batch::Ioctx;
 use super::decode::DecodeError;
 use super::keytype::{CephVersion, KeyProblem, KeyType, keyring_keys, loaded_ceph_version};
@@ -25,16 +26,36 @@ use std::time::Duration;
 /// How to reach the cluster.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    /// Path of ceph.conf.
-    pub conf_path: String,
+    /// Path of ceph.conf; `None` reads none (with `mon_host`, when no
+    /// `--ceph.config` was given and the default one is absent).
+    pub conf_path: Option<String>,
     /// Client id without `client.`.
     pub user: String,
+    /// The mon addresses (`--ceph.mon-host`); they override ceph.conf's.
+    pub mon_host: Option<MonHost>,
+    /// The cephx key given directly (`--ceph.key-file`,
+    /// `CEPH_RBD_EXPORTER_CEPH_KEY`); it overrides ceph.conf's keyring,
+    /// and no keyring is searched for.
+    pub key: Option<KeySource>,
     /// Bound on every mon and OSD op, and on the initial connect.
     pub op_timeout: Duration,
     /// Most RADOS operations sent per second, across every pool and task
     /// (`--sample.max-ops-per-second`); `None` sends as fast as the in-flight
     /// bound allows.
     pub max_ops_per_second: Option<f64>,
+}
+
+impl ConnectOptions {
+    /// What the connection is made with, for messages: the ceph.conf path
+    /// and/or `--ceph.mon-host ADDRS` (never the key).
+    pub fn describe(&self) -> String {
+        match (&self.conf_path, &self.mon_host) {
+            (Some(conf), None) => conf.clone(),
+            (Some(conf), Some(mons)) => format!("{conf} and --ceph.mon-host {mons}"),
+            (None, Some(mons)) => format!("--ceph.mon-host {mons}"),
+            (None, None) => "librados' defaults (no ceph.conf)".to_string(),
+        }
+    }
 }
 
 /// A connected librados handle.
@@ -71,13 +92,14 @@ impl Drop for ClusterHandle {
 
 impl RadosConn {
     /// Checks what can be checked without the network: the config file and
-    /// keyring are readable, and the loaded librados can read the key it is
-    /// to load (see [`KeyProblem`]). Errors here are fatal at start, and
-    /// print as one line.
+    /// keyring (or the key file) are readable, and the loaded librados can
+    /// read the key it is to load (see [`KeyProblem`]). Errors here are
+    /// fatal at start, and print as one line.
     pub fn preflight(opts: &ConnectOptions) -> Result<(), Error> {
-        std::fs::File::open(&opts.conf_path).map_err(|e| {
-            Error::Config(format!("cannot read ceph config {}: {e}", opts.conf_path))
-        })?;
+        if let Some(path) = &opts.conf_path {
+            std::fs::File::open(path)
+                .map_err(|e| Error::Config(format!("cannot read ceph config {path}: {e}")))?;
+        }
         let version = loaded_ceph_version();
         let handle = Self::configured_handle(opts)?;
         let keyring = conf_get(&handle, "keyring").unwrap_or_default();
@@ -91,24 +113,45 @@ impl RadosConn {
                 .collect();
             if readable.is_empty() {
                 return Err(Error::Config(format!(
-                    "no readable keyring for client.{} (looked in: {})",
+                    "no readable keyring for client.{} (looked in: {}); name one in ceph.conf \
+                     (`keyring = PATH`), or give the key with --ceph.key-file or {}",
                     opts.user,
-                    candidates.join(", ")
+                    candidates.join(", "),
+                    super::access::KEY_ENV
                 )));
             }
         }
-        match key_problem(&handle, &opts.user, version) {
+        match key_problem(&handle, opts, version) {
             Some(problem) if problem.certain() => Err(Error::Config(problem.message())),
             _ => Ok(()),
         }
     }
 
+    /// A handle with ceph.conf read (if any), then the mon addresses and
+    /// key given directly, then the exporter's own settings.
     fn configured_handle(opts: &ConnectOptions) -> Result<ClusterHandle, Error> {
         let user = cstring(&opts.user, "--ceph.user")?;
-        let conf = cstring(&opts.conf_path, "--ceph.config")?;
         let mut raw: rados_t = std::ptr::null_mut();
-        // SAFETY: plain FFI calls with valid C strings and out-pointers.
-        let rc = unsafe { sys::rados_create(&mut raw, user.as_ptr()) };
+        // Without a ceph.conf, the cluster is named `ceph` (librados takes
+        // the name from the config file's, so `$cluster` in the default
+        // keyring paths would be empty), and an empty config is read:
+        // librados applies its logging settings only once a file is read,
+        // and prints its errors to stderr until then. Ceph reads
+        // /dev/null as an empty file (`ConfFile::parse_file`).
+        let (conf, rc) = match &opts.conf_path {
+            Some(path) => {
+                let conf = cstring(path, "--ceph.config")?;
+                // SAFETY: plain FFI calls with valid C strings and out-pointers.
+                (conf, unsafe { sys::rados_create(&mut raw, user.as_ptr()) })
+            }
+            None => {
+                let name = cstring(&format!("client.{}", opts.user), "--ceph.user")?;
+                let cluster = cstring("ceph", "cluster")?;
+                let rc =
+                    unsafe { sys::rados_create2(&mut raw, cluster.as_ptr(), name.as_ptr(), 0) };
+                (cstring("/dev/null", "config")?, rc)
+            }
+        };
         if rc < 0 {
             return Err(Error::Config(format!(
                 "cannot create a rados handle for client.{}: {}",
@@ -121,9 +164,26 @@ impl RadosConn {
         if rc < 0 {
             return Err(Error::Config(format!(
                 "cannot parse ceph config {}: {}",
-                opts.conf_path,
+                conf.to_string_lossy(),
                 crate::error::errno_text(rc)
             )));
+        }
+        if let Some(mon_host) = &opts.mon_host {
+            conf_set(&handle, "mon_host", &mon_host.conf_value())
+                .map_err(|why| Error::Config(format!("--ceph.mon-host {mon_host}: {why}")))?;
+        }
+        if let Some(source) = &opts.key {
+            let key = source
+                .load(&opts.user)
+                .map_err(|e| Error::Config(e.to_string()))?;
+            // The key wins over any keyfile or keyring (ceph
+            // `KeyRing::from_ceph_context`); an empty keyring keeps librados
+            // from searching the default ones at all.
+            for (option, value) in [("key", key.expose()), ("keyfile", ""), ("keyring", "")] {
+                conf_set(&handle, option, value).map_err(|why| {
+                    Error::Config(format!("{}: librados refused it: {why}", source.origin()))
+                })?;
+            }
         }
         let secs = opts.op_timeout.as_secs_f64().max(1.0).to_string();
         for (key, value) in [
@@ -134,15 +194,8 @@ impl RadosConn {
             ("log_to_stderr", "false"),
             ("err_to_stderr", "false"),
         ] {
-            let k = cstring(key, "option")?;
-            let v = cstring(value, "option value")?;
-            let rc = unsafe { sys::rados_conf_set(handle.0, k.as_ptr(), v.as_ptr()) };
-            if rc < 0 {
-                return Err(Error::Config(format!(
-                    "cannot set {key}={value}: {}",
-                    crate::error::errno_text(rc)
-                )));
-            }
+            conf_set(&handle, key, value)
+                .map_err(|why| Error::Config(format!("cannot set {key}={value}: {why}")))?;
         }
         Ok(handle)
     }
@@ -164,8 +217,16 @@ impl RadosConn {
             // A key librados cannot parse fails the connect at once (error
             // -5 with Ceph 16.2); after a timeout, the key was loaded.
             let problem = (rc != -libc_errno::ETIMEDOUT)
-                .then(|| key_problem(&handle, &opts.user, loaded_ceph_version()))
+                .then(|| key_problem(&handle, opts, loaded_ceph_version()))
                 .flatten();
+            // librados' answer when it found no mon address it could use:
+            // -ENOENT (none given) or -EINVAL (a host name did not resolve).
+            if rc == -libc_errno::ENOENT || rc == -libc_errno::EINVAL {
+                message = format!(
+                    "{message}: no usable mon address (does every host name of \
+                     --ceph.mon-host or ceph.conf's mon_host resolve?)"
+                );
+            }
             if let Some(problem) = problem {
                 if problem.certain() {
                     return Err(Error::Config(problem.message()));
@@ -174,7 +235,7 @@ impl RadosConn {
             }
             return Err(Error::Connect {
                 user: opts.user.clone(),
-                conf: opts.conf_path.clone(),
+                conf: opts.describe(),
                 message,
             });
         }
@@ -365,14 +426,15 @@ fn search_path(keyring: &str) -> Vec<&str> {
 /// file, and one key it cannot read fails it all).
 fn key_problem(
     handle: &ClusterHandle,
-    user: &str,
+    opts: &ConnectOptions,
     version: Option<CephVersion>,
 ) -> Option<KeyProblem> {
-    let wanted = format!("client.{user}");
+    let wanted = format!("client.{}", opts.user);
     let option = |name: &str| conf_get(handle, name).filter(|v| !v.trim().is_empty());
     let (origin, keys) = if let Some(key) = option("key") {
         let keys = vec![(wanted.clone(), KeyType::of_base64(&key))];
-        ("the key option".to_string(), keys)
+        let origin = opts.key.as_ref().map(KeySource::origin);
+        (origin.unwrap_or_else(|| "the key option".to_string()), keys)
     } else if let Some(path) = option("keyfile") {
         let keys = vec![(wanted.clone(), KeyType::of_base64(&read_small(&path)?))];
         (format!("keyfile {path}"), keys)
@@ -396,6 +458,19 @@ fn read_small(path: &str) -> Option<String> {
         .read_to_end(&mut bytes)
         .ok()?;
     Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Sets a librados option; the error is librados' (never the value, which
+/// may be the key).
+fn conf_set(handle: &ClusterHandle, key: &str, value: &str) -> Result<(), String> {
+    let k = CString::new(key).map_err(|_| "the option name holds a NUL byte".to_string())?;
+    let v = CString::new(value).map_err(|_| "the value holds a NUL byte".to_string())?;
+    // SAFETY: valid handle and C strings.
+    let rc = unsafe { sys::rados_conf_set(handle.0, k.as_ptr(), v.as_ptr()) };
+    if rc < 0 {
+        return Err(crate::error::errno_text(rc));
+    }
+    Ok(())
 }
 
 fn conf_get(handle: &ClusterHandle, key: &str) -> Option<String> {

@@ -132,6 +132,25 @@ const KEY_BASE64: GeneralPurpose = GeneralPurpose::new(
 /// `key=...` and `key = ...` are alike, quotes around a value and comments
 /// (`#`, `;`) are dropped. A binary keyring gives nothing.
 pub fn keyring_keys(text: &str) -> Vec<(String, KeyType)> {
+    keyring_entries(text)
+        .into_iter()
+        .map(|(entity, value)| (entity.to_string(), KeyType::of_base64(value)))
+        .collect()
+}
+
+/// The text of `entity`'s key in a plain-text keyring (the last `key` line
+/// of its section, as librados takes it), for `--ceph.key-file`.
+pub(super) fn keyring_key(text: &str, entity: &str) -> Option<String> {
+    keyring_entries(text)
+        .into_iter()
+        .rev()
+        .find(|(e, _)| *e == entity)
+        .map(|(_, value)| value.to_string())
+}
+
+/// The `key` lines of a plain-text keyring as (entity, value), in file
+/// order (see [`keyring_keys`]).
+fn keyring_entries(text: &str) -> Vec<(&str, &str)> {
     let mut keys = Vec::new();
     let mut section: Option<&str> = None;
     for line in text.lines().map(str::trim) {
@@ -146,7 +165,7 @@ pub fn keyring_keys(text: &str) -> Vec<(String, KeyType)> {
             continue;
         };
         if name.trim() == "key" && entity != "global" {
-            keys.push((entity.to_string(), KeyType::of_base64(key_value(value))));
+            keys.push((entity, key_value(value)));
         }
     }
     keys

@@ -5,6 +5,9 @@
 //!
 //! * `connection.rs`: [`ConnectOptions`], [`RadosConn`]'s set-up, the
 //!   cluster handle, mon commands and their JSON replies;
+//! * `access.rs`: reaching the cluster without a ceph.conf: the checked
+//!   mon addresses of `--ceph.mon-host` ([`MonHost`]) and the cephx key of
+//!   `--ceph.key-file` or `CEPH_RBD_EXPORTER_CEPH_KEY` ([`KeySource`]);
 //! * `conn_impl.rs`: the [`Conn`] implementation of [`RadosConn`] (the
 //!   compound reads);
 //! * `throttle.rs`: in-flight accounting and the ops-per-second pacer;
@@ -17,6 +20,7 @@
 //!   turn decoded replies into the model's types;
 //! * [`fake`]: an in-memory cluster implementing [`Conn`], for tests.
 
+mod access;
 mod batch;
 mod conn_impl;
 mod connection;
@@ -27,6 +31,7 @@ mod keytype;
 mod rbd;
 mod throttle;
 
+pub use access::{AccessError, CephKey, KEY_ENV, KeySource, MonHost};
 pub use connection::{ConnectOptions, RadosConn};
 pub use keytype::{
     CephVersion, KeyProblem, KeyType, keyring_key_type, keyring_keys, loaded_ceph_version,

@@ -32,8 +32,10 @@ impl Library {
     pub fn connect(conf: &str, rt: Runtime) -> Library {
         let conn = Arc::new(
             RadosConn::connect(&ConnectOptions {
-                conf_path: conf.to_string(),
+                conf_path: Some(conf.to_string()),
                 user: "admin".into(),
+                mon_host: None,
+                key: None,
                 op_timeout: Duration::from_secs(30),
                 max_ops_per_second: None,
             })
