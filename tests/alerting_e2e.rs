@@ -20,8 +20,9 @@
 //!   and the commands for that client.
 //! - `two_replicas_page_once_end_to_end`: TWO exporters on the cluster, both
 //!   scraped by one Prometheus in job `ceph-rbd-exporter`, each target with
-//!   the labels a ServiceMonitor gives a pod (`pod`, `container`,
-//!   `endpoint`, `service`; static target labels here), the rules shortened
+//!   the labels a ServiceMonitor gives a pod (`pod`, `namespace`, `container`,
+//!   `endpoint`, `service`; static target labels here, with `honor_labels`
+//!   as the ServiceMonitor's `honorLabels: true`), the rules shortened
 //!   as above. A held `.deleted` image: both replicas export its orphan, and
 //!   exactly one page arrives, without instance or pod. Replica 1 is killed:
 //!   `CephRBDExporterDown` fires naming its instance and pod, while the
@@ -45,8 +46,8 @@ use common::artifacts::{ALERTS, AM_EXAMPLE, RULES, read};
 use common::exporter::{ATTACHMENTS_OK, start_exporter_with, write_attachments};
 use common::process::{Proc, Scratch, run, wait_for};
 use common::prometheus::{
-    SERVICE_MONITOR_LABELS, prom_api, prom_query, prometheus_config, prometheus_config_replicas,
-    start_prometheus,
+    KUBE_NAMESPACE, SERVICE_MONITOR_LABELS, prom_api, prom_query, prometheus_config,
+    prometheus_config_replicas, start_prometheus,
 };
 use common::{Holder, TestObject, ceph_cli, conf, conf_text_with, rbd_json, scratch_dir};
 use serde_json::Value;
@@ -538,6 +539,11 @@ fn one_orphan_page(webhook: &Webhook, image: &str, diagnostics: &dyn Fn() -> Str
     for l in ["instance", "pod", "container", "endpoint", "service"] {
         assert!(labels.get(l).is_none(), "the page carries {l}: {labels}");
     }
+    // The default RBD namespace: no label, not the pods' Kubernetes one.
+    assert!(
+        labels.get("namespace").is_none() && labels.get("exported_namespace").is_none(),
+        "the page's namespace: {labels}"
+    );
     pages[0].clone()
 }
 
@@ -657,6 +663,7 @@ fn two_replicas_page_once_end_to_end() {
     for (k, v) in SERVICE_MONITOR_LABELS {
         assert_eq!(alert["labels"][k], v, "{alert}");
     }
+    assert_eq!(alert["labels"]["namespace"], KUBE_NAMESPACE, "{alert}");
     let summary = alert["annotations"]["summary"].as_str().unwrap();
     assert_eq!(
         summary,
