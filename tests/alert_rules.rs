@@ -6,6 +6,10 @@
 //!   labels and annotations, runbook sections, the tuning table, `promtool
 //!   check rules`, `promtool test rules` (a firing and a non-firing case per
 //!   alert) and `amtool check-config` of the example routing.
+//! - `cluster_alerts_page_once_across_replicas`: every alert about the
+//!   cluster aggregates the replicas' target labels away over its whole
+//!   expression (so that two exporters of one cluster page once), and every
+//!   alert about one exporter keeps them and names the replica.
 //! - `rules_and_dashboards_use_only_exported_metric_names`: every metric name
 //!   in a rule, panel or variable is in the exporter's real /metrics output
 //!   (the exporter on the seeded test cluster of `make test`, with an
@@ -23,7 +27,7 @@ use common::artifacts::{
 use common::exporter::{rbd_pools, start_exporter_with, write_attachments};
 use common::http::http_get;
 use common::process::{Scratch, run};
-use common::promql::{metric_names, variable_promql};
+use common::promql::{closing, metric_names, variable_promql};
 use common::{conf, scratch_dir};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -146,10 +150,11 @@ fn rules_are_complete_documented_and_unit_tested() {
     let rule = |n: &str| rules.iter().find(|r| r.alert == n).unwrap();
     assert_eq!(rule("CephRBDOrphanedWatcher").hold, "10m");
     // Per orphaned watcher, with the reason aggregated away: a verdict that
-    // changes reason keeps one alert and its `for:` running.
+    // changes reason keeps one alert and its `for:` running; and with the
+    // replicas aggregated away: two exporters page once.
     assert_eq!(
         rule("CephRBDOrphanedWatcher").expr.trim(),
-        "max without (reason) (ceph_rbd_watcher_orphaned)"
+        "max without (reason, instance, pod, container, endpoint, service) (ceph_rbd_watcher_orphaned)"
     );
     assert_eq!(rule("CephRBDStaleLock").hold, "5m");
     assert_eq!(rule("CephRBDFlattenPending").hold, "1h");
@@ -342,6 +347,97 @@ fn rules_are_complete_documented_and_unit_tested() {
         rules.len(),
         tests["tests"].as_array().unwrap().len()
     );
+}
+
+// ---------------------------------------------------------------------------
+// Two replicas of one exporter, scraped by one Prometheus.
+
+/// The labels a scrape gives each replica's target and not the other's, or
+/// that describe the scrape rather than the cluster: `instance` (every
+/// scrape config), `pod`, `container`, `endpoint` and `service` (a
+/// ServiceMonitor or PodMonitor). `job` and our own labels (`namespace` is
+/// the RBD namespace) are not among them.
+const REPLICA_LABELS: [&str; 5] = ["instance", "pod", "container", "endpoint", "service"];
+
+/// The alerts about one exporter: each replica is judged on its own, and
+/// the alert names it.
+const PER_REPLICA: [&str; 5] = [
+    "CephRBDExporterClusterUnreachable",
+    "CephRBDExporterSourceDown",
+    "CephRBDExporterSampleStale",
+    "CephRBDExporterSampleErrors",
+    "CephRBDExporterDown",
+];
+
+#[test]
+fn cluster_alerts_page_once_across_replicas() {
+    let rules = alert_rules();
+    for a in PER_REPLICA {
+        assert!(rules.iter().any(|r| r.alert == a), "{a}: no such alert");
+    }
+    for r in &rules {
+        let a = &r.alert;
+        let expr = r.expr.split_whitespace().collect::<Vec<_>>().join(" ");
+        let text = |key: &str| r.annotations[key].as_str().unwrap().to_string();
+        if PER_REPLICA.contains(&a.as_str()) {
+            assert!(
+                !expr.contains("without"),
+                "{a}: an exporter alert must stay per replica: {expr}"
+            );
+            for key in ["summary", "description"] {
+                for l in ["instance", "pod"] {
+                    assert!(
+                        text(key).contains(&format!("$labels.{l}")),
+                        "{a}: {key} names the replica's {l}"
+                    );
+                }
+            }
+            continue;
+        }
+        // Any other alert is about the cluster, which every replica sees:
+        // `max without (<replica labels>) (<the per-replica condition>)`.
+        let shape = format!(
+            "{a}: an alert about the cluster must be `max without ({}) (...)` over its \
+             whole expression, or be listed in PER_REPLICA: {expr}",
+            REPLICA_LABELS.join(", ")
+        );
+        let rest = expr.strip_prefix("max without (").expect(&shape);
+        let (list, body) = rest.split_once(')').expect(&shape);
+        let labels: BTreeSet<&str> = list.split(',').map(str::trim).collect();
+        for l in REPLICA_LABELS {
+            assert!(
+                labels.contains(l),
+                "{a}: does not aggregate {l} away: {expr}"
+            );
+        }
+        // Only the orphan page drops one of our labels (the reason, which
+        // its texts look up).
+        let ours: Vec<&&str> = labels
+            .iter()
+            .filter(|l| !REPLICA_LABELS.contains(l))
+            .collect();
+        let allowed: &[&str] = if a == "CephRBDOrphanedWatcher" {
+            &["reason"]
+        } else {
+            &[]
+        };
+        assert!(
+            ours.iter().all(|l| allowed.contains(l)),
+            "{a}: aggregates away {ours:?}, not a replica's label: {expr}"
+        );
+        let c: Vec<char> = body.trim_start().chars().collect();
+        assert!(c.first() == Some(&'('), "{shape}");
+        assert_eq!(closing(&c, 0), c.len() - 1, "{shape}");
+        // Its texts cannot name a replica: the alert has none.
+        for key in ["summary", "description"] {
+            for l in REPLICA_LABELS {
+                assert!(
+                    !text(key).contains(&format!("$labels.{l}")),
+                    "{a}: {key} uses $labels.{l}, which the aggregation removed"
+                );
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

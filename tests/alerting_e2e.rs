@@ -18,6 +18,19 @@
 //!   (as an rbd-mirror daemon does, so the exporter calls it legitimate);
 //!   exactly one page arrives, naming the orphan's client, address and host
 //!   and the commands for that client.
+//! - `two_replicas_page_once_end_to_end`: TWO exporters on the cluster, both
+//!   scraped by one Prometheus in job `ceph-rbd-exporter`, each target with
+//!   the labels a ServiceMonitor gives a pod (`pod`, `namespace`, `container`,
+//!   `endpoint`, `service`; static target labels here, with `honor_labels`
+//!   as the ServiceMonitor's `honorLabels: true`), the rules shortened
+//!   as above. A held `.deleted` image: both replicas export its orphan, and
+//!   exactly one page arrives, without instance or pod. Replica 1 is killed:
+//!   `CephRBDExporterDown` fires naming its instance and pod, while the
+//!   orphan page stays one, firing since the same moment (its
+//!   `ALERTS_FOR_STATE`), never resolved. A replacement pod (a new exporter,
+//!   a new address and pod name, as Kubernetes would give it; Prometheus
+//!   reloads its targets on SIGHUP) changes nothing either, and the down
+//!   alert resolves.
 //! - `pool_never_sampled_fires_for_the_blind_pools_only`: the exporter runs
 //!   as a cephx user whose OSD caps cover `volumes` only, with
 //!   `--pools volumes,images,<a pool that does not exist>`; Prometheus with
@@ -32,7 +45,10 @@ use common::alertmanager::Webhook;
 use common::artifacts::{ALERTS, AM_EXAMPLE, RULES, read};
 use common::exporter::{ATTACHMENTS_OK, start_exporter_with, write_attachments};
 use common::process::{Proc, Scratch, run, wait_for};
-use common::prometheus::{prom_api, prom_query, prometheus_config, start_prometheus};
+use common::prometheus::{
+    KUBE_NAMESPACE, SERVICE_MONITOR_LABELS, prom_api, prom_query, prometheus_config,
+    prometheus_config_replicas, start_prometheus,
+};
 use common::{Holder, TestObject, ceph_cli, conf, conf_text_with, rbd_json, scratch_dir};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -475,6 +491,241 @@ fn alerts_fire_route_and_resolve_end_to_end() {
         .collect();
     eprintln!(
         "e2e: done in {:.1}s; {} notifications, alerts seen: {names:?}",
+        t0.elapsed().as_secs_f64(),
+        webhook.all().len()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Two replicas of the exporter: one page per problem.
+
+/// The orphan page's firing alerts in Prometheus, and when each became
+/// active (`ALERTS_FOR_STATE`: a resolved and re-fired alert has a new one).
+fn orphan_alerts(prom: &str, image: &str) -> (Vec<Value>, Vec<String>) {
+    let sel = format!("{{alertname=\"CephRBDOrphanedWatcher\",image=\"{image}\"}}");
+    let firing = prom_query(prom, &format!("ALERTS{sel}")).unwrap();
+    let since = prom_query(prom, &format!("ALERTS_FOR_STATE{sel}"))
+        .unwrap()
+        .iter()
+        .map(|s| s["value"][1].as_str().unwrap().to_string())
+        .collect();
+    (firing, since)
+}
+
+/// Asserts that the webhook got the orphan page of `image` with one label
+/// set only (no instance, no pod), and never resolved; returns it.
+fn one_orphan_page(webhook: &Webhook, image: &str, diagnostics: &dyn Fn() -> String) -> Value {
+    let pages: Vec<Value> = webhook
+        .alerts()
+        .into_iter()
+        .filter(|(_, _, a)| {
+            a["labels"]["alertname"] == "CephRBDOrphanedWatcher" && a["labels"]["image"] == image
+        })
+        .map(|(_, _, a)| a)
+        .collect();
+    let label_sets: BTreeSet<String> = pages.iter().map(|a| a["labels"].to_string()).collect();
+    assert_eq!(
+        label_sets.len(),
+        1,
+        "one orphan page, not one per replica: {label_sets:?}\n{}",
+        diagnostics()
+    );
+    assert!(
+        pages.iter().all(|a| a["status"] == "firing"),
+        "the orphan page resolved: {pages:?}\n{}",
+        diagnostics()
+    );
+    let labels = &pages[0]["labels"];
+    for l in ["instance", "pod", "container", "endpoint", "service"] {
+        assert!(labels.get(l).is_none(), "the page carries {l}: {labels}");
+    }
+    // The default RBD namespace: no label, not the pods' Kubernetes one.
+    assert!(
+        labels.get("namespace").is_none() && labels.get("exported_namespace").is_none(),
+        "the page's namespace: {labels}"
+    );
+    pages[0].clone()
+}
+
+#[test]
+fn two_replicas_page_once_end_to_end() {
+    let t0 = Instant::now();
+    let pid = std::process::id();
+    let deleted = format!("volume-ha-{pid}.deleted");
+    let spec = format!("volumes/{deleted}");
+    let _images = TestImages(vec![spec.clone()]);
+    ceph_cli("rbd", &["create", "--size", "16M", &spec]);
+    let (mut holder, info) = Holder::start_with_info("volumes", &deleted, &[]);
+    let client = info["client"].as_str().unwrap().to_string();
+
+    let scratch = Scratch(scratch_dir("e2e-ha"));
+    let rules = shortened_rules(&scratch.0);
+    let attachments = write_attachments(&scratch.0);
+    let inventory = write_inventory(&scratch.0);
+    let inventory_flags = ["--watchers.inventory", inventory.to_str().unwrap()];
+    let webhook = Webhook::start();
+    let am_config = test_alertmanager_config(&scratch.0, &webhook.addr);
+    let (am, am_addr) = Proc::start(
+        "alertmanager",
+        Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", am_config.display()))
+            .arg(format!("--storage.path={}", scratch.0.join("am").display()))
+            .args([
+                "--web.listen-address=127.0.0.1:0",
+                "--cluster.listen-address=",
+            ]),
+        "msg=\"Listening on\"",
+    );
+    let (replica0, addr0) = start_exporter_with(&attachments, &conf(), &inventory_flags);
+    let (mut replica1, addr1) = start_exporter_with(&attachments, &conf(), &inventory_flags);
+    let pods = ["e2e-replica-0", "e2e-replica-1", "e2e-replica-2"];
+    let config = |targets: &[(&str, Option<&str>)]| {
+        prometheus_config_replicas(targets, &rules, Some(&am_addr))
+    };
+    let (prom, p) = start_prometheus(
+        &scratch.0,
+        &config(&[(&addr0, Some(pods[0])), (&addr1, Some(pods[1]))]),
+    );
+    let diagnostics = || {
+        format!(
+            "received:\n{}\n{}\n{}\n{}",
+            webhook.summary(),
+            prom.tail(20),
+            am.tail(20),
+            replica0.tail(10)
+        )
+    };
+    eprintln!(
+        "ha: replicas {addr0} ({}) and {addr1} ({}), `for:` shortened to {E2E_FOR}; \
+         stack up after {:.1}s",
+        pods[0],
+        pods[1],
+        t0.elapsed().as_secs_f64()
+    );
+
+    // 1. Both replicas export the orphan; one page arrives.
+    let orphan_series = format!("ceph_rbd_watcher_orphaned{{image=\"{deleted}\"}}");
+    let both = wait_for(Duration::from_secs(60), "both replicas' orphan", || {
+        let s = prom_query(&p, &orphan_series).ok()?;
+        (s.len() == 2).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("not two orphan series\n{}", diagnostics()));
+    let replica_pods: BTreeSet<&str> = both
+        .iter()
+        .filter_map(|s| s["metric"]["pod"].as_str())
+        .collect();
+    assert_eq!(replica_pods, BTreeSet::from([pods[0], pods[1]]));
+    let orphan = [
+        ("alertname", "CephRBDOrphanedWatcher"),
+        ("image", deleted.as_str()),
+        ("client", client.as_str()),
+        ("host", E2E_HOST),
+    ];
+    let (route, at, _) = wait_for(Duration::from_secs(90), "CephRBDOrphanedWatcher", || {
+        webhook.find("firing", &orphan)
+    })
+    .unwrap_or_else(|| panic!("CephRBDOrphanedWatcher never arrived\n{}", diagnostics()));
+    assert_eq!(route, "/pager");
+    eprintln!(
+        "ha: CephRBDOrphanedWatcher for {spec} after {:.1}s",
+        at.duration_since(t0).as_secs_f64()
+    );
+    // A few more evaluations and group intervals: still one.
+    std::thread::sleep(Duration::from_secs(5));
+    let page = one_orphan_page(&webhook, &deleted, &diagnostics);
+    assert!(
+        page["annotations"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("(reason image_deleted)"),
+        "the reason is looked up across replicas: {page}"
+    );
+    let (firing, since) = orphan_alerts(&p, &deleted);
+    assert_eq!(firing.len(), 1, "ALERTS: {firing:?}");
+    assert_eq!(since.len(), 1, "ALERTS_FOR_STATE: {since:?}");
+
+    // 2. Replica 1 dies: its down alert names it; the orphan page stays.
+    replica1.child.kill().unwrap();
+    replica1.child.wait().unwrap();
+    let killed = Instant::now();
+    let down = [("alertname", "CephRBDExporterDown"), ("pod", pods[1])];
+    let (route, at, alert) = wait_for(Duration::from_secs(90), "CephRBDExporterDown", || {
+        webhook.find("firing", &down)
+    })
+    .unwrap_or_else(|| panic!("CephRBDExporterDown never arrived\n{}", diagnostics()));
+    eprintln!(
+        "ha: CephRBDExporterDown for {} {:.1}s after it was killed",
+        pods[1],
+        at.duration_since(killed).as_secs_f64()
+    );
+    assert_eq!(route, "/queue");
+    assert_eq!(alert["labels"]["instance"], addr1.as_str(), "{alert}");
+    for (k, v) in SERVICE_MONITOR_LABELS {
+        assert_eq!(alert["labels"][k], v, "{alert}");
+    }
+    assert_eq!(alert["labels"]["namespace"], KUBE_NAMESPACE, "{alert}");
+    let summary = alert["annotations"]["summary"].as_str().unwrap();
+    assert_eq!(
+        summary,
+        format!(
+            "ceph-rbd-exporter target {addr1} (pod {}) is down or absent",
+            pods[1]
+        )
+    );
+    let (firing, still) = orphan_alerts(&p, &deleted);
+    assert_eq!(firing.len(), 1, "ALERTS: {firing:?}");
+    assert_eq!(still, since, "the orphan alert restarted");
+    assert_eq!(
+        prom_query(&p, &orphan_series).unwrap().len(),
+        1,
+        "only replica 0 exports the orphan now"
+    );
+    one_orphan_page(&webhook, &deleted, &diagnostics);
+
+    // 3. A replacement pod (new address, new name): nothing changes for the
+    //    orphan; the dead replica's target is gone, so its alert resolves.
+    let (replica2, addr2) = start_exporter_with(&attachments, &conf(), &inventory_flags);
+    std::fs::write(
+        scratch.0.join("prometheus.yml"),
+        config(&[(&addr0, Some(pods[0])), (&addr2, Some(pods[2]))]),
+    )
+    .unwrap();
+    run("kill", &["-HUP", &prom.child.id().to_string()]);
+    wait_for(Duration::from_secs(60), "the replacement's orphan", || {
+        let s = prom_query(&p, &orphan_series).ok()?;
+        (s.len() == 2 && s.iter().any(|x| x["metric"]["pod"] == pods[2])).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the replacement never exported the orphan\n{}",
+            diagnostics()
+        )
+    });
+    wait_for(
+        Duration::from_secs(60),
+        "CephRBDExporterDown resolved",
+        || webhook.find("resolved", &down),
+    )
+    .unwrap_or_else(|| panic!("the down alert never resolved\n{}", diagnostics()));
+    std::thread::sleep(Duration::from_secs(5));
+    let (firing, still) = orphan_alerts(&p, &deleted);
+    assert_eq!(firing.len(), 1, "ALERTS: {firing:?}");
+    assert_eq!(still, since, "the orphan alert restarted");
+    one_orphan_page(&webhook, &deleted, &diagnostics);
+    let others = prom_query(
+        &p,
+        "ALERTS{alertname=~\"CephRBDExporter.*\",alertstate=\"firing\"}",
+    )
+    .unwrap();
+    assert!(
+        others.is_empty(),
+        "exporter alerts with healthy replicas: {others:?}"
+    );
+
+    holder.release();
+    drop(replica2);
+    eprintln!(
+        "ha: done in {:.1}s; {} notifications",
         t0.elapsed().as_secs_f64(),
         webhook.all().len()
     );

@@ -10,12 +10,18 @@
 //! - `dashboard_panels_and_variables_return_data`: Prometheus scrapes the
 //!   exporter and evaluates the project's rules (unchanged); every panel query
 //!   and every template variable query of both dashboards, with the variables
-//!   substituted, returns data; the default namespace can be selected alone.
+//!   substituted, returns data; the default namespace can be selected alone;
+//!   and every panel shows with two replicas what it shows with one.
 //! - `orphan_tables_list_only_the_orphaned_watcher`: an image with two
 //!   watchers, one orphaned: the orphan tables list that one only, with how
 //!   long it has been held, and its row's link opens the image detail on it.
 //!
-//! The exporter runs with an attachment source, `--attachments.file` of a
+//! Prometheus scrapes TWO exporters on the cluster, as two replicas of one
+//! deployment (job `ceph-rbd-exporter`, each target with the labels a
+//! ServiceMonitor gives a pod), so that every check also checks that no
+//! panel counts an image, a watcher or a snapshot once per replica.
+//!
+//! The exporters run with an attachment source, `--attachments.file` of a
 //! file this test writes (`images: []`: no image named, so no verdict
 //! changes), so that `ceph_rbd_exporter_source_*` are exported and the
 //! panels that use them can be checked.
@@ -25,8 +31,11 @@ mod common;
 use common::artifacts::{ALERTS, RULES, dashboards, panels, path, var_query, variables};
 use common::exporter::{start_exporter, write_attachments};
 use common::grafana::{NS_REGEX, apply_ns_regex, variable_options};
+use common::process::Proc;
 use common::process::{Scratch, wait_for};
-use common::prometheus::{JOB, prom_api, prom_query, prometheus_config, start_prometheus};
+use common::prometheus::{
+    JOB, SERVICE_MONITOR_LABELS, prom_api, prom_query, prometheus_config_replicas, start_prometheus,
+};
 use common::promql::substitute;
 use common::{Holder, TestObject, ceph_cli, conf, scratch_dir};
 use serde_json::Value;
@@ -304,20 +313,30 @@ fn dashboards_are_well_formed() {
 // ---------------------------------------------------------------------------
 // Dashboards against a real Prometheus that scraped the exporter.
 
-/// The exporter on the test cluster, and Prometheus scraping it with the
-/// project's rules loaded (checked healthy), once it has a sample.
-fn start_stack(scratch: &Scratch) -> (common::process::Proc, common::process::Proc, String) {
-    let (exporter, exporter_addr) = start_exporter(&write_attachments(&scratch.0));
-    let config = prometheus_config(&exporter_addr, &path(RULES), None);
+/// The pods of the two exporters: two replicas of one deployment.
+const REPLICAS: [&str; 2] = ["dash-replica-0", "dash-replica-1"];
+
+/// Two exporters on the test cluster (replicas [`REPLICAS`]), and Prometheus
+/// scraping both with the project's rules loaded (checked healthy), once
+/// each has a sample.
+fn start_stack(scratch: &Scratch) -> (Vec<Proc>, Proc, String) {
+    let attachments = write_attachments(&scratch.0);
+    let (exporter0, addr0) = start_exporter(&attachments);
+    let (exporter1, addr1) = start_exporter(&attachments);
+    let config = prometheus_config_replicas(
+        &[(&addr0, Some(REPLICAS[0])), (&addr1, Some(REPLICAS[1]))],
+        &path(RULES),
+        None,
+    );
     let (prom, p) = start_prometheus(&scratch.0, &config);
 
-    // Scraped, and the project's rules loaded and evaluated without errors.
+    // Both scraped, and the project's rules loaded and evaluated without errors.
     let ready = wait_for(Duration::from_secs(30), "the first scrapes", || {
         let up = prom_query(&p, "ceph_rbd_exporter_up == 1").ok()?;
-        let watchers = prom_query(&p, "ceph_rbd_watcher_info").ok()?;
-        (!up.is_empty() && !watchers.is_empty()).then_some(())
+        let watchers = prom_query(&p, "count by (pod) (ceph_rbd_watcher_info)").ok()?;
+        (up.len() == 2 && watchers.len() == 2).then_some(())
     });
-    assert!(ready.is_some(), "{}\n{}", prom.tail(30), exporter.tail(10));
+    assert!(ready.is_some(), "{}\n{}", prom.tail(30), exporter0.tail(10));
     std::thread::sleep(Duration::from_secs(3)); // a few rule evaluations
     let rules = prom_api(&p, "/api/v1/rules").unwrap();
     let mut loaded = 0;
@@ -328,7 +347,38 @@ fn start_stack(scratch: &Scratch) -> (common::process::Proc, common::process::Pr
         }
     }
     assert_eq!(loaded, ALERTS.len(), "rules loaded by Prometheus");
-    (exporter, prom, p)
+    (vec![exporter0, exporter1], prom, p)
+}
+
+/// A panel query restricted to the first replica: each selector of the
+/// job also selects its pod.
+fn one_replica(expr: &str) -> String {
+    let job = "job=~\"$job\"";
+    assert!(expr.contains(job), "a panel query without {job}: {expr}");
+    expr.replace(job, &format!("{job}, pod=\"{}\"", REPLICAS[0]))
+}
+
+/// A query's result without the replicas' target labels: each series'
+/// labels, and its value unless `values` is false; sorted, duplicates kept
+/// (a row per replica is a duplicate row).
+fn replica_free(series: &[Value], values: bool) -> Vec<String> {
+    let mut rows: Vec<String> = series
+        .iter()
+        .map(|x| {
+            let mut m = x["metric"].clone();
+            if let Some(m) = m.as_object_mut() {
+                m.remove("instance");
+                m.remove("pod");
+                for (k, _) in SERVICE_MONITOR_LABELS {
+                    m.remove(k);
+                }
+            }
+            let v = if values { &x["value"][1] } else { &Value::Null };
+            format!("{m} {v}")
+        })
+        .collect();
+    rows.sort();
+    rows
 }
 
 /// The variables as Grafana substitutes them: "All" is ".*"; a namespace
@@ -381,7 +431,7 @@ fn panel_series(p: &str, panel: &Value, vars: &BTreeMap<&str, String>) -> Vec<Va
 #[test]
 fn dashboard_panels_and_variables_return_data() {
     let scratch = Scratch(scratch_dir("dashboards"));
-    let (_exporter, _prom, p) = start_stack(&scratch);
+    let (_exporters, _prom, p) = start_stack(&scratch);
 
     // Overview: every query must return data with every variable set to All
     // (Grafana substitutes allValue ".*"), and with pool=volumes.
@@ -438,11 +488,29 @@ fn dashboard_panels_and_variables_return_data() {
             }
             for t in p_["targets"].as_array().unwrap() {
                 let expr = t["expr"].as_str().unwrap();
+                // Values that differ between replicas by nature: times,
+                // and the exporters' own health.
+                let values = !expr.contains("time()")
+                    && !expr.contains("ceph_rbd_exporter_")
+                    && !expr.contains("up{");
                 let mut counts = Vec::new();
                 for r in runs {
                     let q = substitute(expr, &r.values);
                     match prom_query(&p, &q) {
-                        Ok(series) => counts.push(series.len()),
+                        Ok(series) => {
+                            counts.push(series.len());
+                            let q1 = substitute(&one_replica(expr), &r.values);
+                            let one = prom_query(&p, &q1).unwrap_or_else(|e| panic!("{e}\n{q1}"));
+                            let (both, one) =
+                                (replica_free(&series, values), replica_free(&one, values));
+                            if both != one {
+                                problems.push(format!(
+                                    "{uid} / {} / {} ({}): two replicas show {both:?}, \
+                                     one shows {one:?}\n  {q}",
+                                    p_["title"], t["refId"], r.label
+                                ));
+                            }
+                        }
                         Err(e) => {
                             problems.push(format!(
                                 "{uid} / {} / {}: error ({}): {e}\n  {q}",
@@ -622,18 +690,19 @@ fn orphan_tables_list_only_the_orphaned_watcher() {
     let address = orphan_info["address"].as_str().unwrap();
 
     let scratch = Scratch(scratch_dir("dashboards-orphans"));
-    let (_exporter, _prom, p) = start_stack(&scratch);
+    let (_exporters, _prom, p) = start_stack(&scratch);
     let sel = format!("{{pool=\"scratch\",image=\"{image}\"}}");
     wait_for(
         Duration::from_secs(30),
         "both watchers in Prometheus",
         || {
+            // Each replica exports both watchers and the orphan.
             let info = prom_query(&p, &format!("ceph_rbd_watcher_info{sel}")).ok()?;
             let orphaned = prom_query(&p, &format!("ceph_rbd_watcher_orphaned{sel}")).ok()?;
-            (info.len() == 2 && !orphaned.is_empty()).then_some(())
+            (info.len() == 2 * REPLICAS.len() && orphaned.len() == REPLICAS.len()).then_some(())
         },
     )
-    .expect("two watchers, one orphaned");
+    .expect("two watchers, one orphaned, in both replicas");
 
     let all = dashboards();
     let dash = |uid: &str| &all.iter().find(|(_, d)| d["uid"] == uid).unwrap().1;
