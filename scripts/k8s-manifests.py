@@ -90,22 +90,24 @@ def generated_rules():
     return HEADER + body
 
 
-def cmd_rules(check, out=sys.stdout):
+def cmd_rules(check, target=RULES_OUT, out=sys.stdout):
+    """Writes (or with check, or under CI=true, only compares) the
+    PrometheusRule file `target`."""
     want = generated_rules()
-    have = RULES_OUT.read_text() if RULES_OUT.exists() else ""
+    have = target.read_text() if target.exists() else ""
     if have == want:
-        print(f"k8s-manifests: {RULES_OUT.relative_to(ROOT)} is up to date", file=out)
+        print(f"k8s-manifests: {target} is up to date", file=out)
         return 0
     if check or os.environ.get("CI") == "true":
         diff = difflib.unified_diff(
             have.splitlines(True), want.splitlines(True),
-            str(RULES_OUT.relative_to(ROOT)), "generated from " + str(RULES_SRC.relative_to(ROOT)))
+            str(target), "generated from " + str(RULES_SRC.relative_to(ROOT)))
         out.writelines(diff)
-        print(f"k8s-manifests: {RULES_OUT.relative_to(ROOT)} differs from the rules in "
+        print(f"k8s-manifests: {target} differs from the rules in "
               f"{RULES_SRC.relative_to(ROOT)}: run `python3 scripts/k8s-manifests.py rules`", file=out)
         return 1
-    RULES_OUT.write_text(want)
-    print(f"k8s-manifests: wrote {RULES_OUT.relative_to(ROOT)}")
+    target.write_text(want)
+    print(f"k8s-manifests: wrote {target}", file=out)
     return 0
 
 
@@ -168,6 +170,8 @@ def _where(err):
 
 def validate_object(obj, crds):
     """Error strings for one object (empty when it is valid)."""
+    if not isinstance(obj, dict):
+        return [f"a document is a {type(obj).__name__}, not a Kubernetes object"]
     name = f"{obj.get('kind')} {obj.get('metadata', {}).get('name')}"
     key = (obj.get("apiVersion"), obj.get("kind"))
     if key in crds:
@@ -246,13 +250,14 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("rules", help="generate (or --check) base/prometheusrule.yaml")
     r.add_argument("--check", action="store_true", help="compare only; never write")
+    r.add_argument("--out", type=Path, default=RULES_OUT, help="the PrometheusRule file (default: %(default)s)")
     c = sub.add_parser("check", help="rules --check, render both, validate")
     c.add_argument("--json", action="store_true", help="print the rendered objects as JSON")
     v = sub.add_parser("validate", help="validate the objects of YAML files")
     v.add_argument("files", nargs="+")
     a = p.parse_args()
     if a.cmd == "rules":
-        return cmd_rules(a.check)
+        return cmd_rules(a.check, a.out)
     if a.cmd == "check":
         return cmd_check(a.json)
     return cmd_validate(a.files)
