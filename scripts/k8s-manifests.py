@@ -49,7 +49,8 @@ try:
     import kubernetes_validate
     import yaml
 except ImportError as e:
-    if VENV_PYTHON.exists() and Path(sys.executable).resolve() != VENV_PYTHON.resolve():
+    # (The venv's python is a symlink to the system's: tell them apart by prefix.)
+    if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV_PYTHON.parent.parent.resolve():
         os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), __file__, *sys.argv[1:]])
     sys.exit(f"k8s-manifests: {e}; run scripts/install-deps.sh (it makes {VENV_PYTHON.parent.parent})")
 
