@@ -295,9 +295,11 @@ fn base_renders_validates_and_is_hardened() {
     check_rbac(objs, "ceph-rbd-exporter");
     check_network(objs);
     check_namespace(objs, "ceph-rbd-exporter");
+    let ns = find(objs, "Namespace");
+    assert_eq!(ns["metadata"]["name"], "ceph-rbd-exporter");
     assert_eq!(
-        find(objs, "Namespace")["metadata"]["name"],
-        "ceph-rbd-exporter"
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
     );
     // Without Rook: one Secret the user makes, with the mon addresses and the key.
     let c = container(deploy);
