@@ -44,14 +44,16 @@ VENV_PYTHON = ROOT / "target" / "k8s-venv" / "bin" / "python3"
 KUBERNETES_VERSION = "1.32.0"
 OVERLAYS = {"base": KDIR / "base", "rook": KDIR / "overlays" / "rook"}
 
+# Always the venv's pinned packages when it exists, so that every python
+# generates the same text. (The venv's python is a symlink to the system's:
+# tell them apart by prefix.)
+if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV_PYTHON.parent.parent.resolve():
+    os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), __file__, *sys.argv[1:]])
 try:
     import jsonschema
     import kubernetes_validate
     import yaml
 except ImportError as e:
-    # (The venv's python is a symlink to the system's: tell them apart by prefix.)
-    if VENV_PYTHON.exists() and Path(sys.prefix).resolve() != VENV_PYTHON.parent.parent.resolve():
-        os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), __file__, *sys.argv[1:]])
     sys.exit(f"k8s-manifests: {e}; run scripts/install-deps.sh (it makes {VENV_PYTHON.parent.parent})")
 
 

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 const SCRIPT: &str = "scripts/k8s-manifests.py";
 const PORT: u64 = 9289;
@@ -40,8 +41,14 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// The rendered objects: {"base": [...], "rook": [...]}, after the check passed.
-fn rendered() -> Value {
+/// The rendered objects: {"base": [...], "rook": [...]}, after the check
+/// passed; rendered once for all the tests.
+fn rendered() -> &'static Value {
+    static RENDERED: OnceLock<Value> = OnceLock::new();
+    RENDERED.get_or_init(render_and_check)
+}
+
+fn render_and_check() -> Value {
     let out = script(&["check", "--json"], &[]);
     assert!(
         out.status.success(),
@@ -270,25 +277,23 @@ fn check_network(objs: &[Value]) {
     assert_eq!(egress, want.into_iter().collect());
 }
 
-/// Everything namespaced is in `ns`.
+/// Everything namespaced is in `ns`, nothing cluster-scoped has a namespace.
 fn check_namespace(objs: &[Value], ns: &str) {
     let cluster_scoped = ["Namespace", "ClusterRole", "ClusterRoleBinding"];
-    for o in objs
-        .iter()
-        .filter(|o| !cluster_scoped.contains(&o["kind"].as_str().unwrap()))
-    {
-        assert_eq!(
-            o["metadata"]["namespace"], ns,
-            "{} {}",
-            o["kind"], o["metadata"]["name"]
-        );
+    for o in objs {
+        let want = match cluster_scoped.contains(&o["kind"].as_str().unwrap()) {
+            true => Value::Null,
+            false => json!(ns),
+        };
+        let (kind, name) = (&o["kind"], &o["metadata"]["name"]);
+        assert_eq!(o["metadata"]["namespace"], want, "{kind} {name}");
     }
 }
 
 #[test]
 fn base_renders_validates_and_is_hardened() {
     let all = rendered();
-    let objs = objects(&all, "base");
+    let objs = objects(all, "base");
     let deploy = find(objs, "Deployment");
     check_hardening(deploy);
     check_container(deploy);
@@ -313,7 +318,7 @@ fn base_renders_validates_and_is_hardened() {
 #[test]
 fn rook_overlay_takes_mons_and_key_from_rook() {
     let all = rendered();
-    let objs = objects(&all, "rook");
+    let objs = objects(all, "rook");
     let deploy = find(objs, "Deployment");
     check_hardening(deploy);
     check_container(deploy);
@@ -368,7 +373,7 @@ fn prometheus_rule_is_the_generators_output() {
     )
     .unwrap();
     for overlay in ["base", "rook"] {
-        let pr = find(objects(&all, overlay), "PrometheusRule");
+        let pr = find(objects(all, overlay), "PrometheusRule");
         assert_eq!(pr["spec"]["groups"], rules["groups"], "{overlay}");
     }
     // A copy that differs by one value fails the check, with a diff, and is not
@@ -418,7 +423,7 @@ fn set(v: &mut Value, path: &[&str], new: Value) {
 #[test]
 fn validator_rejects_broken_manifests() {
     let all = rendered();
-    let rook = objects(&all, "rook");
+    let rook = objects(all, "rook");
     let dir = std::env::temp_dir().join(format!("k8s-broken-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let c0 = ["spec", "template", "spec", "containers", "0"];
@@ -504,7 +509,7 @@ fn env_names_are_the_exporters() {
     let src = std::fs::read_to_string(repo().join("src/cli.rs")).unwrap();
     let mut names = BTreeSet::new();
     for overlay in ["base", "rook"] {
-        for e in container(find(objects(&all, overlay), "Deployment"))["env"]
+        for e in container(find(objects(all, overlay), "Deployment"))["env"]
             .as_array()
             .unwrap()
         {
