@@ -15,6 +15,9 @@
 #   which cannot start containers on a cgroup v1/v2 hybrid host.
 # - dpkg-dev (dpkg-shlibdeps) for the bookworm .deb built on this host (make deb
 #   RELEASE=pacific) that scripts/deb-test.sh installs here with dpkg -i.
+# - python3-venv for target/k8s-venv: kubernetes-validate and jsonschema, pinned in
+#   deploy/kubernetes/requirements.txt, for the offline check of deploy/kubernetes
+#   (scripts/k8s-manifests.py, tests/kubernetes_manifests.rs; it also needs kubectl).
 # The Rust toolchain itself is not installed here.
 set -euo pipefail
 
@@ -25,7 +28,7 @@ PACKAGES=(
     prometheus prometheus-alertmanager
     g++ pkg-config make curl jq iproute2 procps ca-certificates openssl
     debootstrap buildah podman crun runc
-    dpkg-dev mmdebstrap
+    dpkg-dev mmdebstrap python3-venv
 )
 
 say() { echo "install-deps: $*"; }
@@ -88,3 +91,20 @@ done
 /usr/bin/python3 -c 'import rados, rbd' \
     || { say "/usr/bin/python3 cannot import rados/rbd" >&2; exit 1; }
 say "ok: $(ceph --version | cut -d' ' -f1-3 | tr -d '\n'), rados/rbd importable from /usr/bin/python3"
+
+# The offline check of deploy/kubernetes: a venv of Debian's python with the pinned
+# packages, (re)made when deploy/kubernetes/requirements.txt changes.
+project=$(cd "$(dirname "$0")/.." && pwd)
+venv=$project/target/k8s-venv
+req=$project/deploy/kubernetes/requirements.txt
+if ! cmp -s "$req" "$venv/requirements.txt"; then
+    say "making $venv from $req"
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check --only-binary=:all: --no-deps -r "$req"
+    cp "$req" "$venv/requirements.txt"
+fi
+"$venv/bin/python3" -c 'import kubernetes_validate, jsonschema, yaml' \
+    || { say "$venv cannot import kubernetes_validate, jsonschema and yaml" >&2; exit 1; }
+command -v kubectl >/dev/null \
+    || say "warning: no kubectl; tests/kubernetes_manifests.rs needs it (kubectl kustomize)" >&2
