@@ -242,6 +242,10 @@ fn check_network(objs: &[Value]) {
         );
     }
     assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(
+        sm["spec"]["endpoints"][0]["honorLabels"], true,
+        "the exporter's RBD `namespace` label must win over the target's (see the runbook's Replicas)"
+    );
     let np = find(objs, "NetworkPolicy");
     for (k, v) in np["spec"]["podSelector"]["matchLabels"]
         .as_object()
