@@ -2139,6 +2139,7 @@ async fn kubernetes_watches_follow_changes_without_listing_again() {
         .find(|r| r.is_watch())
         .expect("a watch");
     assert_eq!(watch.param("allowWatchBookmarks"), Some("true"));
+    assert_eq!(watch.param("timeoutSeconds"), Some("50"));
     assert!(watch.param("resourceVersion").is_some(), "{watch:?}");
 }
 

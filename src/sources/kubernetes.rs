@@ -23,15 +23,22 @@
 //! error is that of the failed watch: `auth` for HTTP 401/403,
 //! `bad_response` for an answer that is not what the API promises,
 //! `unreachable` otherwise. Reconnects use kube's watcher backoff (0.8 s
-//! doubling to 30 s). An object the report cannot use (a ceph-csi PV
-//! without a pool, say) fails the fetch naming the object and field.
+//! doubling to 30 s). Watches last 50 s and a connection silent for 60 s
+//! is dead, so a silently partitioned API server is noticed within a
+//! minute, one that closes or refuses connections at once. An object the
+//! report cannot use (a ceph-csi PV without a pool, say) fails the fetch
+//! naming the object and field.
 //!
 //! Credentials and TLS come from kube-rs, as kubectl reads them: the
 //! kubeconfig's current context (token, `tokenFile`, client certificate,
 //! `exec` plugins, `proxy-url` or `HTTPS_PROXY` over HTTP CONNECT) or the
-//! pod's service account (`--kubernetes.in-cluster`). kube re-reads a
-//! token file at most a minute after it was last read, so rotated
-//! service-account tokens are picked up.
+//! pod's service account (`--kubernetes.in-cluster`). kube uses a token
+//! file's token for 50 s, then reads the file again, so rotated
+//! service-account tokens are picked up; it sends the file's content as it
+//! is, so one ending in a newline is refused at start. Kubeconfig errors
+//! name the file, the context, cluster or user and the field; a client
+//! certificate or key that cannot be read is refused here (kube would go
+//! on without one).
 
 use super::{AttachmentReport, AttachmentSource, BoxFuture, Expectation, ImageRef, SourceError};
 use futures::StreamExt;
@@ -51,6 +58,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 const NAME: &str = "kubernetes";
+
+/// How long the API server keeps a watch open before the watcher makes
+/// it again (no list): shorter than [`READ_TIMEOUT`], so that a quiet
+/// watch is never taken for a dead one.
+const WATCH_SECONDS: u32 = 50;
+
+/// Longest silence on a connection before it counts as dead (kube's
+/// default is 295 s, with 290 s watches): bounds how long a silently
+/// partitioned API server goes unnoticed.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The service-account directory every pod has.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -449,6 +466,7 @@ impl KubernetesSource {
         error: impl Fn(&kube::Error) -> SourceError,
     ) -> Result<KubernetesSource, SourceError> {
         cfg.connect_timeout = Some(timeout);
+        cfg.read_timeout = Some(READ_TIMEOUT);
         let server = cfg
             .cluster_url
             .to_string()
@@ -542,6 +560,15 @@ impl KubernetesSource {
     /// fetch waits up to the timeout for the first lists.
     async fn fetch_now(&self) -> Result<AttachmentReport, SourceError> {
         let watches = self.watches()?;
+        // A watch task that ended (it never should) leaves its store as it
+        // was: never report from it.
+        if let Some(i) = watches.tasks.iter().position(|t| t.is_finished()) {
+            return Err(SourceError::Unreachable {
+                source_name: NAME,
+                url: format!("{}{}", self.server, Kind::ALL[i].path()),
+                message: "the watch stopped".to_string(),
+            });
+        }
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             let changed = watches.health.changed.notified();
@@ -690,7 +717,7 @@ async fn watch<K>(
         + 'static,
 {
     let url = format!("{server}{}", kind.path());
-    let stream = watcher(api, watcher::Config::default())
+    let stream = watcher(api, watcher::Config::default().timeout(WATCH_SECONDS))
         .default_backoff()
         .modify(slim)
         .reflect(writer);
