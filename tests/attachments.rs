@@ -184,27 +184,35 @@ fn kubernetes_api() -> ApiServer {
     };
     let route: Route = Box::new(move |_method, target, _body| {
         let ok = |v: Value| (200, Vec::new(), v.to_string());
+        if target.contains("watch=true") {
+            // Nothing changes: a watch ends with a bookmark (this server
+            // answers one request at a time), and is made again.
+            std::thread::sleep(Duration::from_millis(300));
+            let bookmark = json!({"type": "BOOKMARK", "object": {"kind": "Status", "apiVersion": "v1",
+                                  "metadata": {"resourceVersion": "7"}}});
+            return (200, Vec::new(), format!("{bookmark}\n"));
+        }
         match target.split('?').next().unwrap() {
             "/api/v1/persistentvolumes" => {
                 if target.contains("continue=page2") {
                     ok(
-                        json!({"kind": "PersistentVolumeList", "apiVersion": "v1", "metadata": {},
+                        json!({"kind": "PersistentVolumeList", "apiVersion": "v1", "metadata": {"resourceVersion": "7"},
                               "items": [pv("pvc-k2", "csi-vol-k2", false)]}),
                     )
                 } else {
                     ok(json!({"kind": "PersistentVolumeList", "apiVersion": "v1",
-                              "metadata": {"continue": "page2"},
+                              "metadata": {"continue": "page2", "resourceVersion": "7"},
                               "items": [pv("pvc-k1", "csi-vol-k1", false)]}))
                 }
             }
             "/apis/storage.k8s.io/v1/volumeattachments" => ok(json!({
-                "kind": "VolumeAttachmentList", "apiVersion": "storage.k8s.io/v1", "metadata": {},
+                "kind": "VolumeAttachmentList", "apiVersion": "storage.k8s.io/v1", "metadata": {"resourceVersion": "7"},
                 "items": [{"metadata": {"name": "csi-abc"},
                            "spec": {"attacher": "rbd.csi.ceph.com", "nodeName": "compute-1",
                                     "source": {"persistentVolumeName": "pvc-k1"}},
                            "status": {"attached": true}}]})),
             "/api/v1/nodes" => ok(json!({
-                "kind": "NodeList", "apiVersion": "v1", "metadata": {},
+                "kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": "7"},
                 "items": [{"metadata": {"name": "compute-1"},
                            "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
                                                     {"type": "Hostname", "address": "compute-1"}]}}]})),

@@ -1,42 +1,73 @@
 //! The `kubernetes` source: where Kubernetes says its RBD volumes belong.
 //!
-//! Every fetch lists, page by page (`limit=500`, `metadata.continue`):
+//! The source keeps three watches (kube-rs reflectors) open on the API
+//! server, started by the first fetch:
 //!
 //! - PersistentVolumes: ceph-csi ones (`rbd.csi.ceph.com` or
 //!   `<prefix>.rbd.csi.ceph.com`) name pool, RADOS namespace and image;
 //!   in-tree `spec.rbd` ones name pool and image;
-//! - VolumeAttachments: which node each ceph-csi PV is attached to;
+//! - VolumeAttachments (`storage.k8s.io/v1`): which node each ceph-csi PV
+//!   is attached to;
 //! - Nodes: their InternalIP addresses, so watchers can be attributed to
 //!   nodes without an inventory.
 //!
-//! Credentials come from a kubeconfig (current context) or from the pod's
-//! service account. Token files are read on every fetch, since projected
-//! service-account tokens are rotated. Any failure fails the whole fetch.
+//! Each watch lists once (paged), then follows changes; it lists again
+//! only when the server says its place is gone (410) or the watcher
+//! starts over. A fetch builds the report from the three stores, so it is
+//! current within seconds and costs the API server nothing.
 //!
-//! A kubeconfig is read in steps: parse it, pick the current context with
-//! its cluster and user, take TLS settings from the cluster, then the token
-//! and client certificate from the user. A fetch lists the three kinds
-//! concurrently, then turns VolumeAttachments into PV → nodes, PVs into
-//! images with their expectations, and Nodes into addresses.
+//! A source that is down gives no verdicts: a fetch fails until all three
+//! watches have completed their first list (the first fetch waits up to
+//! the source timeout for that), and again whenever a watch has failed and
+//! has neither listed again nor had a watch request answered since. The
+//! error is that of the failed watch: `auth` for HTTP 401/403,
+//! `bad_response` for an answer that is not what the API promises,
+//! `unreachable` otherwise. Reconnects use kube's watcher backoff (0.8 s
+//! doubling to 30 s). Watches last 50 s and a connection silent for 60 s
+//! is dead, so a silently partitioned API server is noticed within a
+//! minute, one that closes or refuses connections at once. An object the
+//! report cannot use (a ceph-csi PV without a pool, say) fails the fetch
+//! naming the object and field.
+//!
+//! Credentials and TLS come from kube-rs, as kubectl reads them: the
+//! kubeconfig's current context (token, `tokenFile`, client certificate,
+//! `exec` plugins, `proxy-url` or `HTTPS_PROXY` over HTTP CONNECT) or the
+//! pod's service account (`--kubernetes.in-cluster`). kube uses a token
+//! file's token for 50 s, then reads the file again, so rotated
+//! service-account tokens are picked up; it sends the file's content as it
+//! is, so one ending in a newline is refused at start. Kubeconfig errors
+//! name the file, the context, cluster or user and the field; a client
+//! certificate or key that cannot be read is refused here (kube would go
+//! on without one).
 
-use super::http::{ClientIdentity, HttpClient, TlsOptions, read_pem_file};
 use super::{AttachmentReport, AttachmentSource, BoxFuture, Expectation, ImageRef, SourceError};
-use base64::Engine;
-use serde::Deserialize;
-use serde_json::Value;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, PersistentVolume};
+use k8s_openapi::api::storage::v1::VolumeAttachment;
+use kube::client::ClientBuilder;
+use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 const NAME: &str = "kubernetes";
 
-/// Items per list page, as kubectl uses.
-const PAGE: u32 = 500;
+/// How long the API server keeps a watch open before the watcher makes
+/// it again (no list): shorter than [`READ_TIMEOUT`], so that a quiet
+/// watch is never taken for a dead one.
+const WATCH_SECONDS: u32 = 50;
 
-/// Most pages followed in one listing (5 million items), so a server that
-/// keeps answering `continue` cannot keep a fetch busy forever.
-const MAX_PAGES: usize = 10_000;
+/// Longest silence on a connection before it counts as dead (kube's
+/// default is 295 s, with 290 s watches): bounds how long a silently
+/// partitioned API server goes unnoticed.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The service-account directory every pod has.
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -49,402 +80,349 @@ fn config(message: impl Into<String>) -> SourceError {
     }
 }
 
-/// A kubeconfig file: the parts this source reads.
-#[derive(Debug, Deserialize)]
-struct KubeConfig {
-    /// The context used.
-    #[serde(rename = "current-context")]
-    current_context: Option<String>,
-    /// Named contexts (cluster + user).
-    contexts: Option<Vec<NamedContext>>,
-    /// Named clusters.
-    clusters: Option<Vec<NamedCluster>>,
-    /// Named users (credentials).
-    users: Option<Vec<NamedUser>>,
+/// `e` and its causes, `: `-separated (kube's errors keep the detail in
+/// their sources).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
-/// A `contexts` entry.
-#[derive(Debug, Deserialize)]
-struct NamedContext {
-    /// Context name.
-    name: String,
-    /// The context.
-    context: Context,
+/// The kinds this source watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    /// `v1` PersistentVolumes.
+    PersistentVolumes,
+    /// `storage.k8s.io/v1` VolumeAttachments.
+    VolumeAttachments,
+    /// `v1` Nodes.
+    Nodes,
 }
 
-/// A context: which cluster, as which user.
-#[derive(Debug, Deserialize)]
-struct Context {
-    /// Cluster name.
-    cluster: String,
-    /// User name; none means anonymous.
-    user: Option<String>,
+impl Kind {
+    /// All of them, in the order they are reported.
+    const ALL: [Kind; 3] = [
+        Kind::PersistentVolumes,
+        Kind::VolumeAttachments,
+        Kind::Nodes,
+    ];
+
+    /// The collection's path on the API server.
+    fn path(self) -> &'static str {
+        match self {
+            Kind::PersistentVolumes => "/api/v1/persistentvolumes",
+            Kind::VolumeAttachments => "/apis/storage.k8s.io/v1/volumeattachments",
+            Kind::Nodes => "/api/v1/nodes",
+        }
+    }
+
+    /// The kind a request is a watch of, if it is one.
+    fn of_watch(uri: &hyper::Uri) -> Option<Kind> {
+        let watch = uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p == "watch=true"));
+        if !watch {
+            return None;
+        }
+        Kind::ALL.into_iter().find(|k| uri.path() == k.path())
+    }
 }
 
-/// A `clusters` entry.
-#[derive(Debug, Deserialize)]
-struct NamedCluster {
-    /// Cluster name.
-    name: String,
-    /// The cluster.
-    cluster: Cluster,
+/// How one watch stands.
+#[derive(Debug, Default)]
+struct WatchState {
+    /// It has completed a list, so its store holds every object.
+    listed: bool,
+    /// Its last failure, until it lists again, delivers an event or has a
+    /// watch request answered.
+    failure: Option<SourceError>,
 }
 
-/// A cluster: the API server and how to trust it.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-struct Cluster {
-    /// API server URL.
+/// The state of the three watches, shared with their tasks.
+#[derive(Debug)]
+struct Health {
+    /// Per kind.
+    states: Mutex<BTreeMap<Kind, WatchState>>,
+    /// Woken on every change, for a first fetch waiting for the lists.
+    changed: tokio::sync::Notify,
+}
+
+impl Health {
+    /// Nothing listed yet.
+    fn new() -> Health {
+        Health {
+            states: Mutex::new(Kind::ALL.map(|k| (k, WatchState::default())).into()),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Changes the state of `kind`.
+    fn update(&self, kind: Kind, f: impl FnOnce(&mut WatchState)) {
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        f(states.entry(kind).or_default());
+        drop(states);
+        self.changed.notify_waiters();
+    }
+
+    /// `Ok(true)` when every watch is listed and not failed, `Ok(false)`
+    /// while some first list is still running, else the first failure.
+    fn check(&self) -> Result<bool, SourceError> {
+        let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ready = true;
+        for state in states.values() {
+            if let Some(e) = &state.failure {
+                return Err(e.clone());
+            }
+            ready &= state.listed;
+        }
+        Ok(ready)
+    }
+}
+
+/// A service in kube's client stack that marks a watch as re-established
+/// when a watch request of its kind is answered with a success status.
+#[derive(Clone)]
+struct WatchObserver<S> {
+    /// The rest of the stack.
+    inner: S,
+    /// Where to mark it.
+    health: Arc<Health>,
+}
+
+impl<S, Req, Res> tower::Service<hyper::Request<Req>> for WatchObserver<S>
+where
+    S: tower::Service<hyper::Request<Req>, Response = hyper::Response<Res>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: hyper::Request<Req>) -> Self::Future {
+        let kind = Kind::of_watch(request.uri());
+        let health = self.health.clone();
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let answer = answer.await;
+            if let (Some(kind), Ok(response)) = (kind, &answer) {
+                if response.status().is_success() {
+                    health.update(kind, |s| s.failure = None);
+                }
+            }
+            answer
+        })
+    }
+}
+
+/// The three stores and the tasks that fill them (stopped when dropped).
+struct Watches {
+    /// PersistentVolumes.
+    pvs: Store<PersistentVolume>,
+    /// VolumeAttachments.
+    attachments: Store<VolumeAttachment>,
+    /// Nodes.
+    nodes: Store<Node>,
+    /// How they stand.
+    health: Arc<Health>,
+    /// The watch tasks.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Makes the client, its watch requests marking watches in a [`Health`].
+type ClientMaker = Box<dyn FnOnce(Arc<Health>) -> kube::Client + Send>;
+
+/// What the first fetch starts from and leaves.
+struct Lazy {
+    /// Builds the client from kube's client stack made at start, with
+    /// [`WatchObserver`] on top; called by the first fetch (a client needs
+    /// the runtime; the stack does not).
+    builder: Option<ClientMaker>,
+    /// The watches, once started.
+    watches: Option<Arc<Watches>>,
+}
+
+/// PersistentVolumes, VolumeAttachments and Nodes from a Kubernetes API.
+pub struct KubernetesSource {
+    /// API server URL without a trailing slash, for messages.
     server: String,
-    /// CA file.
-    certificate_authority: Option<String>,
-    /// CA, base64 PEM; wins over the file.
-    certificate_authority_data: Option<String>,
-    /// Accept any server certificate.
-    #[serde(default)]
-    insecure_skip_tls_verify: bool,
-    /// Name to verify the certificate against.
-    tls_server_name: Option<String>,
-    /// Refused: no proxy support.
-    proxy_url: Option<String>,
+    /// kube's client stack until the first fetch, then the watches.
+    lazy: Mutex<Lazy>,
+    /// How long a first fetch waits for the first lists.
+    timeout: Duration,
 }
 
-/// A `users` entry.
-#[derive(Debug, Deserialize)]
-struct NamedUser {
-    /// User name.
-    name: String,
-    /// The credentials.
-    user: User,
-}
-
-/// A user: a token and/or a client certificate. Fields this source
-/// refuses are read only to say so.
-#[derive(Deserialize)]
-#[serde(rename_all = "kebab-case")]
-struct User {
-    /// Bearer token.
-    token: Option<String>,
-    /// File holding the bearer token, read on every fetch.
-    #[serde(rename = "tokenFile")]
-    token_file: Option<String>,
-    /// Client certificate file.
-    client_certificate: Option<String>,
-    /// Client certificate, base64 PEM; wins over the file.
-    client_certificate_data: Option<String>,
-    /// Client key file.
-    client_key: Option<String>,
-    /// Client key, base64 PEM; wins over the file.
-    client_key_data: Option<String>,
-    /// Refused: basic auth is gone from Kubernetes.
-    username: Option<String>,
-    /// Refused: no credential plugins.
-    exec: Option<serde_norway::Value>,
-    /// Refused: no credential plugins.
-    auth_provider: Option<serde_norway::Value>,
-}
-
-impl std::fmt::Debug for User {
+impl std::fmt::Debug for KubernetesSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Holds a token and maybe a key: say only which fields are set.
-        f.debug_struct("User")
-            .field("token", &self.token.is_some())
-            .field("token_file", &self.token_file)
-            .field("client_certificate", &self.client_certificate)
-            .field("client_key", &self.client_key)
+        f.debug_struct("KubernetesSource")
+            .field("server", &self.server)
             .finish_non_exhaustive()
     }
 }
 
-/// Where the bearer token comes from.
-#[derive(Clone)]
-enum Token {
-    /// Anonymous, or a client certificate only.
-    None,
-    /// From the kubeconfig.
-    Static(String),
-    /// Read on every fetch: service-account tokens rotate.
-    File(PathBuf),
+/// The output of `future`, which must not wait for anything: kube's
+/// kubeconfig loading is `async` but never awaits.
+fn now_or_never<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
+    }
 }
 
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Token::None => write!(f, "None"),
-            Token::Static(_) => write!(f, "Static(<redacted>)"),
-            Token::File(p) => write!(f, "File({})", p.display()),
+/// Where in a kubeconfig its current context points, for messages.
+struct Names {
+    /// `kubeconfig FILE`.
+    file: String,
+    /// The current context's name.
+    context: String,
+    /// Its cluster's name.
+    cluster: String,
+    /// Its user's name; empty for none.
+    user: String,
+}
+
+impl Names {
+    /// The names `kc` (read from `path`) picks; an error for a context
+    /// that names a user `users` lacks (kube would go on anonymously).
+    fn of(path: &Path, kc: &Kubeconfig) -> Result<Names, SourceError> {
+        let file = format!("kubeconfig {}", path.display());
+        let context = kc.current_context.clone().unwrap_or_default();
+        let named = kc.contexts.iter().find(|c| c.name == context);
+        let ctx = named.and_then(|c| c.context.as_ref());
+        let cluster = ctx.map(|c| c.cluster.clone()).unwrap_or_default();
+        let user = ctx.and_then(|c| c.user.clone()).unwrap_or_default();
+        if !user.is_empty() && !kc.auth_infos.iter().any(|u| u.name == user) {
+            return Err(config(format!(
+                "{file}: user {user:?} (of context {context:?}) is not in users"
+            )));
         }
-    }
-}
-
-/// PersistentVolumes, VolumeAttachments and Nodes from a Kubernetes API.
-#[derive(Debug)]
-pub struct KubernetesSource {
-    /// HTTP client with the cluster's TLS settings.
-    client: HttpClient,
-    /// API server URL without a trailing slash.
-    server: String,
-    /// Bearer token, if any.
-    token: Token,
-}
-
-/// `path` as written in a kubeconfig: relative to the kubeconfig's
-/// directory, as kubectl reads it.
-fn resolve(base: &Path, path: &str) -> PathBuf {
-    let p = Path::new(path);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
-
-/// Base64 `*-data` field, whitespace tolerated.
-fn decode_data(origin: &str, field: &str, data: &str) -> Result<Vec<u8>, SourceError> {
-    let clean: String = data.chars().filter(|c| !c.is_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(clean)
-        .map_err(|e| config(format!("{origin}: {field} is not base64: {e}")))
-}
-
-/// A `*-data` field (base64 PEM) or, when it is not set, the file a
-/// sibling field names; `field` is the file field's name, e.g.
-/// `client-key`, and `origin` starts error messages.
-fn inline_or_file(
-    origin: &str,
-    field: &str,
-    data: Option<&String>,
-    file: Option<&String>,
-    base: &Path,
-) -> Result<Option<Vec<u8>>, SourceError> {
-    match (data, file) {
-        (Some(d), _) => Ok(Some(decode_data(origin, &format!("{field}-data"), d)?)),
-        (None, Some(f)) => Ok(Some(read_pem_file(
-            NAME,
-            &format!("{origin}: {field}"),
-            &resolve(base, f),
-        )?)),
-        (None, None) => Ok(None),
-    }
-}
-
-/// The parts of a kubeconfig its current context picks.
-struct CurrentContext {
-    /// The cluster's name.
-    cluster_name: String,
-    /// The cluster.
-    cluster: Cluster,
-    /// The user's name; empty for none.
-    user_name: String,
-    /// The user; none means anonymous.
-    user: Option<User>,
-}
-
-impl KubeConfig {
-    /// Reads and parses the kubeconfig at `path` (`shown` in messages).
-    fn read(path: &Path, shown: &str) -> Result<KubeConfig, SourceError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| config(format!("kubeconfig {shown}: cannot read: {e}")))?;
-        serde_norway::from_str(&text).map_err(|e| config(format!("kubeconfig {shown}: {e}")))
-    }
-
-    /// The current context with its cluster and user; an error names
-    /// whichever is not set or not defined.
-    fn into_current(self, shown: &str) -> Result<CurrentContext, SourceError> {
-        let current = self
-            .current_context
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| config(format!("kubeconfig {shown}: current-context is not set")))?;
-        let context = self
-            .contexts
-            .unwrap_or_default()
-            .into_iter()
-            .find(|c| c.name == current)
-            .ok_or_else(|| {
-                config(format!(
-                    "kubeconfig {shown}: current-context {current:?} is not in contexts"
-                ))
-            })?
-            .context;
-        let cluster = self
-            .clusters
-            .unwrap_or_default()
-            .into_iter()
-            .find(|c| c.name == context.cluster)
-            .ok_or_else(|| {
-                config(format!(
-                    "kubeconfig {shown}: cluster {:?} (of context {current:?}) is not in clusters",
-                    context.cluster
-                ))
-            })?
-            .cluster;
-        let user = match &context.user {
-            None => None,
-            Some(name) if name.is_empty() => None,
-            Some(name) => Some(
-                self.users
-                    .unwrap_or_default()
-                    .into_iter()
-                    .find(|u| &u.name == name)
-                    .ok_or_else(|| {
-                        config(format!(
-                            "kubeconfig {shown}: user {name:?} (of context {current:?}) is not in users"
-                        ))
-                    })?
-                    .user,
-            ),
-        };
-        Ok(CurrentContext {
-            cluster_name: context.cluster,
+        Ok(Names {
+            file,
+            context,
             cluster,
-            user_name: context.user.unwrap_or_default(),
             user,
         })
     }
-}
 
-impl CurrentContext {
-    /// TLS settings from the cluster: verification, server name and CA
-    /// (client identity comes from the user). A proxy is refused.
-    fn cluster_tls(&self, origin: &str, base: &Path) -> Result<TlsOptions, SourceError> {
-        let cluster = &self.cluster;
-        if cluster.proxy_url.is_some() {
-            return Err(config(format!(
-                "{origin}: cluster {:?}: proxy-url is not supported",
-                self.cluster_name
-            )));
-        }
-        Ok(TlsOptions {
-            insecure: cluster.insecure_skip_tls_verify,
-            server_name: cluster.tls_server_name.clone(),
-            ca_pem: inline_or_file(
-                origin,
-                "certificate-authority",
-                cluster.certificate_authority_data.as_ref(),
-                cluster.certificate_authority.as_ref(),
-                base,
-            )?,
-            ..TlsOptions::default()
+    /// A kube kubeconfig error, naming the entry and field it is about.
+    fn error(&self, e: &KubeconfigError) -> SourceError {
+        let (file, context) = (&self.file, &self.context);
+        let cluster = format!("{file}: cluster {:?}", self.cluster);
+        let user = format!("{file}: user {:?}", self.user);
+        let detail = chain(e);
+        config(match e {
+            KubeconfigError::CurrentContextNotSet => format!("{file}: current-context is not set"),
+            KubeconfigError::LoadContext(_) => {
+                format!("{file}: current-context {context:?} is not in contexts")
+            }
+            KubeconfigError::LoadClusterOfContext(_) => format!(
+                "{file}: cluster {:?} (of context {context:?}) is not in clusters",
+                self.cluster
+            ),
+            KubeconfigError::MissingClusterUrl | KubeconfigError::ParseClusterUrl(_) => {
+                format!("{cluster}: server: {detail}")
+            }
+            KubeconfigError::ParseProxyUrl(_) => format!("{cluster}: proxy-url: {detail}"),
+            KubeconfigError::LoadCertificateAuthority(_)
+            | KubeconfigError::ParseCertificates(_) => {
+                format!("{cluster}: certificate-authority(-data): {detail}")
+            }
+            KubeconfigError::LoadClientCertificate(_) => {
+                format!("{user}: client-certificate(-data): {detail}")
+            }
+            KubeconfigError::LoadClientKey(_) => format!("{user}: client-key(-data): {detail}"),
+            _ => format!("{file}: {detail}"),
         })
-    }
-}
-
-impl User {
-    /// Refuses what this exporter cannot do: credential plugins and basic
-    /// auth.
-    fn check_supported(&self, uorigin: &str) -> Result<(), SourceError> {
-        if self.exec.is_some() || self.auth_provider.is_some() {
-            return Err(config(format!(
-                "{uorigin}: exec and auth-provider plugins are not supported; use a token, tokenFile or client certificate"
-            )));
-        }
-        if self.username.is_some() {
-            return Err(config(format!(
-                "{uorigin}: basic auth (username/password) is not supported; use a token or client certificate"
-            )));
-        }
-        Ok(())
-    }
-
-    /// The bearer token: `token` if not blank, else `tokenFile`, else none.
-    fn bearer_token(&self, base: &Path) -> Token {
-        match (&self.token, &self.token_file) {
-            (Some(t), _) if !t.trim().is_empty() => Token::Static(t.trim().to_string()),
-            (_, Some(f)) if !f.is_empty() => Token::File(resolve(base, f)),
-            _ => Token::None,
-        }
-    }
-
-    /// The client certificate and key, both or neither.
-    fn client_identity(
-        &self,
-        uorigin: &str,
-        base: &Path,
-    ) -> Result<Option<ClientIdentity>, SourceError> {
-        let cert = inline_or_file(
-            uorigin,
-            "client-certificate",
-            self.client_certificate_data.as_ref(),
-            self.client_certificate.as_ref(),
-            base,
-        )?;
-        let key = inline_or_file(
-            uorigin,
-            "client-key",
-            self.client_key_data.as_ref(),
-            self.client_key.as_ref(),
-            base,
-        )?;
-        match (cert, key) {
-            (Some(cert_pem), Some(key_pem)) => Ok(Some(ClientIdentity { cert_pem, key_pem })),
-            (None, None) => Ok(None),
-            (Some(_), None) => Err(config(format!(
-                "{uorigin}: client-certificate without client-key"
-            ))),
-            (None, Some(_)) => Err(config(format!(
-                "{uorigin}: client-key without client-certificate"
-            ))),
-        }
     }
 }
 
 impl KubernetesSource {
-    /// The source for the current context of the kubeconfig at `path`.
-    /// Relative file names in it are relative to its directory. `timeout`
-    /// bounds each HTTP request.
+    /// The source for the current context of the kubeconfig at `path`,
+    /// read by kube as kubectl reads it (relative file names are relative
+    /// to its directory). `timeout` bounds connecting and a first fetch's
+    /// wait for the first lists. Errors name the file, the context, cluster
+    /// or user, and the field.
     pub fn from_kubeconfig(
         path: &Path,
         timeout: Duration,
     ) -> Result<KubernetesSource, SourceError> {
-        let shown = path.display().to_string();
-        let kc = KubeConfig::read(path, &shown)?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let current = kc.into_current(&shown)?;
-        let origin = format!("kubeconfig {shown}");
-        let mut tls = current.cluster_tls(&origin, base)?;
-        let mut token = Token::None;
-        if let Some(user) = &current.user {
-            let uorigin = format!("{origin}: user {:?}", current.user_name);
-            user.check_supported(&uorigin)?;
-            token = user.bearer_token(base);
-            tls.client_identity = user.client_identity(&uorigin, base)?;
+        let kc = Kubeconfig::read_from(path).map_err(|e| {
+            config(format!(
+                "kubeconfig {}: {}",
+                path.display(),
+                chain(&e).replace(&format!("{path:?}"), "it")
+            ))
+        })?;
+        let names = Names::of(path, &kc)?;
+        let user = kc.auth_infos.iter().find(|u| u.name == names.user);
+        if let Some(auth) = user.and_then(|u| u.auth_info.as_ref()) {
+            check_client_identity(auth)
+                .map_err(|m| config(format!("{}: user {:?}: {m}", names.file, names.user)))?;
+            if let Some(file) = auth.token_file.as_deref() {
+                check_token_file(Path::new(file)).map_err(|m| {
+                    config(format!(
+                        "{}: user {:?}: tokenFile: {m}",
+                        names.file, names.user
+                    ))
+                })?;
+            }
         }
-        let cluster = &current.cluster;
-        if !cluster.server.starts_with("https://") && !cluster.server.starts_with("http://") {
-            return Err(config(format!(
-                "{origin}: cluster {:?}: server {:?} is not an http(s) URL",
-                current.cluster_name, cluster.server
-            )));
-        }
-        Ok(KubernetesSource {
-            client: HttpClient::new(NAME, &tls, timeout)?,
-            server: cluster.server.trim_end_matches('/').to_string(),
-            token,
+        let options = KubeConfigOptions::default();
+        let loaded = now_or_never(kube::Config::from_custom_kubeconfig(kc, &options))
+            .ok_or_else(|| config(format!("{}: loading did not finish", names.file)))?;
+        let cfg = loaded.map_err(|e| names.error(&e))?;
+        let origin = if names.user.is_empty() {
+            format!("{}: context {:?}", names.file, names.context)
+        } else {
+            format!("{}: user {:?}", names.file, names.user)
+        };
+        KubernetesSource::new(cfg, timeout, |e| match e {
+            kube::Error::InferKubeconfig(e) => names.error(e),
+            e => config(format!("{origin}: {}", chain(e))),
         })
     }
 
-    /// The source for the pod's own service account: the API server from
+    /// The source for the pod's own service account, as kube finds it:
     /// `KUBERNETES_SERVICE_HOST`/`KUBERNETES_SERVICE_PORT`, token and CA
     /// from [`SERVICE_ACCOUNT_DIR`].
     pub fn in_cluster(timeout: Duration) -> Result<KubernetesSource, SourceError> {
-        let var = |name: &str| {
-            std::env::var(name)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| {
-                    config(format!(
-                        "in-cluster: {name} is not set (not running in a pod? use a kubeconfig)"
-                    ))
-                })
-        };
-        let host = var("KUBERNETES_SERVICE_HOST")?;
-        let port = var("KUBERNETES_SERVICE_PORT")?;
-        KubernetesSource::in_cluster_at(&host, &port, Path::new(SERVICE_ACCOUNT_DIR), timeout)
+        let cfg = kube::Config::incluster().map_err(|e| {
+            config(format!(
+                "in-cluster ({SERVICE_ACCOUNT_DIR}, KUBERNETES_SERVICE_HOST/PORT): {} (not running in a pod? use a kubeconfig)",
+                chain(&e)
+            ))
+        })?;
+        let token = Path::new(SERVICE_ACCOUNT_DIR).join("token");
+        check_token_file(&token).map_err(|m| config(format!("in-cluster: {m}")))?;
+        KubernetesSource::new(cfg, timeout, |e| {
+            config(format!("in-cluster: {}", chain(e)))
+        })
     }
 
     /// As [`KubernetesSource::in_cluster`], with the API server's host and
     /// port and the service-account directory (holding `token` and
-    /// `ca.crt`) given.
+    /// `ca.crt`) given: the configuration kube builds in a pod.
     pub fn in_cluster_at(
         host: &str,
         port: &str,
@@ -460,6 +438,9 @@ impl KubernetesSource {
         } else {
             format!("https://{host}:{port}")
         };
+        let uri: hyper::Uri = server
+            .parse()
+            .map_err(|e| config(format!("in-cluster: server {server:?}: {e}")))?;
         let token = service_account_dir.join("token");
         if !token.is_file() {
             return Err(config(format!(
@@ -467,18 +448,45 @@ impl KubernetesSource {
                 token.display()
             )));
         }
-        let tls = TlsOptions {
-            ca_pem: Some(read_pem_file(
-                NAME,
-                "in-cluster: CA",
-                &service_account_dir.join("ca.crt"),
-            )?),
-            ..TlsOptions::default()
-        };
+        check_token_file(&token).map_err(|m| config(format!("in-cluster: {m}")))?;
+        let mut cfg = kube::Config::new(uri);
+        cfg.root_cert = Some(ca_certificates(&service_account_dir.join("ca.crt"))?);
+        cfg.auth_info.token_file = Some(token.display().to_string());
+        KubernetesSource::new(cfg, timeout, |e| {
+            config(format!("in-cluster: {}", chain(e)))
+        })
+    }
+
+    /// The source for `cfg`: builds kube's client stack now, so that bad
+    /// certificates, keys, token files and failing `exec` plugins show at
+    /// start (`error` words their messages).
+    fn new(
+        mut cfg: kube::Config,
+        timeout: Duration,
+        error: impl Fn(&kube::Error) -> SourceError,
+    ) -> Result<KubernetesSource, SourceError> {
+        cfg.connect_timeout = Some(timeout);
+        cfg.read_timeout = Some(READ_TIMEOUT);
+        let server = cfg
+            .cluster_url
+            .to_string()
+            .trim_end_matches('/')
+            .to_string();
+        let builder = ClientBuilder::try_from(cfg).map_err(|e| error(&e))?;
+        let builder: ClientMaker = Box::new(move |health: Arc<Health>| {
+            let observer = tower::layer::layer_fn(|inner| WatchObserver {
+                inner,
+                health: health.clone(),
+            });
+            builder.with_layer(&observer).build()
+        });
         Ok(KubernetesSource {
-            client: HttpClient::new(NAME, &tls, timeout)?,
             server,
-            token: Token::File(token),
+            lazy: Mutex::new(Lazy {
+                builder: Some(builder),
+                watches: None,
+            }),
+            timeout,
         })
     }
 
@@ -487,121 +495,120 @@ impl KubernetesSource {
         &self.server
     }
 
-    /// The `Authorization` header value, if any; a token file is read
-    /// anew on every call.
-    async fn bearer(&self) -> Result<Option<String>, SourceError> {
-        match &self.token {
-            Token::None => Ok(None),
-            Token::Static(t) => Ok(Some(format!("Bearer {t}"))),
-            Token::File(path) => {
-                let text = tokio::fs::read_to_string(path)
-                    .await
-                    .map_err(|e| config(format!("token file {}: {e}", path.display())))?;
-                let token = text.trim();
-                if token.is_empty() {
-                    return Err(config(format!("token file {} is empty", path.display())));
-                }
-                Ok(Some(format!("Bearer {token}")))
-            }
+    /// The watches, started on the first call.
+    fn watches(&self) -> Result<Arc<Watches>, SourceError> {
+        let mut lazy = self.lazy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = &lazy.watches {
+            return Ok(w.clone());
         }
-    }
-
-    /// Every item of a list, page by page; each with the URL of its page
-    /// for error messages.
-    async fn list(
-        &self,
-        bearer: Option<&str>,
-        path: &str,
-    ) -> Result<Vec<(String, Value)>, SourceError> {
-        let headers: Vec<(&str, &str)> = bearer.map(|b| ("Authorization", b)).into_iter().collect();
-        let mut items = Vec::new();
-        let mut url = format!("{}{path}?limit={PAGE}", self.server);
-        let mut seen = BTreeSet::new();
-        for _ in 0..MAX_PAGES {
-            let body = self.client.get_json(&url, &headers).await?.body;
-            let page = body.get("items").and_then(Value::as_array).ok_or_else(|| {
-                self.client
-                    .bad_response(&url, "missing field `items` (a list)")
+        let builder = lazy
+            .builder
+            .take()
+            .ok_or_else(|| SourceError::Unreachable {
+                source_name: NAME,
+                url: self.server.clone(),
+                message: "the client could not be started".to_string(),
             })?;
-            items.extend(page.iter().map(|item| (url.clone(), item.clone())));
-            let next = match body.pointer("/metadata/continue") {
-                None | Some(Value::Null) => return Ok(items),
-                Some(Value::String(c)) if c.is_empty() => return Ok(items),
-                Some(Value::String(c)) => c.clone(),
-                Some(_) => {
-                    return Err(self
-                        .client
-                        .bad_response(&url, "field `metadata.continue` is not a string"));
-                }
-            };
-            if !seen.insert(next.clone()) {
-                return Err(self
-                    .client
-                    .bad_response(&url, "metadata.continue repeats an earlier page"));
-            }
-            url = format!(
-                "{}{path}?limit={PAGE}&continue={}",
-                self.server,
-                percent_encode(&next)
-            );
-        }
-        Err(self
-            .client
-            .bad_response(&url, format!("more than {MAX_PAGES} pages")))
+        let health = Arc::new(Health::new());
+        let started = Arc::new(self.start(builder(health.clone()), health));
+        lazy.watches = Some(started.clone());
+        Ok(started)
     }
 
-    /// Lists PVs, VolumeAttachments and Nodes together and turns them into
-    /// one report; any bad item fails the whole fetch.
+    /// Starts the three watches.
+    fn start(&self, client: kube::Client, health: Arc<Health>) -> Watches {
+        let (pvs, pv_writer) = reflector::store();
+        let (attachments, va_writer) = reflector::store();
+        let (nodes, node_writer) = reflector::store();
+        let ctx = |kind| (self.server.clone(), kind, health.clone());
+        let tasks = vec![
+            tokio::spawn(watch(
+                kube::Api::all(client.clone()),
+                pv_writer,
+                ctx(Kind::PersistentVolumes),
+                |pv: &mut PersistentVolume| pv.metadata.managed_fields = None,
+            )),
+            tokio::spawn(watch(
+                kube::Api::all(client.clone()),
+                va_writer,
+                ctx(Kind::VolumeAttachments),
+                |va: &mut VolumeAttachment| va.metadata.managed_fields = None,
+            )),
+            tokio::spawn(watch(
+                kube::Api::all(client),
+                node_writer,
+                ctx(Kind::Nodes),
+                |node: &mut Node| {
+                    // Kept for every node: only the addresses are used.
+                    node.metadata.managed_fields = None;
+                    if let Some(status) = &mut node.status {
+                        status.images = None;
+                    }
+                },
+            )),
+        ];
+        Watches {
+            pvs,
+            attachments,
+            nodes,
+            health,
+            tasks,
+        }
+    }
+
+    /// The report from the stores, once every watch is current; the first
+    /// fetch waits up to the timeout for the first lists.
     async fn fetch_now(&self) -> Result<AttachmentReport, SourceError> {
-        let bearer = self.bearer().await?;
-        let bearer = bearer.as_deref();
-        let (pvs, attachments, nodes) = tokio::try_join!(
-            self.list(bearer, "/api/v1/persistentvolumes"),
-            self.list(bearer, "/apis/storage.k8s.io/v1/volumeattachments"),
-            self.list(bearer, "/api/v1/nodes"),
-        )?;
-        let attached = self.attached_nodes(&attachments)?;
-        let mut report = AttachmentReport::default();
-        self.add_persistent_volumes(&mut report, &pvs, &attached)?;
-        self.add_node_addresses(&mut report, &nodes)?;
-        Ok(report)
-    }
-
-    /// The error for `items[index]` of the page at `url`.
-    fn item_error(&self, url: &str, index: usize, message: String) -> SourceError {
-        self.client
-            .bad_response(url, format!("items[{index}]: {message}"))
-    }
-
-    /// PV name -> the nodes VolumeAttachments say it is attached to.
-    fn attached_nodes(
-        &self,
-        attachments: &[(String, Value)],
-    ) -> Result<BTreeMap<String, BTreeSet<String>>, SourceError> {
-        let mut attached: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for (index, (url, va)) in attachments.iter().enumerate() {
-            let attachment = volume_attachment(va).map_err(|m| self.item_error(url, index, m))?;
-            if let Some((pv, node)) = attachment {
-                attached
-                    .entry(pv.to_string())
-                    .or_default()
-                    .insert(node.to_string());
+        let watches = self.watches()?;
+        // A watch task that ended (it never should) leaves its store as it
+        // was: never report from it.
+        if let Some(i) = watches.tasks.iter().position(|t| t.is_finished()) {
+            return Err(SourceError::Unreachable {
+                source_name: NAME,
+                url: format!("{}{}", self.server, Kind::ALL[i].path()),
+                message: "the watch stopped".to_string(),
+            });
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let changed = watches.health.changed.notified();
+            if watches.health.check()? {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                if watches.health.check()? {
+                    break;
+                }
+                return Err(SourceError::Unreachable {
+                    source_name: NAME,
+                    url: self.server.clone(),
+                    message: format!("the first lists did not finish within {:?}", self.timeout),
+                });
             }
         }
-        Ok(attached)
+        self.report(&watches)
     }
 
-    /// Adds the image of every RBD PV to `report`.
-    fn add_persistent_volumes(
-        &self,
-        report: &mut AttachmentReport,
-        pvs: &[(String, Value)],
-        attached: &BTreeMap<String, BTreeSet<String>>,
-    ) -> Result<(), SourceError> {
-        for (index, (url, pv)) in pvs.iter().enumerate() {
-            let Some((image, expectation)) =
-                persistent_volume(pv, attached).map_err(|m| self.item_error(url, index, m))?
-            else {
+    /// Turns the stores' VolumeAttachments into PV → nodes, PVs into
+    /// images with their expectations, and Nodes into addresses.
+    fn report(&self, watches: &Watches) -> Result<AttachmentReport, SourceError> {
+        let bad = |kind: Kind, message: String| SourceError::BadResponse {
+            source_name: NAME,
+            url: format!("{}{}", self.server, kind.path()),
+            message,
+        };
+        let mut attached: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for va in watches.attachments.state() {
+            let found = volume_attachment(&va).map_err(|m| bad(Kind::VolumeAttachments, m))?;
+            if let Some((pv, node)) = found {
+                attached.entry(pv).or_default().insert(node);
+            }
+        }
+        let mut report = AttachmentReport::default();
+        for pv in watches.pvs.state() {
+            let found =
+                persistent_volume(&pv, &attached).map_err(|m| bad(Kind::PersistentVolumes, m))?;
+            let Some((image, expectation)) = found else {
                 continue;
             };
             match report.images.get_mut(&image) {
@@ -611,22 +618,178 @@ impl KubernetesSource {
                 }
             }
         }
-        Ok(())
-    }
-
-    /// Adds every node's InternalIP addresses to `report`.
-    fn add_node_addresses(
-        &self,
-        report: &mut AttachmentReport,
-        nodes: &[(String, Value)],
-    ) -> Result<(), SourceError> {
-        for (index, (url, node)) in nodes.iter().enumerate() {
-            let (name, ips) = internal_ips(node).map_err(|m| self.item_error(url, index, m))?;
+        for node in watches.nodes.state() {
+            let (name, ips) = internal_ips(&node).map_err(|m| bad(Kind::Nodes, m))?;
             for ip in ips {
-                report.host_addresses.insert(ip, name.to_string());
+                report.host_addresses.insert(ip, name.clone());
             }
         }
-        Ok(())
+        Ok(report)
+    }
+}
+
+/// The client certificate and key of `auth`, both or neither, readable:
+/// kube leaves out one it cannot load and goes on without it.
+fn check_client_identity(auth: &kube::config::AuthInfo) -> Result<(), String> {
+    use secrecy::ExposeSecret;
+    let key_data = auth.client_key_data.as_ref().map(|k| k.expose_secret());
+    let parts = [
+        (
+            "client-certificate",
+            auth.client_certificate_data.as_deref(),
+            auth.client_certificate.as_deref(),
+        ),
+        ("client-key", key_data, auth.client_key.as_deref()),
+    ];
+    if parts
+        .iter()
+        .all(|(_, data, file)| data.is_none() && file.is_none())
+    {
+        return Ok(());
+    }
+    for (field, data, file) in parts {
+        match (data, file) {
+            (Some(data), _) => {
+                let clean: String = data.chars().filter(|c| !c.is_whitespace()).collect();
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, clean)
+                    .map_err(|e| format!("{field}-data is not base64: {e}"))?;
+            }
+            (None, Some(file)) => {
+                std::fs::read(file).map_err(|e| format!("{field} {file}: {e}"))?;
+            }
+            (None, None) => {
+                return Err(format!(
+                    "{field} (or {field}-data) is missing; a client certificate needs both"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A token file kube can send: kube sends its content as it is (client-go
+/// trims it), and a token with a newline is no header value.
+fn check_token_file(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    let token = std::fs::read_to_string(path).map_err(|e| format!("token file {shown}: {e}"))?;
+    if token.trim().is_empty() {
+        return Err(format!("token file {shown} is empty"));
+    }
+    if token.trim() != token {
+        return Err(format!(
+            "token file {shown}: the token ends or starts with white space (a newline?); write it without"
+        ));
+    }
+    Ok(())
+}
+
+/// The CA certificates (DER) of the PEM file at `path`.
+fn ca_certificates(path: &Path) -> Result<Vec<Vec<u8>>, SourceError> {
+    let shown = path.display();
+    let pem = std::fs::read(path).map_err(|e| config(format!("in-cluster: CA {shown}: {e}")))?;
+    let certs: Vec<Vec<u8>> = rustls_pemfile::certs(&mut pem.as_slice())
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| config(format!("in-cluster: CA {shown}: {e}")))?;
+    if certs.is_empty() {
+        return Err(config(format!(
+            "in-cluster: CA {shown}: no PEM certificate in it"
+        )));
+    }
+    Ok(certs)
+}
+
+/// Runs one reflector, recording how its watch stands: listed at the end
+/// of every list, failed on an error (but a 410 Gone just lists again),
+/// current again on the next event.
+async fn watch<K>(
+    api: kube::Api<K>,
+    writer: reflector::store::Writer<K>,
+    (server, kind, health): (String, Kind, Arc<Health>),
+    slim: impl FnMut(&mut K) + Send + 'static,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let url = format!("{server}{}", kind.path());
+    let stream = watcher(api, watcher::Config::default().timeout(WATCH_SECONDS))
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer);
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(watcher::Event::InitDone) => health.update(kind, |s| {
+                s.listed = true;
+                s.failure = None;
+            }),
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+                health.update(kind, |s| s.failure = None)
+            }
+            Ok(_) => {}
+            Err(watcher::Error::WatchError(e)) if e.code == 410 => {
+                tracing::debug!(url, "watch expired (410 Gone); listing again");
+            }
+            Err(e) => {
+                let error = watch_error(&url, &e);
+                tracing::debug!(error = %error, "watch failed");
+                health.update(kind, |s| s.failure = Some(error));
+            }
+        }
+    }
+}
+
+/// A watcher error as a [`SourceError`] for `url`.
+fn watch_error(url: &str, e: &watcher::Error) -> SourceError {
+    let client_error = match e {
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => e,
+        watcher::Error::WatchError(status) => return status_error(url, status),
+        watcher::Error::NoResourceVersion => {
+            return SourceError::BadResponse {
+                source_name: NAME,
+                url: url.to_string(),
+                message: "missing field `metadata.resourceVersion`".to_string(),
+            };
+        }
+    };
+    match client_error {
+        kube::Error::Api(status) => status_error(url, status),
+        kube::Error::SerdeError(_) | kube::Error::FromUtf8(_) => SourceError::BadResponse {
+            source_name: NAME,
+            url: url.to_string(),
+            message: chain(client_error),
+        },
+        kube::Error::Auth(_) => config(format!("credentials for {url}: {}", chain(client_error))),
+        _ => SourceError::Unreachable {
+            source_name: NAME,
+            url: url.to_string(),
+            message: chain(client_error),
+        },
+    }
+}
+
+/// An error status from the API server: `Auth` for 401/403.
+fn status_error(url: &str, status: &kube::core::ErrorResponse) -> SourceError {
+    match status.code {
+        401 | 403 => SourceError::Auth {
+            source_name: NAME,
+            url: url.to_string(),
+            status: status.code,
+        },
+        code => SourceError::BadResponse {
+            source_name: NAME,
+            url: url.to_string(),
+            message: format!("HTTP {code}: {} {}", status.reason, status.message)
+                .trim_end()
+                .to_string(),
+        },
     }
 }
 
@@ -644,44 +807,14 @@ fn merge_expectation(existing: &mut Expectation, other: Expectation) {
     existing.owner = format!("{}; {}", existing.owner, other.owner);
 }
 
-/// The PV and node of a VolumeAttachment that is attached; `None` when it
-/// is not attached, or is for an inline CSI volume (which has no PV).
-fn volume_attachment(va: &Value) -> Result<Option<(&str, &str)>, String> {
-    let Some(pv) = optional_str(va, "/spec/source/persistentVolumeName")? else {
-        return Ok(None);
-    };
-    let node = required_str(va, "/spec/nodeName")?;
-    let is_attached = match va.pointer("/status/attached") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err("field `status.attached` is not a boolean".into()),
-    };
-    Ok(is_attached.then_some((pv, node)))
-}
-
-/// A node's name and its InternalIP addresses (none when it lists no
-/// addresses).
-fn internal_ips(node: &Value) -> Result<(&str, Vec<IpAddr>), String> {
-    let name = required_str(node, "/metadata/name")?;
-    let addresses = match node.pointer("/status/addresses") {
-        None | Some(Value::Null) => return Ok((name, Vec::new())),
-        Some(Value::Array(a)) => a,
-        Some(_) => return Err(format!("node {name}: `status.addresses` is not a list")),
-    };
-    let mut ips = Vec::new();
-    for (i, address) in addresses.iter().enumerate() {
-        if address["type"].as_str() != Some("InternalIP") {
-            continue;
-        }
-        let text = address["address"]
-            .as_str()
-            .ok_or_else(|| format!("node {name}: status.addresses[{i}].address is missing"))?;
-        let ip: IpAddr = text.parse().map_err(|_| {
-            format!("node {name}: status.addresses[{i}].address {text:?} is not an IP address")
-        })?;
-        ips.push(ip);
+/// An object's name; an error when it has none.
+fn name_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<String, String> {
+    match &meta.name {
+        Some(name) if !name.is_empty() => Ok(name.clone()),
+        _ => Err("missing field `metadata.name`".to_string()),
     }
-    Ok((name, ips))
 }
 
 impl AttachmentSource for KubernetesSource {
@@ -694,39 +827,39 @@ impl AttachmentSource for KubernetesSource {
     }
 }
 
-/// Query-string encoding of a `continue` token (base64, so `+`, `/`, `=`).
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+/// The PV and node of a VolumeAttachment that is attached; `None` when it
+/// is not attached, or is for an inline CSI volume (which has no PV).
+fn volume_attachment(va: &VolumeAttachment) -> Result<Option<(String, String)>, String> {
+    let Some(pv) = va.spec.source.persistent_volume_name.clone() else {
+        return Ok(None);
+    };
+    if va.spec.node_name.is_empty() {
+        return Err(format!(
+            "volumeattachment {}: missing field `spec.nodeName`",
+            va.metadata.name.as_deref().unwrap_or("?")
+        ));
+    }
+    let attached = va.status.as_ref().is_some_and(|s| s.attached);
+    Ok(attached.then(|| (pv, va.spec.node_name.clone())))
+}
+
+/// A node's name and its InternalIP addresses (none when it lists no
+/// addresses).
+fn internal_ips(node: &Node) -> Result<(String, Vec<IpAddr>), String> {
+    let name = name_of(&node.metadata)?;
+    let addresses = node.status.as_ref().and_then(|s| s.addresses.as_ref());
+    let mut ips = Vec::new();
+    for (i, address) in addresses.into_iter().flatten().enumerate() {
+        if address.type_ != "InternalIP" {
+            continue;
         }
+        let text = &address.address;
+        let ip: IpAddr = text.parse().map_err(|_| {
+            format!("node {name}: status.addresses[{i}].address {text:?} is not an IP address")
+        })?;
+        ips.push(ip);
     }
-    out
-}
-
-/// `pointer` as a dotted field name for messages: `/spec/csi` -> `spec.csi`.
-fn field_name(pointer: &str) -> String {
-    pointer.trim_start_matches('/').replace('/', ".")
-}
-
-/// The string at `pointer`; `None` when absent or null.
-fn optional_str<'a>(item: &'a Value, pointer: &str) -> Result<Option<&'a str>, String> {
-    match item.pointer(pointer) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(format!("field `{}` is not a string", field_name(pointer))),
-    }
-}
-
-/// The non-empty string at `pointer`.
-fn required_str<'a>(item: &'a Value, pointer: &str) -> Result<&'a str, String> {
-    match optional_str(item, pointer)? {
-        Some(s) if !s.is_empty() => Ok(s),
-        _ => Err(format!("missing field `{}`", field_name(pointer))),
-    }
+    Ok((name, ips))
 }
 
 /// True for ceph-csi's RBD driver names (`rbd.csi.ceph.com`, or with the
@@ -738,16 +871,31 @@ fn is_ceph_rbd_driver(driver: &str) -> bool {
 /// The image a PV names and what Kubernetes expects of it; `None` for PVs
 /// that are not RBD.
 fn persistent_volume(
-    pv: &Value,
+    pv: &PersistentVolume,
     attached: &BTreeMap<String, BTreeSet<String>>,
 ) -> Result<Option<(ImageRef, Expectation)>, String> {
-    let name = required_str(pv, "/metadata/name")?;
+    let name = name_of(&pv.metadata)?;
     let in_pv = |m: String| format!("pv {name}: {m}");
-    let Some((image, hosts)) = rbd_image(pv, name, attached).map_err(in_pv)? else {
+    let Some(spec) = &pv.spec else {
         return Ok(None);
     };
-    let multi_attach = is_multi_attach(pv).map_err(in_pv)?;
-    let claim = claim(pv).map_err(in_pv)?;
+    let Some((image, hosts)) = rbd_image(spec, &name, attached).map_err(in_pv)? else {
+        return Ok(None);
+    };
+    let multi_attach = spec
+        .access_modes
+        .iter()
+        .flatten()
+        .any(|m| matches!(m.as_str(), "ReadWriteMany" | "ReadOnlyMany"));
+    let claim = spec.claim_ref.as_ref();
+    let claim = match (
+        claim.and_then(|c| c.namespace.as_deref()),
+        claim.and_then(|c| c.name.as_deref()),
+    ) {
+        (Some(ns), Some(claim)) => format!("claim {ns}/{claim}"),
+        (None, Some(claim)) => format!("claim {claim}"),
+        _ => "no claim".to_string(),
+    };
     Ok(Some((
         image,
         Expectation {
@@ -765,21 +913,34 @@ type ExpectedHosts = Option<BTreeSet<String>>;
 /// The RBD image of PV `name` and the nodes it may be open on (`None`: no
 /// opinion); `None` for PVs that are not RBD.
 fn rbd_image(
-    pv: &Value,
+    spec: &k8s_openapi::api::core::v1::PersistentVolumeSpec,
     name: &str,
     attached: &BTreeMap<String, BTreeSet<String>>,
 ) -> Result<Option<(ImageRef, ExpectedHosts)>, String> {
-    if let Some(driver) = optional_str(pv, "/spec/csi/driver")? {
-        if !is_ceph_rbd_driver(driver) {
+    if let Some(csi) = &spec.csi {
+        if !is_ceph_rbd_driver(&csi.driver) {
             return Ok(None);
         }
-        let image = csi_image(pv)?;
+        let image = csi_image(csi)?;
         // Attached nowhere when no VolumeAttachment says otherwise.
         let hosts = attached.get(name).cloned().unwrap_or_default();
         Ok(Some((image, Some(hosts))))
-    } else if pv.pointer("/spec/rbd").is_some_and(|v| !v.is_null()) {
+    } else if let Some(rbd) = &spec.rbd {
         // In-tree RBD has no VolumeAttachments: no opinion on nodes.
-        Ok(Some((in_tree_image(pv)?, None)))
+        if rbd.image.is_empty() {
+            return Err("missing field `spec.rbd.image`".to_string());
+        }
+        let pool = rbd
+            .pool
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .unwrap_or("rbd");
+        let image = ImageRef {
+            pool: Some(pool.to_string()),
+            namespace: Some(String::new()),
+            image: rbd.image.clone(),
+        };
+        Ok(Some((image, None)))
     } else {
         Ok(None)
     }
@@ -787,61 +948,34 @@ fn rbd_image(
 
 /// The image of a ceph-csi PV: pool, RADOS namespace and image from its
 /// volume attributes; a static PV names its image in `volumeHandle`.
-fn csi_image(pv: &Value) -> Result<ImageRef, String> {
-    let pool = required_str(pv, "/spec/csi/volumeAttributes/pool")?;
-    let namespace = optional_str(pv, "/spec/csi/volumeAttributes/radosNamespace")?.unwrap_or("");
-    let static_volume =
-        optional_str(pv, "/spec/csi/volumeAttributes/staticVolume")? == Some("true");
-    let image = match optional_str(pv, "/spec/csi/volumeAttributes/imageName")? {
-        Some(image) if !image.is_empty() => image,
-        _ if static_volume => required_str(pv, "/spec/csi/volumeHandle")?,
-        _ => return Err("missing field `spec.csi.volumeAttributes.imageName`".to_string()),
+fn csi_image(
+    csi: &k8s_openapi::api::core::v1::CSIPersistentVolumeSource,
+) -> Result<ImageRef, String> {
+    let no_attributes = BTreeMap::new();
+    let attributes = csi.volume_attributes.as_ref().unwrap_or(&no_attributes);
+    let attribute = |key: &str| {
+        attributes
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let pool = attribute("pool")
+        .ok_or_else(|| "missing field `spec.csi.volumeAttributes.pool`".to_string())?;
+    let image = match attribute("imageName") {
+        Some(image) => image,
+        None if attribute("staticVolume") == Some("true") => {
+            if csi.volume_handle.is_empty() {
+                return Err("missing field `spec.csi.volumeHandle`".to_string());
+            }
+            &csi.volume_handle
+        }
+        None => return Err("missing field `spec.csi.volumeAttributes.imageName`".to_string()),
     };
     Ok(ImageRef {
         pool: Some(pool.to_string()),
-        namespace: Some(namespace.to_string()),
+        namespace: Some(attribute("radosNamespace").unwrap_or("").to_string()),
         image: image.to_string(),
     })
-}
-
-/// The image of an in-tree `spec.rbd` PV; the pool defaults to `rbd`.
-fn in_tree_image(pv: &Value) -> Result<ImageRef, String> {
-    let pool = optional_str(pv, "/spec/rbd/pool")?
-        .filter(|p| !p.is_empty())
-        .unwrap_or("rbd");
-    let image = required_str(pv, "/spec/rbd/image")?;
-    Ok(ImageRef {
-        pool: Some(pool.to_string()),
-        namespace: Some(String::new()),
-        image: image.to_string(),
-    })
-}
-
-/// True if the PV's access modes let more than one node use it
-/// (`ReadWriteMany`, `ReadOnlyMany`).
-fn is_multi_attach(pv: &Value) -> Result<bool, String> {
-    match pv.pointer("/spec/accessModes") {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Array(modes)) => Ok(modes
-            .iter()
-            .any(|m| matches!(m.as_str(), Some("ReadWriteMany" | "ReadOnlyMany")))),
-        Some(_) => Err("field `spec.accessModes` is not a list".to_string()),
-    }
-}
-
-/// The PV's claim for the owner text: `claim ns/name`, `claim name` or
-/// `no claim`.
-fn claim(pv: &Value) -> Result<String, String> {
-    Ok(
-        match (
-            optional_str(pv, "/spec/claimRef/namespace")?,
-            optional_str(pv, "/spec/claimRef/name")?,
-        ) {
-            (Some(ns), Some(claim)) => format!("claim {ns}/{claim}"),
-            (None, Some(claim)) => format!("claim {claim}"),
-            _ => "no claim".to_string(),
-        },
-    )
 }
 
 #[cfg(test)]
@@ -849,19 +983,18 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn percent_encodes_continue_tokens() {
-        assert_eq!(percent_encode("eyJ2Ijo+/=="), "eyJ2Ijo%2B%2F%3D%3D");
+    fn pv(value: serde_json::Value) -> PersistentVolume {
+        serde_json::from_value(value).expect("a PersistentVolume")
     }
 
     #[test]
     fn pv_kinds() {
         let attached = BTreeMap::from([("a".to_string(), BTreeSet::from(["n1".to_string()]))]);
-        let csi = json!({"metadata": {"name": "a"}, "spec": {
+        let csi = pv(json!({"metadata": {"name": "a"}, "spec": {
             "accessModes": ["ReadWriteOnce"],
             "claimRef": {"namespace": "ns", "name": "data"},
             "csi": {"driver": "openshift-storage.rbd.csi.ceph.com", "volumeHandle": "h",
-                    "volumeAttributes": {"pool": "k", "imageName": "csi-vol-1"}}}});
+                    "volumeAttributes": {"pool": "k", "imageName": "csi-vol-1"}}}}));
         let (image, e) = persistent_volume(&csi, &attached)
             .expect("ok")
             .expect("rbd");
@@ -877,10 +1010,10 @@ mod tests {
         assert_eq!(e.owner, "kubernetes pv a (claim ns/data)");
         assert!(!e.multi_attach);
 
-        let static_pv = json!({"metadata": {"name": "s"}, "spec": {
+        let static_pv = pv(json!({"metadata": {"name": "s"}, "spec": {
             "accessModes": ["ReadOnlyMany"],
             "csi": {"driver": "rbd.csi.ceph.com", "volumeHandle": "legacy-image",
-                    "volumeAttributes": {"pool": "k", "staticVolume": "true"}}}});
+                    "volumeAttributes": {"pool": "k", "staticVolume": "true"}}}}));
         let (image, e) = persistent_volume(&static_pv, &attached)
             .expect("ok")
             .expect("rbd");
@@ -889,7 +1022,9 @@ mod tests {
         assert!(e.multi_attach);
         assert_eq!(e.owner, "kubernetes pv s (no claim)");
 
-        let in_tree = json!({"metadata": {"name": "t"}, "spec": {"rbd": {"image": "kubernetes-dynamic-pvc-1"}}});
+        let in_tree = pv(
+            json!({"metadata": {"name": "t"}, "spec": {"rbd": {"image": "kubernetes-dynamic-pvc-1", "monitors": ["m"]}}}),
+        );
         let (image, e) = persistent_volume(&in_tree, &attached)
             .expect("ok")
             .expect("rbd");
@@ -897,18 +1032,46 @@ mod tests {
         assert_eq!(image.namespace.as_deref(), Some(""));
         assert_eq!(e.hosts, None);
 
-        let other =
-            json!({"metadata": {"name": "o"}, "spec": {"csi": {"driver": "cephfs.csi.ceph.com"}}});
+        let other = pv(
+            json!({"metadata": {"name": "o"}, "spec": {"csi": {"driver": "cephfs.csi.ceph.com", "volumeHandle": "x"}}}),
+        );
         assert!(persistent_volume(&other, &attached).expect("ok").is_none());
-        let nfs = json!({"metadata": {"name": "o"}, "spec": {"nfs": {}}});
+        let nfs =
+            pv(json!({"metadata": {"name": "o"}, "spec": {"nfs": {"server": "s", "path": "/"}}}));
         assert!(persistent_volume(&nfs, &attached).expect("ok").is_none());
 
-        let broken = json!({"metadata": {"name": "b"}, "spec": {
-            "csi": {"driver": "rbd.csi.ceph.com", "volumeAttributes": {"pool": "k"}}}});
+        let broken = pv(json!({"metadata": {"name": "b"}, "spec": {
+            "csi": {"driver": "rbd.csi.ceph.com", "volumeHandle": "h", "volumeAttributes": {"pool": "k"}}}}));
         let m = persistent_volume(&broken, &attached).unwrap_err();
         assert!(
             m.contains("pv b: missing field `spec.csi.volumeAttributes.imageName`"),
             "{m}"
+        );
+        let no_pool = pv(json!({"metadata": {"name": "c"}, "spec": {
+            "csi": {"driver": "rbd.csi.ceph.com", "volumeHandle": "h", "volumeAttributes": {"imageName": "i"}}}}));
+        let m = persistent_volume(&no_pool, &attached).unwrap_err();
+        assert!(
+            m.contains("pv c: missing field `spec.csi.volumeAttributes.pool`"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn watch_requests_are_told_apart() {
+        let uri = |s: &str| s.parse::<hyper::Uri>().expect("uri");
+        assert_eq!(
+            Kind::of_watch(&uri(
+                "https://k:6443/api/v1/nodes?&watch=true&timeoutSeconds=290&allowWatchBookmarks=true&resourceVersion=1"
+            )),
+            Some(Kind::Nodes)
+        );
+        assert_eq!(
+            Kind::of_watch(&uri("https://k:6443/api/v1/nodes?&limit=500")),
+            None
+        );
+        assert_eq!(
+            Kind::of_watch(&uri("https://k:6443/api/v1/pods?watch=true")),
+            None
         );
     }
 

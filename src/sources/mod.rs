@@ -60,7 +60,7 @@ pub struct AttachmentReport {
 }
 
 /// Why a source could not answer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SourceError {
     /// Bad settings: missing clouds.yaml entry, unreadable kubeconfig, bad file.
     #[error("{source_name}: configuration: {message}")]
