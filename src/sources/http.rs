@@ -33,7 +33,8 @@ pub const DEFAULT_MAX_BODY: usize = 64 << 20;
 /// How many bytes of an error body are quoted in a `BadResponse`.
 const ERROR_SNIPPET: usize = 200;
 
-/// A client certificate and its key, both PEM, for mutual TLS (Kubernetes).
+/// A client certificate and its key, both PEM, for mutual TLS (clouds.yaml's
+/// `cert` and `key`).
 #[derive(Clone)]
 pub struct ClientIdentity {
     /// Certificate chain, PEM, leaf first.
@@ -56,16 +57,13 @@ impl std::fmt::Debug for ClientIdentity {
 #[derive(Debug, Clone, Default)]
 pub struct TlsOptions {
     /// CA certificates (PEM) to trust instead of the system roots, as
-    /// openstacksdk's `cacert` and kubeconfig's `certificate-authority` do.
+    /// openstacksdk's `cacert` does.
     pub ca_pem: Option<Vec<u8>>,
-    /// Accept any server certificate (`verify: false`,
-    /// `insecure-skip-tls-verify`). Handshake signatures are still checked.
+    /// Accept any server certificate (`verify: false`). Handshake signatures
+    /// are still checked.
     pub insecure: bool,
     /// Client certificate for mutual TLS.
     pub client_identity: Option<ClientIdentity>,
-    /// Name to check the server certificate against instead of the URL's
-    /// host (kubeconfig `tls-server-name`).
-    pub server_name: Option<String>,
 }
 
 /// A parsed 2xx answer.
@@ -86,8 +84,6 @@ pub struct HttpClient {
     source_name: &'static str,
     /// Built once from the [`TlsOptions`].
     tls: Arc<rustls::ClientConfig>,
-    /// Name to verify instead of the URL's host, if set.
-    server_name: Option<ServerName<'static>>,
     /// Deadline for one whole request.
     timeout: Duration,
     /// Largest body accepted, in bytes.
@@ -304,21 +300,9 @@ impl HttpClient {
         tls: &TlsOptions,
         timeout: Duration,
     ) -> Result<HttpClient, SourceError> {
-        let server_name = match &tls.server_name {
-            None => None,
-            Some(name) => {
-                Some(
-                    ServerName::try_from(name.clone()).map_err(|e| SourceError::Config {
-                        source_name,
-                        message: format!("TLS server name {name:?}: {e}"),
-                    })?,
-                )
-            }
-        };
         Ok(HttpClient {
             source_name,
             tls: Arc::new(tls_config(source_name, tls)?),
-            server_name,
             timeout,
             max_body: DEFAULT_MAX_BODY,
         })
@@ -506,12 +490,9 @@ impl HttpClient {
         if !target.https {
             return self.send(tcp, shown, request).await;
         }
-        let name = match &self.server_name {
-            Some(name) => name.clone(),
-            None => ServerName::try_from(target.host.clone()).map_err(|e| {
-                self.config_error(format!("{shown}: host is not a TLS server name: {e}"))
-            })?,
-        };
+        let name = ServerName::try_from(target.host.clone()).map_err(|e| {
+            self.config_error(format!("{shown}: host is not a TLS server name: {e}"))
+        })?;
         let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
             .connect(name, tcp)
             .await
