@@ -141,6 +141,23 @@ fn shortened_rules(dir: &Path) -> PathBuf {
     p
 }
 
+/// Alertmanager with the test's config (alerts/alertmanager.example.yml,
+/// receivers pointed at `webhook`), data in `dir`, on a port it picks.
+fn start_alertmanager(dir: &Path, webhook: &str) -> (Proc, String) {
+    let am_config = test_alertmanager_config(dir, webhook);
+    Proc::start(
+        "alertmanager",
+        Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", am_config.display()))
+            .arg(format!("--storage.path={}", dir.join("am").display()))
+            .args([
+                "--web.listen-address=127.0.0.1:0",
+                "--cluster.listen-address=",
+            ]),
+        "msg=\"Listening on\"",
+    )
+}
+
 /// alerts/alertmanager.example.yml with its receivers pointed at `webhook`
 /// and group timings of 1 s.
 fn test_alertmanager_config(dir: &Path, webhook: &str) -> PathBuf {
@@ -207,18 +224,7 @@ fn alerts_fire_route_and_resolve_end_to_end() {
     let attachments = write_attachments(&scratch.0);
     let inventory = write_inventory(&scratch.0);
     let webhook = Webhook::start();
-    let am_config = test_alertmanager_config(&scratch.0, &webhook.addr);
-    let (am, am_addr) = Proc::start(
-        "alertmanager",
-        Command::new("prometheus-alertmanager")
-            .arg(format!("--config.file={}", am_config.display()))
-            .arg(format!("--storage.path={}", scratch.0.join("am").display()))
-            .args([
-                "--web.listen-address=127.0.0.1:0",
-                "--cluster.listen-address=",
-            ]),
-        "msg=\"Listening on\"",
-    );
+    let (am, am_addr) = start_alertmanager(&scratch.0, &webhook.addr);
     let (exporter, exporter_addr) = start_exporter_with(
         &attachments,
         &conf(),
@@ -564,18 +570,7 @@ fn two_replicas_page_once_end_to_end() {
     let inventory = write_inventory(&scratch.0);
     let inventory_flags = ["--watchers.inventory", inventory.to_str().unwrap()];
     let webhook = Webhook::start();
-    let am_config = test_alertmanager_config(&scratch.0, &webhook.addr);
-    let (am, am_addr) = Proc::start(
-        "alertmanager",
-        Command::new("prometheus-alertmanager")
-            .arg(format!("--config.file={}", am_config.display()))
-            .arg(format!("--storage.path={}", scratch.0.join("am").display()))
-            .args([
-                "--web.listen-address=127.0.0.1:0",
-                "--cluster.listen-address=",
-            ]),
-        "msg=\"Listening on\"",
-    );
+    let (am, am_addr) = start_alertmanager(&scratch.0, &webhook.addr);
     let (replica0, addr0) = start_exporter_with(&attachments, &conf(), &inventory_flags);
     let (mut replica1, addr1) = start_exporter_with(&attachments, &conf(), &inventory_flags);
     let pods = ["e2e-replica-0", "e2e-replica-1", "e2e-replica-2"];
