@@ -367,12 +367,13 @@ impl KubernetesSource {
         path: &Path,
         timeout: Duration,
     ) -> Result<KubernetesSource, SourceError> {
+        // kube 4's YAML parser (serde-saphyr) follows its first line with a
+        // snippet of the file around the fault, which may hold a token or a
+        // key: only that first line is kept.
         let kc = Kubeconfig::read_from(path).map_err(|e| {
-            config(format!(
-                "kubeconfig {}: {}",
-                path.display(),
-                chain(&e).replace(&format!("{path:?}"), "it")
-            ))
+            let text = chain(&e).replace(&format!("{path:?}"), "it");
+            let first = text.lines().next().unwrap_or_default().trim_end();
+            config(format!("kubeconfig {}: {first}", path.display()))
         })?;
         let names = Names::of(path, &kc)?;
         let user = kc.auth_infos.iter().find(|u| u.name == names.user);
