@@ -323,13 +323,13 @@ impl AttributionArgs {
                 }
             },
         };
-        if chosen.is_none()
-            && let Some(file) = &self.openstack_clouds_file
-        {
-            return Err(Error::Config(format!(
-                "--openstack.clouds-file {}: no cloud to read from it: set --openstack.cloud (or OS_CLOUD)",
-                file.display()
-            )));
+        if chosen.is_none() {
+            if let Some(file) = &self.openstack_clouds_file {
+                return Err(Error::Config(format!(
+                    "--openstack.clouds-file {}: no cloud to read from it: set --openstack.cloud (or OS_CLOUD)",
+                    file.display()
+                )));
+            }
         }
         Ok(chosen)
     }

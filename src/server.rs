@@ -176,10 +176,10 @@ pub fn accepts_gzip<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> bo
             let coding = parts.next().unwrap_or("").trim();
             let mut q = Some(1.0);
             for param in parts {
-                if let Some((k, v)) = param.split_once('=')
-                    && k.trim().eq_ignore_ascii_case("q")
-                {
-                    q = parse_qvalue(v.trim());
+                if let Some((k, v)) = param.split_once('=') {
+                    if k.trim().eq_ignore_ascii_case("q") {
+                        q = parse_qvalue(v.trim());
+                    }
                 }
             }
             let Some(q) = q else { continue };
@@ -270,9 +270,10 @@ pub async fn handle(
     if req.uri().path() == config.telemetry_path
         && (method == Method::GET || method == Method::HEAD)
         && accepts_gzip(req.headers().get_all(ACCEPT_ENCODING))
-        && let Some(body) = gzipped(published).await
     {
-        return metrics_response(body, true);
+        if let Some(body) = gzipped(published).await {
+            return metrics_response(body, true);
+        }
     }
     route(method, req.uri().path(), published, config)
 }

@@ -341,10 +341,10 @@ fn check_address(addr: &str) -> Result<Entry, String> {
         Some((a, n)) => (a, Some(n)),
         None => (addr, None),
     };
-    if let Some(n) = nonce
-        && (n.is_empty() || !n.chars().all(|c| c.is_ascii_digit()))
-    {
-        return Err(format!("bad nonce {n:?} after `/`"));
+    if let Some(n) = nonce {
+        if n.is_empty() || !n.chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!("bad nonce {n:?} after `/`"));
+        }
     }
     if let Some(inner) = addr.strip_prefix('[') {
         let (ip, after) = inner.split_once(']').ok_or("`[` without `]`")?;

@@ -981,19 +981,19 @@ mod tests {
                 for i in 0..per_pool {
                     let n = p as usize * per_pool + i;
                     let id = format!("{:014x}", 0x5f3a_0000_0000u64 + n as u64);
-                    let name = if n.is_multiple_of(500) {
+                    let name = if n % 500 == 0 {
                         format!("volume-{n:08}.deleted")
                     } else {
                         format!("volume-{n:08x}-4c1e-4a6b-9d2f-{:012x}", n * 7919)
                     };
                     let mut img = image(&id, &name);
-                    if n.is_multiple_of(5) {
+                    if n % 5 == 0 {
                         let ip = format!("10.{p}.{}.{}", (n / 250) % 250, n % 250);
                         let client = 10_000 + n as u64;
                         img.watchers.push(watcher(client, &ip, n as u64));
                         img.locks.push(exclusive_lock(client, &ip, n as u64));
                     }
-                    if n.is_multiple_of(20) {
+                    if n % 20 == 0 {
                         img.snapshots.push(snapshot(1, "base", true));
                         base = id.clone();
                     } else if n % 20 == 1 {

@@ -216,10 +216,10 @@ where
         let answer = self.inner.call(request);
         Box::pin(async move {
             let answer = answer.await;
-            if let (Some(kind), Ok(response)) = (kind, &answer)
-                && response.status().is_success()
-            {
-                health.update(kind, |s| s.failure = None);
+            if let (Some(kind), Ok(response)) = (kind, &answer) {
+                if response.status().is_success() {
+                    health.update(kind, |s| s.failure = None);
+                }
             }
             answer
         })

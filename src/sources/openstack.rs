@@ -782,10 +782,10 @@ impl OpenStackSource {
     /// be reused, else new ones from Keystone.
     async fn session(&self) -> Result<(String, Endpoints), SourceError> {
         let mut held = self.session.lock().await;
-        if let Some(s) = held.as_ref()
-            && Instant::now() < s.renew_at
-        {
-            return Ok((s.token.clone(), s.endpoints.clone()));
+        if let Some(s) = held.as_ref() {
+            if Instant::now() < s.renew_at {
+                return Ok((s.token.clone(), s.endpoints.clone()));
+            }
         }
         let fresh = self.authenticate().await?;
         let out = (fresh.token.clone(), fresh.endpoints.clone());
@@ -798,10 +798,10 @@ impl OpenStackSource {
     /// one from Keystone (the refused one is dropped first).
     async fn renew(&self, refused: &str) -> Result<String, SourceError> {
         let mut held = self.session.lock().await;
-        if let Some(s) = held.as_ref()
-            && s.token != refused
-        {
-            return Ok(s.token.clone());
+        if let Some(s) = held.as_ref() {
+            if s.token != refused {
+                return Ok(s.token.clone());
+            }
         }
         *held = None;
         let fresh = self.authenticate().await?;
