@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Debian chroots holding newer Ceph releases, for building and testing the exporter
 # against them on a Debian 12 host (which has only Ceph 16.2):
-#   reef      Ceph 18.2 from Debian 13 "trixie"  (Debian rustc 1.85: built with the host's rustup)
-#   tentacle  Ceph 20.2 from Debian 14 "forky"   (Debian rustc 1.97)
+#   reef      Ceph 18.2 from Debian 13 "trixie"  (rustc 1.85)
+#   tentacle  Ceph 20.2 from Debian 14 "forky"   (rustc 1.97)
 #
 #   scripts/chroot.sh prepare RELEASE        build the chroot, or reuse the cached one
 #   scripts/chroot.sh rebuild RELEASE        build it from scratch
@@ -18,11 +18,6 @@
 # this project at the same path, the host's cargo registry cache) vanish with the last
 # process in it, so nothing is left mounted on the host, whatever happens. Daemons started
 # by `run` (scripts/cluster.sh) keep their namespace alive until they are stopped.
-# Rust: `run` uses the chroot's Debian rustc unless it is older than Cargo.toml's
-# rust-version (trixie's 1.85 < 1.88, which kube 4 needs); then the host's rustup
-# toolchain ($RUSTUP_HOME, default ~/.rustup, and ~/.cargo/bin) is bind-mounted read-only
-# at /root/.rustup and /root/.cargo/bin and put first on PATH. Its rustc and cargo need
-# only glibc; they link with the chroot's cc, against the chroot's librados.
 set -euo pipefail
 
 RECIPE=1
@@ -34,7 +29,7 @@ say() { echo "chroot.sh: $*"; }
 
 # What the tests and the build need inside: the daemons and CLI of that release, its
 # Python bindings for scripts/seed.py and scripts/holder.py, its librados headers for the
-# build and Debian's own Rust toolchain (used unless too old, see above), dpkg-dev for `make deb`.
+# build and Debian's own Rust toolchain, dpkg-dev for `make deb`.
 PACKAGES=(
     ceph-mon ceph-osd ceph-mgr ceph-common rbd-mirror
     python3-rados python3-rbd
@@ -78,7 +73,6 @@ bootstrap() {
 
 # Runs a command in DIR with /proc, /dev and the project mounted, in a private mount
 # namespace. Environment: a clean one, plus what the caller passes in CHROOT_ENV.
-# HOST_RUST=1: with the host's rustup toolchain first on PATH (see the header).
 enter() {
     local dir=$1; shift
     [ "$(id -u)" -eq 0 ] || die "needs root (chroot and mount)"
@@ -86,46 +80,24 @@ enter() {
     mkdir -p "$dir$project" "$dir/root/.cargo/registry" "$dir/proc" "$dir/dev"
     local reg="${CARGO_HOME:-$HOME/.cargo}/registry"
     mkdir -p "$reg"
-    local rustup="" cargobin="" path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-    if [ "${HOST_RUST:-0}" = 1 ]; then
-        rustup="${RUSTUP_HOME:-$HOME/.rustup}"
-        cargobin="${CARGO_HOME:-$HOME/.cargo}/bin"
-        [ -d "$rustup/toolchains" ] && [ -x "$cargobin/cargo" ] \
-            || die "the host has no rustup toolchain ($rustup, $cargobin/cargo) to build in the chroot with (install rustup: scripts/install-deps.sh)"
-        mkdir -p "$dir/root/.rustup" "$dir/root/.cargo/bin"
-        path="/root/.cargo/bin:$path"
-    fi
     # shellcheck disable=SC2016
     unshare --mount --propagation private -- bash -c '
         set -e
-        dir=$1 project=$2 reg=$3 rustup=$4 cargobin=$5 path=$6; shift 6
+        dir=$1 project=$2 reg=$3; shift 3
         mount -t proc proc "$dir/proc"
         mount --rbind /dev "$dir/dev"
         mount --bind "$project" "$dir$project"
         mount --bind "$reg" "$dir/root/.cargo/registry"
-        if [ -n "$rustup" ]; then
-            mount --bind -o ro "$rustup" "$dir/root/.rustup"
-            mount --bind -o ro "$cargobin" "$dir/root/.cargo/bin"
-        fi
         # The host'"'"'s promtool (Go, needs only libc) for the tests that lint the exposition.
         if [ -x /usr/bin/promtool ]; then
             touch "$dir/usr/local/bin/promtool"
             mount --bind /usr/bin/promtool "$dir/usr/local/bin/promtool"
         fi
-        exec chroot "$dir" /usr/bin/env -i HOME=/root LANG=C.UTF-8 PATH="$path" \
-            CARGO_HOME=/root/.cargo RUSTUP_HOME=/root/.rustup ${CHROOT_ENV:-} \
+        exec chroot "$dir" /usr/bin/env -i HOME=/root LANG=C.UTF-8 \
+            PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+            CARGO_HOME=/root/.cargo ${CHROOT_ENV:-} \
             bash -c "cd \"\$0\" && exec \"\$@\"" "$project" "$@"
-    ' enter "$dir" "$project" "$reg" "$rustup" "$cargobin" "$path" "$@"
-}
-
-# Whether the chroot's Debian rustc is older than Cargo.toml's rust-version (or absent).
-debian_rust_too_old() {
-    local dir=$1 want have
-    want=$(sed -n 's/^rust-version *= *"\(.*\)"/\1/p' "$project/Cargo.toml")
-    [ -n "$want" ] || return 1
-    have=$(chroot "$dir" /usr/bin/rustc --version 2>/dev/null | cut -d' ' -f2) || true
-    [ -z "$have" ] && return 0
-    [ "$have" != "$want" ] && [ "$(printf '%s\n%s\n' "$have" "$want" | sort -V | head -1)" = "$have" ]
+    ' enter "$dir" "$project" "$reg" "$@"
 }
 
 build() {
@@ -169,9 +141,7 @@ case "$cmd" in
     run)
         shift 2
         fresh "$release" || die "no $release chroot yet (scripts/chroot.sh prepare $release)"
-        host_rust=0
-        debian_rust_too_old "$root/$release" && host_rust=1
-        HOST_RUST=$host_rust enter "$root/$release" "$@" ;;
+        enter "$root/$release" "$@" ;;
     path) echo "$root/$release" ;;
     base) echo "$root/$release-base" ;;
     *) die "unknown command '$cmd'" ;;

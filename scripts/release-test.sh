@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The integration tests against a newer Ceph release, inside its Debian chroot
 # (scripts/chroot.sh): the exporter is built there against that release's librados
-# with Debian's own Rust (the host's rustup toolchain where Debian's is older than
-# Cargo.toml's rust-version: Reef), a throwaway cluster of that release is started and seeded
+# with Debian's own Rust, a throwaway cluster of that release is started and seeded
 # there, and the tests run there, so every `rbd`/`rados` CLI they compare with and
 # every client they start is that release's.
 #   scripts/release-test.sh reef       Ceph 18.2.7 (Debian 13 trixie)
@@ -43,7 +42,7 @@ stamp "chroot (cached unless its recipe changed)"
 bash scripts/chroot.sh prepare "$release"
 in_chroot ceph --version
 
-stamp "build against this release's librados, with $(in_chroot bash -c 'command -v rustc') ($(in_chroot rustc --version))"
+stamp "build against this release's librados, with Debian's Rust ($(in_chroot rustc --version))"
 cargo fetch --locked >/dev/null
 # shellcheck disable=SC2086
 CHROOT_ENV="CARGO_TARGET_DIR=$target" in_chroot \

@@ -367,13 +367,12 @@ impl KubernetesSource {
         path: &Path,
         timeout: Duration,
     ) -> Result<KubernetesSource, SourceError> {
-        // kube 4's YAML parser (serde-saphyr) follows its first line with a
-        // snippet of the file around the fault, which may hold a token or a
-        // key: only that first line is kept.
         let kc = Kubeconfig::read_from(path).map_err(|e| {
-            let text = chain(&e).replace(&format!("{path:?}"), "it");
-            let first = text.lines().next().unwrap_or_default().trim_end();
-            config(format!("kubeconfig {}: {first}", path.display()))
+            config(format!(
+                "kubeconfig {}: {}",
+                path.display(),
+                chain(&e).replace(&format!("{path:?}"), "it")
+            ))
         })?;
         let names = Names::of(path, &kc)?;
         let user = kc.auth_infos.iter().find(|u| u.name == names.user);
@@ -776,30 +775,20 @@ fn watch_error(url: &str, e: &watcher::Error) -> SourceError {
     }
 }
 
-/// An error status from the API server: `Auth` for 401/403. kube 4 takes
-/// any JSON object in an error answer for a `Status` (every field has a
-/// default), so `code` is 0 when the body had none; and a body that is not
-/// JSON comes back raw as `message`, hence the whitespace folded to one line.
-fn status_error(url: &str, status: &kube::core::Status) -> SourceError {
-    let text = format!("{} {}", status.reason, status.message);
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+/// An error status from the API server: `Auth` for 401/403.
+fn status_error(url: &str, status: &kube::core::ErrorResponse) -> SourceError {
     match status.code {
         401 | 403 => SourceError::Auth {
             source_name: NAME,
             url: url.to_string(),
             status: status.code,
         },
-        0 => SourceError::BadResponse {
-            source_name: NAME,
-            url: url.to_string(),
-            message: format!("error answer without a status code: {text}")
-                .trim_end()
-                .to_string(),
-        },
         code => SourceError::BadResponse {
             source_name: NAME,
             url: url.to_string(),
-            message: format!("HTTP {code}: {text}").trim_end().to_string(),
+            message: format!("HTTP {code}: {} {}", status.reason, status.message)
+                .trim_end()
+                .to_string(),
         },
     }
 }
@@ -1065,32 +1054,6 @@ mod tests {
             m.contains("pv c: missing field `spec.csi.volumeAttributes.pool`"),
             "{m}"
         );
-    }
-
-    #[test]
-    fn error_statuses() {
-        let url = "https://k/api/v1/nodes";
-        // What kube 4 makes of a 401 with a JSON body without `code`, of a
-        // plain-text 502 from a proxy, and of a 403.
-        let parsed: kube::core::Status =
-            serde_json::from_value(json!({"message": "no"})).expect("a Status");
-        let err = status_error(url, &parsed).to_string();
-        assert!(
-            err.contains("error answer without a status code: no"),
-            "{err}"
-        );
-        let raw = kube::core::Status::failure("bad\n gateway\n", "Failed to parse error data")
-            .with_code(502);
-        let err = status_error(url, &raw).to_string();
-        assert!(
-            err.contains("HTTP 502: Failed to parse error data bad gateway"),
-            "{err}"
-        );
-        let denied = kube::core::Status::failure("forbidden", "Forbidden").with_code(403);
-        assert!(matches!(
-            status_error(url, &denied),
-            SourceError::Auth { status: 403, .. }
-        ));
     }
 
     #[test]
