@@ -1546,6 +1546,9 @@ enum ApiMode {
     Normal,
     /// 200 with a body that is not JSON.
     Garbage,
+    /// 503 with a JSON body that is no Status (a proxy or load balancer in
+    /// front of the API server, say).
+    Unavailable,
 }
 
 /// One request the fake Kubernetes API saw.
@@ -1857,6 +1860,9 @@ fn answer_api(
     s.requests.push(request.clone());
     if s.mode == ApiMode::Garbage {
         return api_reply(200, "this is not JSON");
+    }
+    if s.mode == ApiMode::Unavailable {
+        return api_reply(503, r#"{"error": "maintenance"}"#);
     }
     let wanted = s.token.as_ref().map(|t| format!("Bearer {t}"));
     if wanted.is_some() && request.bearer != wanted {
@@ -2527,6 +2533,23 @@ async fn kubernetes_garbage_and_missing_fields_are_bad_responses() {
     api.with_state(|s| s.mode = ApiMode::Normal);
     let (result, _) = fetch_until(&source, Duration::from_secs(20), Result::is_ok).await;
     result.expect("back");
+
+    // Behind a proxy that answers 503 with a JSON body of its own (no
+    // Status): the watches are cut and made again against it, and the
+    // source goes down with what the proxy said, then comes back.
+    api.with_state(|s| s.mode = ApiMode::Unavailable);
+    api.stop();
+    api.restart().await;
+    let (result, _) = fetch_until(&source, Duration::from_secs(20), |r| {
+        r.as_ref()
+            .is_err_and(|e| e.to_string().contains("maintenance"))
+    })
+    .await;
+    let err = result.expect_err("503");
+    assert!(matches!(err, SourceError::BadResponse { .. }), "{err}");
+    api.with_state(|s| s.mode = ApiMode::Normal);
+    let (result, _) = fetch_until(&source, Duration::from_secs(40), Result::is_ok).await;
+    result.expect("back after the 503s");
 }
 
 /// An HTTP CONNECT proxy on 127.0.0.1; records the targets asked for.
