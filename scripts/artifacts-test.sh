@@ -23,11 +23,9 @@ set -euo pipefail
 project=$(cd "$(dirname "$0")/.." && pwd)
 cd "$project"
 t0=$SECONDS
-fails=0
 die() { echo "artifacts-test: $*" >&2; exit 2; }
 say() { echo "artifacts-test: $*"; }
-pass() { echo "PASS: $*"; }
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+. scripts/test-lib.sh
 
 [ $# -eq 1 ] || die "usage: scripts/artifacts-test.sh CLUSTER_DIR"
 [ "$(id -u)" -eq 0 ] || die "needs root (chroot, mounts, podman)"
@@ -54,9 +52,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Newest modification time (epoch seconds) under the given paths.
-newest() { find "$@" -type f -printf '%T@\n' | sort -n | tail -1 | cut -d. -f1; }
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # --- artifacts: build only what is missing or stale ------------------------------------
 deb_sources=(Cargo.toml Cargo.lock build.rs src alerts dashboards README.md scripts/deb.sh deploy/systemd)
