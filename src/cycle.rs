@@ -88,6 +88,60 @@ pub struct Cycle {
     format1: Format1Warnings,
     /// Samples taken so far (the clock of the periodic full header reads).
     samples: u64,
+    /// How the cluster answered lately: when to connect anew, what to log.
+    link: Link,
+}
+
+/// After this many attempts in a row that could not even list the pools,
+/// the connection is dropped and made anew at the next attempt. librados
+/// hunts for another mon by itself, but it never reads the key again: a
+/// key removed and recreated with `ceph auth` (or a new key file) only
+/// takes effect on a new connection.
+pub const RECONNECT_AFTER: u32 = 2;
+
+/// The cluster's recent answers, as far as the connection is concerned.
+#[derive(Debug, Default)]
+struct Link {
+    /// Attempts in a row that failed before any pool was read (pool
+    /// listing or connect).
+    failed_in_a_row: u32,
+    /// The error kind of the last failure logged as a warning; the same
+    /// kind again is logged at debug level, so an outage is one line.
+    logged_kind: Option<&'static str>,
+}
+
+impl Link {
+    /// Records a failed attempt and logs it, once per kind in a row.
+    fn failed(&mut self, e: &Error, what: &str) {
+        self.failed_in_a_row += 1;
+        let kind = e.metric_label();
+        if self.logged_kind == Some(kind) {
+            tracing::debug!(error = %e, attempts = self.failed_in_a_row, "{what}");
+            return;
+        }
+        self.logged_kind = Some(kind);
+        if kind == "auth" {
+            tracing::error!(error = %e, "{what}: the cluster refuses the exporter's key (was it removed or changed with `ceph auth`?); retrying every interval, reading the key again each time");
+        } else {
+            tracing::warn!(error = %e, "{what}; retrying every interval");
+        }
+    }
+
+    /// Records an attempt that read the pools.
+    fn answered(&mut self) {
+        if self.logged_kind.take().is_some() {
+            tracing::info!(
+                failed_attempts = self.failed_in_a_row,
+                "the cluster answers again"
+            );
+        }
+        self.failed_in_a_row = 0;
+    }
+
+    /// Whether to drop the connection before the next attempt.
+    fn should_reconnect(&self) -> bool {
+        self.failed_in_a_row >= RECONNECT_AFTER
+    }
 }
 
 /// Puts back the last facts of the images a good pool sample skipped
@@ -192,6 +246,7 @@ impl Cycle {
             last: None,
             format1: Format1Warnings::default(),
             samples: 0,
+            link: Link::default(),
         }
     }
 
@@ -235,10 +290,11 @@ impl Cycle {
         let (sample, unknown) = match sampled {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "sample failed: cannot list pools");
+                self.link.failed(&e, "sample failed: cannot list pools");
                 return self.record_unreachable(&e);
             }
         };
+        self.link.answered();
         self.status.count_reads(sample.reads);
         for name in &unknown {
             tracing::warn!(pool = %name, "pool named in --pools does not exist");
@@ -363,6 +419,14 @@ impl Cycle {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Arc<C>, Error>>,
     {
+        if conn.is_some() && self.link.should_reconnect() {
+            tracing::warn!(
+                attempts = self.link.failed_in_a_row,
+                "no answer from the cluster for {RECONNECT_AFTER} attempts or more: connecting anew \
+                 (ceph.conf, the mon addresses and the key are read again)"
+            );
+            *conn = None;
+        }
         let c = match conn {
             Some(c) => c.clone(),
             None => match connect().await {
@@ -371,7 +435,7 @@ impl Cycle {
                     conn.insert(c).clone()
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot reach the cluster; will retry");
+                    self.link.failed(&e, "cannot reach the cluster");
                     return self.record_unreachable(&e);
                 }
             },
@@ -775,5 +839,83 @@ mod tests {
         stop.send(true).unwrap();
         task.await.unwrap();
         assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    /// A cluster whose mons stop answering (pool listing times out) is
+    /// connected to anew after [`RECONNECT_AFTER`] attempts; a key the
+    /// cluster refuses then is counted as `auth`, and the exporter is back
+    /// as soon as a connect works again (the key was read again).
+    #[tokio::test]
+    async fn reconnects_after_the_cluster_stops_answering_and_counts_auth() {
+        use crate::ceph::fake::Fault;
+        let c = cluster();
+        let mut cycle = Cycle::new(config(None), None);
+        let connects = std::sync::atomic::AtomicU32::new(0);
+        let refuse = std::sync::atomic::AtomicBool::new(false);
+        let mut connect = || {
+            connects.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let result = if refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                Err(Error::Auth {
+                    user: "u".into(),
+                    hint: "h".into(),
+                    message: "error -13".into(),
+                })
+            } else {
+                Ok(c.clone())
+            };
+            async move { result }
+        };
+        let mut conn = None;
+        assert!(cycle.attempt(&mut conn, &mut connect).await.status.up);
+        c.change(|b| b.fault(Fault::on(Method::Pools, fake::timeout)));
+        for _ in 0..RECONNECT_AFTER {
+            let p = cycle.attempt(&mut conn, &mut connect).await;
+            assert!(!p.status.up);
+        }
+        assert_eq!(
+            connects.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "no reconnect yet"
+        );
+        // The key was removed: the new connection is refused.
+        refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+        c.change(|b| b.clear_faults());
+        let p = cycle.attempt(&mut conn, &mut connect).await;
+        assert_eq!(connects.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert!(!p.status.up);
+        assert_eq!(errors(&p, "", "auth"), 1);
+        assert_eq!(errors(&p, "", "timeout"), RECONNECT_AFTER as u64);
+        let p = cycle.attempt(&mut conn, &mut connect).await;
+        assert_eq!(errors(&p, "", "auth"), 2);
+        // The key is valid again: connected on the next attempt, no restart.
+        refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+        let p = cycle.attempt(&mut conn, &mut connect).await;
+        assert!(p.status.up);
+        assert_eq!(connects.load(std::sync::atomic::Ordering::SeqCst), 4);
+        // A working connection is kept.
+        cycle.attempt(&mut conn, &mut connect).await;
+        assert_eq!(connects.load(std::sync::atomic::Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn a_refused_key_or_caps_is_labelled_auth() {
+        let denied = Error::MonCommand {
+            command: "osd pool ls".into(),
+            code: -crate::error::libc_errno::EACCES,
+            message: "access denied".into(),
+        };
+        assert_eq!(denied.metric_label(), "auth");
+        let auth = Error::Auth {
+            user: "rbd-exporter".into(),
+            hint: "wrong key or unknown user?".into(),
+            message: "error -13".into(),
+        };
+        assert_eq!(auth.metric_label(), "auth");
+        assert!(auth.is_fatal_at_start());
+        assert!(
+            auth.to_string().starts_with(
+                "the cluster rejected client.rbd-exporter (wrong key or unknown user?)"
+            )
+        );
     }
 }

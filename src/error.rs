@@ -11,6 +11,21 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
 
+    /// The cluster refused the exporter's credentials: a wrong key, a user
+    /// that does not exist (any more), or caps that do not allow what was
+    /// asked. Fatal at start; at run time counted as `kind="auth"` and
+    /// retried with the key read again, since an operator who removed or
+    /// changed the key with `ceph auth` can put it right.
+    #[error("the cluster rejected client.{user} ({hint}): {message}")]
+    Auth {
+        /// Client id.
+        user: String,
+        /// What the operator should check.
+        hint: String,
+        /// What librados or the mon said.
+        message: String,
+    },
+
     /// The cluster could not be reached (yet).
     #[error("cannot connect to the cluster as client.{user} with {conf}: {message}")]
     Connect {
@@ -75,10 +90,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether starting with this error is pointless: the configuration or
+    /// the credentials are wrong (exit code 2). Anything else at start is
+    /// retried every interval.
+    pub fn is_fatal_at_start(&self) -> bool {
+        matches!(self, Error::Config(_) | Error::Auth { .. })
+    }
+
     /// A short, stable label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Config(_) => "config",
+            Error::Auth { .. } => "auth",
+            Error::MonCommand { code, .. } if is_denied(*code) => "auth",
             Error::Connect { .. } => "connect",
             Error::Rados { code, .. } | Error::MonCommand { code, .. } if is_timeout(*code) => {
                 "timeout"
@@ -93,6 +117,11 @@ impl Error {
 
 fn is_timeout(code: i32) -> bool {
     code == -libc_errno::ETIMEDOUT
+}
+
+/// EACCES or EPERM: the cluster refused the client's key or caps.
+pub fn is_denied(code: i32) -> bool {
+    code == -libc_errno::EACCES || code == -libc_errno::EPERM
 }
 
 /// The errno values we act on (Linux numbering, which Ceph uses on the wire).

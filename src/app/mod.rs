@@ -40,7 +40,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     let config = e
         .downcast_ref::<Error>()
-        .is_some_and(|e| matches!(e, Error::Config(_)));
+        .is_some_and(Error::is_fatal_at_start);
     if config { EXIT_CONFIG } else { 1 }
 }
 

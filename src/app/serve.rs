@@ -35,7 +35,7 @@ pub async fn serve(
     let local = listener.local_addr().context("listener address")?;
     let initial = match connect(opts.clone()).await {
         Ok(c) => Some(c),
-        Err(e @ Error::Config(_)) => return Err(e.into()),
+        Err(e) if e.is_fatal_at_start() => return Err(e.into()),
         Err(e) => {
             tracing::warn!(error = %e, "cluster not reachable at start; serving ceph_rbd_exporter_up 0 and retrying");
             None

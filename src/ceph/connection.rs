@@ -56,6 +56,15 @@ impl ConnectOptions {
             (None, None) => "librados' defaults (no ceph.conf)".to_string(),
         }
     }
+
+    /// Where the key is read from, at every connect: `--ceph.key-file PATH`,
+    /// the environment, or the keyring ceph.conf names.
+    pub fn key_origin(&self) -> String {
+        match &self.key {
+            Some(source) => source.origin(),
+            None => "the keyring ceph.conf names (or librados' default keyrings)".to_string(),
+        }
+    }
 }
 
 /// A connected librados handle.
@@ -208,11 +217,15 @@ impl RadosConn {
         let rc = unsafe { sys::rados_connect(handle.0) };
         if rc < 0 {
             let mut message = crate::error::errno_text(rc);
-            if rc == -libc_errno::EACCES || rc == -libc_errno::EPERM {
-                return Err(Error::Config(format!(
-                    "the cluster rejected client.{} (wrong key or unknown user?): {message}",
-                    opts.user
-                )));
+            if crate::error::is_denied(rc) {
+                return Err(Error::Auth {
+                    user: opts.user.clone(),
+                    hint: format!(
+                        "wrong key or unknown user? the key came from {}",
+                        opts.key_origin()
+                    ),
+                    message,
+                });
             }
             // A key librados cannot parse fails the connect at once (error
             // -5 with Ceph 16.2); after a timeout, the key was loaded.
