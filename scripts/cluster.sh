@@ -85,6 +85,7 @@ osd pool default pgp num = 8
 mon allow pool delete = true
 mon allow pool size one = true
 mon warn on pool no redundancy = false
+mon warn on insecure global id reclaim allowed = false
 mon data avail warn = 1
 mon data avail crit = 0
 osd crush chooseleaf type = 0

@@ -7,6 +7,7 @@
 pub mod alertmanager;
 pub mod artifacts;
 pub mod exporter;
+pub mod faults;
 pub mod grafana;
 pub mod http;
 pub mod metrics;
@@ -164,6 +165,8 @@ pub struct Exporter {
     pub child: Child,
     /// Its HTTP address.
     pub addr: String,
+    /// Everything it wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Exporter {
@@ -173,18 +176,18 @@ impl Exporter {
     }
 
     pub fn start_with_conf(conf: &str, user: &str, extra: &[&str]) -> Exporter {
-        let mut child = Command::new(BIN)
-            .args([
-                "--ceph.config",
-                conf,
-                "--ceph.user",
-                user,
-                "--web.listen-address",
-                "127.0.0.1:0",
-                "--sample.interval",
-                "2s",
-            ])
-            .args(extra)
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--ceph.config", conf, "--ceph.user", user])
+            .args(["--web.listen-address", "127.0.0.1:0"])
+            .args(["--sample.interval", "2s"])
+            .args(extra);
+        Self::start_command(cmd)
+    }
+
+    /// Starts `cmd`, which runs the exporter (perhaps through `ip netns
+    /// exec`), and waits until it serves.
+    pub fn start_command(mut cmd: Command) -> Exporter {
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -225,7 +228,12 @@ impl Exporter {
                     log.lock().unwrap()
                 )
             });
-        Exporter { child, addr }
+        Exporter { child, addr, log }
+    }
+
+    /// Its stderr so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().clone()
     }
 
     pub fn get(&self, method: &str, path: &str) -> (u16, String) {
