@@ -33,6 +33,7 @@ amtool check-config alerts/alertmanager.example.yml
 cleanup() {
     /usr/bin/python3 scripts/seed.py --conf "$dir/ceph.conf" --state-dir "$dir/state" stop-holders >/dev/null 2>&1 || true
     bash scripts/cluster.sh stop "$dir" >/dev/null 2>&1 || true
+    bash scripts/faults-test.sh down >/dev/null 2>&1 || true
     local r
     for r in reef tentacle; do
         bash scripts/release-test.sh "$r" stop || true
@@ -47,8 +48,17 @@ echo "== seeding the test layout"
 /usr/bin/python3 scripts/seed.py --conf "$dir/ceph.conf" --state-dir "$dir/state" test
 
 echo "== integration tests against the real cluster"
+# Every tests/*.rs but the fault tests, which need their own cluster (below).
+integration=()
+for f in tests/*.rs; do
+    name=$(basename "$f" .rs)
+    case "$name" in faults_*) ;; *) integration+=(--test "$name") ;; esac
+done
 CEPH_RBD_TEST_CONF="$dir/ceph.conf" CEPH_RBD_TEST_STATE="$dir/state" \
-    cargo test --release --locked --test '*' -- --test-threads 1
+    cargo test --release --locked "${integration[@]}" -- --test-threads 1
+
+echo "== production-shaped faults: 3 mons, 4 bluestore OSDs, size-2 pools, a partitioned exporter (scripts/faults-test.sh)"
+bash scripts/faults-test.sh test
 
 # The same tests against the newer releases, each in its Debian chroot with the exporter
 # built there against that release's librados; each cluster stays up for the matrix.
