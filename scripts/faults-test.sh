@@ -18,6 +18,9 @@
 #          test cuts), side0 FAULTS_SIDE_NET.2 to the host's FAULTS_SIDE_NET.1 (scrapes)
 #   FAULTS_DIR (.cluster-faults): ceph.conf (admin), exporter.conf and exporter.keyring
 #          (client.rbd-exporter, the README's read-only caps), exporter.key (bare key)
+# FAULTS_NETNS=0: no namespace, the cluster on 127.0.0.1 (scripts/release-test.sh runs
+# the fault tests that need none so inside a release's chroot). FAULTS_CARGO_ARGS: more
+# `cargo test` flags (the chroots add --offline).
 # Needs root (namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +30,7 @@ port=${FAULTS_PORT:-40795}
 net=${FAULTS_NET:-10.231.15}
 side_net=${FAULTS_SIDE_NET:-10.231.16}
 prefix=${FAULTS_PREFIX:-flt}
+netns=${FAULTS_NETNS:-1}
 ns="$prefix-1"
 side_host="$prefix-s1"
 
@@ -37,6 +41,7 @@ down() {
         /usr/bin/python3 scripts/seed.py --conf "$dir/ceph.conf" --state-dir "$dir/state" stop-holders >/dev/null 2>&1 || true
     fi
     bash scripts/cluster.sh stop "$dir" >/dev/null 2>&1 || true
+    [ "$netns" = 1 ] || return 0
     bash scripts/netns.sh down "$prefix"
     ip link del "$side_host" 2>/dev/null || true
 }
@@ -87,16 +92,22 @@ PY
 }
 
 up() {
-    [ "$(id -u)" = 0 ] || die "needs root (network namespaces)"
+    [ "$(id -u)" = 0 ] || die "needs root (network namespaces, daemons)"
     down
     trap 'down' ERR
-    bash scripts/netns.sh up "$prefix" 1 "$net" >/dev/null
-    side_link
-    CEPH_TEST_MONS=3 CEPH_TEST_OSDS=4 CEPH_TEST_STORE=bluestore CEPH_TEST_MON_ADDR="$net.1" \
+    local addr=127.0.0.1
+    if [ "$netns" = 1 ]; then
+        bash scripts/netns.sh up "$prefix" 1 "$net" >/dev/null
+        side_link
+        addr=$net.1
+    fi
+    CEPH_TEST_MONS=3 CEPH_TEST_OSDS=4 CEPH_TEST_STORE=bluestore CEPH_TEST_MON_ADDR="$addr" \
         bash scripts/cluster.sh start "$dir" "$port" 2>"$dir.start.log" | tail -1
     layout
     trap - ERR
-    echo "faults cluster: $dir/ceph.conf (exporter: $dir/exporter.conf), namespace $ns ($net.11, side $side_net.2)"
+    echo "faults cluster: $dir/ceph.conf (exporter: $dir/exporter.conf)"
+    [ "$netns" = 1 ] && echo "namespace $ns: $net.11 on the cluster link, side address $side_net.2"
+    return 0
 }
 
 case "${1:-}" in
@@ -114,9 +125,12 @@ case "${1:-}" in
         t0=$(date +%s)
         up
         echo "faults cluster up in $(($(date +%s) - t0)) s"
-        CEPH_RBD_FAULTS_DIR="$dir" CEPH_RBD_FAULTS_NS="$ns" CEPH_RBD_FAULTS_SIDE="$side_net.2" \
-            CEPH_RBD_FAULTS_NET="$net" CEPH_RBD_FAULTS_LINK=eth0 \
-            cargo test --release --locked "${args[@]}" -- --test-threads 1
+        vars=(CEPH_RBD_FAULTS_DIR="$dir")
+        if [ "$netns" = 1 ]; then
+            vars+=(CEPH_RBD_FAULTS_NS="$ns" CEPH_RBD_FAULTS_SIDE="$side_net.2" CEPH_RBD_FAULTS_LINK=eth0)
+        fi
+        # shellcheck disable=SC2086
+        env "${vars[@]}" cargo test --release --locked ${FAULTS_CARGO_ARGS:-} "${args[@]}" -- --test-threads 1
         ;;
     *) die "usage: $0 up | down | test [TEST...]" ;;
 esac

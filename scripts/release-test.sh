@@ -24,6 +24,13 @@ target="$PWD/target/$release"
 # read-only caps, explain and its goldens, the verdict cases, the release's own
 # regressions, the key-type check, and connecting without a ceph.conf (mon_host).
 tests=${RELEASE_TESTS:---test cluster --test explain --test verdicts --test keytype --test releases --test mirror --test incremental --test mon_host}
+# Then the production-shaped faults (scripts/faults-test.sh: 3 mons, 4 bluestore OSDs) of
+# this release, all but the network partition (its namespace is the host's business).
+fault_tests=${RELEASE_FAULT_TESTS-faults_mons faults_osds faults_auth}
+case "$release" in
+    reef) faults_port=30835 ;;
+    tentacle) faults_port=30845 ;;
+esac
 
 in_chroot() { bash scripts/chroot.sh run "$release" "$@"; }
 cleanup() {
@@ -46,7 +53,8 @@ stamp "build against this release's librados, with Debian's Rust ($(in_chroot ru
 cargo fetch --locked >/dev/null
 # shellcheck disable=SC2086
 CHROOT_ENV="CARGO_TARGET_DIR=$target" in_chroot \
-    cargo test --release --locked --offline --no-run $tests 2>&1 | grep -v '^\s*Compiling ' || exit 1
+    cargo test --release --locked --offline --no-run $tests $(printf -- '--test %s ' $fault_tests) 2>&1 \
+    | grep -v '^\s*Compiling ' || exit 1
 in_chroot ldd "$target/release/ceph-rbd-exporter" | grep -E 'librados|libceph' || true
 
 # RELEASE_KEEP_CLUSTER=1 (scripts/test.sh) leaves the seeded cluster running after a
@@ -63,6 +71,13 @@ stamp "integration tests"
 # shellcheck disable=SC2086
 CHROOT_ENV="CARGO_TARGET_DIR=$target CEPH_RBD_TEST_CONF=$dir/ceph.conf CEPH_RBD_TEST_STATE=$dir/state CEPH_RBD_TEST_RELEASE=$release" \
     in_chroot cargo test --release --locked --offline --no-fail-fast $tests -- --test-threads 1
+
+if [ -n "$fault_tests" ]; then
+    stamp "production-shaped faults of $release: $fault_tests"
+    # shellcheck disable=SC2086
+    CHROOT_ENV="CARGO_TARGET_DIR=$target FAULTS_NETNS=0 FAULTS_DIR=$PWD/.cluster-$release-faults FAULTS_PORT=$faults_port FAULTS_CARGO_ARGS=--offline" \
+        in_chroot bash scripts/faults-test.sh test $fault_tests
+fi
 
 if [ -n "${RELEASE_EXTRA:-}" ]; then
     stamp "$RELEASE_EXTRA $dir"

@@ -19,13 +19,14 @@ pub const OSDS: [&str; 4] = ["osd.0", "osd.1", "osd.2", "osd.3"];
 pub struct FaultCluster {
     /// Its directory: ceph.conf, exporter.conf, exporter.keyring, exporter.key, run/.
     pub dir: PathBuf,
-    /// The network namespace for an exporter whose link can be cut.
-    pub ns: String,
+    /// The network namespace for an exporter whose link can be cut
+    /// (`None` in the release chroots, which run without one).
+    pub ns: Option<String>,
     /// The namespace's side address, reachable from the host while its
     /// cluster link is down.
-    pub side: String,
+    pub side: Option<String>,
     /// The namespace's interface to the cluster (the link a test cuts).
-    pub link: String,
+    pub link: Option<String>,
 }
 
 fn env(name: &str) -> String {
@@ -38,13 +39,25 @@ fn env(name: &str) -> String {
 pub fn cluster() -> FaultCluster {
     FaultCluster {
         dir: PathBuf::from(env("CEPH_RBD_FAULTS_DIR")),
-        ns: env("CEPH_RBD_FAULTS_NS"),
-        side: env("CEPH_RBD_FAULTS_SIDE"),
-        link: env("CEPH_RBD_FAULTS_LINK"),
+        ns: std::env::var("CEPH_RBD_FAULTS_NS").ok(),
+        side: std::env::var("CEPH_RBD_FAULTS_SIDE").ok(),
+        link: std::env::var("CEPH_RBD_FAULTS_LINK").ok(),
     }
 }
 
 impl FaultCluster {
+    /// The namespace, its side address and its cluster link; panics when
+    /// the cluster was made without them (FAULTS_NETNS=0).
+    pub fn namespace(&self) -> (&str, &str, &str) {
+        match (&self.ns, &self.side, &self.link) {
+            (Some(ns), Some(side), Some(link)) => (ns, side, link),
+            _ => panic!(
+                "this faults cluster has no network namespace (FAULTS_NETNS=0): run this test with \
+                 `bash scripts/faults-test.sh test` on the host"
+            ),
+        }
+    }
+
     /// The admin's ceph.conf.
     pub fn admin_conf(&self) -> String {
         self.dir.join("ceph.conf").to_string_lossy().into_owned()
@@ -178,11 +191,12 @@ impl FaultCluster {
     /// The exporter inside the namespace, serving on its side address
     /// (reachable from the host while the cluster link is down).
     pub fn exporter_in_namespace(&self, extra: &[&str]) -> Exporter {
+        let (ns, side, _) = self.namespace();
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns, BIN])
+        cmd.args(["netns", "exec", ns, BIN])
             .args(["--ceph.config", &self.exporter_conf()])
             .args(["--ceph.user", EXPORTER_USER])
-            .args(["--web.listen-address", &format!("{}:0", self.side)])
+            .args(["--web.listen-address", &format!("{side}:0")])
             .args(["--sample.interval", "2s"])
             .args(extra);
         Exporter::start_command(cmd)
@@ -190,13 +204,14 @@ impl FaultCluster {
 
     /// Sets the namespace's cluster link down or up.
     pub fn set_link(&self, up: bool) {
+        let (ns, _, link) = self.namespace();
         let state = if up { "up" } else { "down" };
         let ok = Command::new("ip")
-            .args(["-n", &self.ns, "link", "set", &self.link, state])
+            .args(["-n", ns, "link", "set", link, state])
             .status()
             .unwrap()
             .success();
-        assert!(ok, "ip -n {} link set {} {state}", self.ns, self.link);
+        assert!(ok, "ip -n {ns} link set {link} {state}");
     }
 }
 
