@@ -425,7 +425,11 @@ impl Cycle {
                 "no answer from the cluster for {RECONNECT_AFTER} attempts or more: connecting anew \
                  (ceph.conf, the mon addresses and the key are read again)"
             );
-            *conn = None;
+            // librados' shutdown of the old handle can wait for its
+            // messengers: not on this thread, which serves the cycle.
+            if let Some(old) = conn.take() {
+                tokio::task::spawn_blocking(move || drop(old));
+            }
         }
         let c = match conn {
             Some(c) => c.clone(),
