@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::Exporter;
 use common::faults::{FaultCluster, Restore, cluster, fds_and_rss};
 use common::metrics::series;
 use std::collections::BTreeMap;
@@ -26,6 +27,13 @@ const SLACK: f64 = 2.0;
 const CUT: Duration = Duration::from_secs(20);
 /// Every scrape must answer within this.
 const SCRAPE_DEADLINE: Duration = Duration::from_secs(1);
+/// How much more resident memory the exporter may hold after the cut than
+/// before it, in KiB. Measured: +216 to +608 KiB over the same window in
+/// four runs (five connections made and dropped during each cut; heap pages
+/// glibc keeps in its arenas, and the samples' own growth: the soak shows
+/// +0.6 MiB between 30 s and 2 min without any fault); one librados
+/// connection left without shutdown costs +2.4 MiB (and 19 fds).
+const RSS_TOLERANCE_KIB: u64 = 2048;
 /// Images the faults cluster's `volumes` pool holds (vol-1..vol-20).
 const VOLUMES_IMAGES: &str = r#"ceph_rbd_pool_images{namespace="",pool="volumes"} 20"#;
 
@@ -95,7 +103,11 @@ impl Scrape {
 fn value(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     series(body, name)
         .into_iter()
-        .find(|(l, _)| labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+        .find(|(l, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
         .map(|(_, v)| v)
 }
 
@@ -179,7 +191,10 @@ fn steady_fds_and_rss(pid: u32) -> (usize, u64) {
 /// The open fds of `pid` by what they are (socket, anon_inode:[eventpoll], ...).
 fn fd_kinds(pid: u32) -> BTreeMap<String, usize> {
     let mut kinds = BTreeMap::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
         let target = std::fs::read_link(e.path())
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
@@ -278,33 +293,16 @@ fn partition_longer_than_op_timeout_then_restored() {
     check_during(&during, cut_unix, &errors_before);
 
     // Restored.
-    let back = watch(&addr, Duration::from_secs(60), |s| {
-        s.up() == Some(1.0) && s.last_success("volumes").is_some_and(|t| t > cut_unix)
-    });
-    let back_max = check_every_scrape_answered("after the cut", &back);
-    let recovered = back.last().unwrap();
-    let recovered_after = recovered.at.duration_since(restored_at).as_secs_f64();
-    eprintln!(
-        "partition: up 1 again {recovered_after:.1} s after the link came back (slowest scrape {back_max:?})"
-    );
-    assert_eq!(recovered.up(), Some(1.0), "up never came back to 1");
-    assert!(
-        recovered_after <= OP_TIMEOUT + INTERVAL + OP_TIMEOUT + SLACK,
-        "up 1 only {recovered_after:.1} s after the link came back"
-    );
-    assert!(recovered.body.contains(VOLUMES_IMAGES));
-    let log = exporter.log_text();
-    assert!(
-        log.contains("connecting anew"),
-        "the exporter should have dropped its connection during the cut:\n{log}"
-    );
+    let back = check_recovered(&exporter, cut_unix, restored_at);
 
     // Settled: as many fds, about as much memory.
     std::thread::sleep(Duration::from_secs(30));
     let settled = scrape(&addr);
     assert_eq!(settled.up(), Some(1.0));
     assert!(
-        settled.last_success("isolated").is_some_and(|t| t > cut_unix),
+        settled
+            .last_success("isolated")
+            .is_some_and(|t| t > cut_unix),
         "isolated sampled again"
     );
     let max_duration = during
@@ -315,19 +313,7 @@ fn partition_longer_than_op_timeout_then_restored() {
         .fold(0.0, f64::max);
     eprintln!("partition: longest pool sample seen {max_duration:.2} s");
     assert!(max_duration <= OP_TIMEOUT + 1.0);
-    let (fds_after, rss_after) = steady_fds_and_rss(pid);
-    let kinds_after = fd_kinds(pid);
-    eprintln!(
-        "partition: fds {fds_before} before, {fds_after} after; RSS {rss_before} KiB before, {rss_after} KiB after ({:+} KiB)",
-        rss_after as i64 - rss_before as i64
-    );
-    eprintln!("partition: fd kinds before {kinds_before:?}\n           after {kinds_after:?}");
-    assert_eq!(fds_after, fds_before, "file descriptors leaked");
-    assert!(
-        rss_after <= rss_before + 8 * 1024,
-        "RSS grew by {} KiB",
-        rss_after - rss_before
-    );
+    compare_resources(pid, (fds_before, rss_before, kinds_before));
 }
 
 /// What the scrapes during the cut show: the last good data served, the
@@ -347,13 +333,21 @@ fn check_during(during: &[Scrape], cut_unix: f64, errors_before: &BTreeMap<Strin
         *errors.get_mut(kind).unwrap() -= n;
     }
     let pool_errors = last.pool_errors();
-    eprintln!("partition: failed attempts during the cut by kind {errors:?}; pool errors {pool_errors:?}");
+    eprintln!(
+        "partition: failed attempts during the cut by kind {errors:?}; pool errors {pool_errors:?}"
+    );
     let gaps = attempt_gaps(&during[first_down..]);
     eprintln!("partition: seconds between failed attempts {gaps:.1?}");
     // The two attempts before the reconnect fail listing the pools (a mon
     // command timing out); from then on, connecting fails.
-    assert!(errors.get("timeout").copied().unwrap_or(0.0) >= 2.0, "{errors:?}");
-    assert!(errors.get("connect").copied().unwrap_or(0.0) >= 1.0, "{errors:?}");
+    assert!(
+        errors.get("timeout").copied().unwrap_or(0.0) >= 2.0,
+        "{errors:?}"
+    );
+    assert!(
+        errors.get("connect").copied().unwrap_or(0.0) >= 1.0,
+        "{errors:?}"
+    );
     assert!(
         errors.keys().all(|k| k == "timeout" || k == "connect"),
         "{errors:?}"
@@ -363,5 +357,55 @@ fn check_during(during: &[Scrape], cut_unix: f64, errors_before: &BTreeMap<Strin
     assert!(
         longest <= OP_TIMEOUT + SLACK,
         "an attempt took {longest:.1} s with the link down"
+    );
+}
+
+/// Waits for `up` 1 and a fresh sample after the link came back at
+/// `restored_at`; every scrape meanwhile answered at once. Returns them.
+fn check_recovered(exporter: &Exporter, cut_unix: f64, restored_at: Instant) -> Vec<Scrape> {
+    let addr = &exporter.addr;
+    let back = watch(addr, Duration::from_secs(60), |s| {
+        s.up() == Some(1.0) && s.last_success("volumes").is_some_and(|t| t > cut_unix)
+    });
+    let back_max = check_every_scrape_answered("after the cut", &back);
+    let recovered = back.last().unwrap();
+    let recovered_after = recovered.at.duration_since(restored_at).as_secs_f64();
+    eprintln!(
+        "partition: up 1 again {recovered_after:.1} s after the link came back (slowest scrape {back_max:?})"
+    );
+    assert_eq!(recovered.up(), Some(1.0), "up never came back to 1");
+    assert!(
+        recovered_after <= OP_TIMEOUT + INTERVAL + OP_TIMEOUT + SLACK,
+        "up 1 only {recovered_after:.1} s after the link came back"
+    );
+    assert!(recovered.body.contains(VOLUMES_IMAGES));
+    let log = exporter.log_text();
+    assert!(
+        log.contains("connecting anew"),
+        "the exporter should have dropped its connection during the cut:\n{log}"
+    );
+    back
+}
+
+/// Compares the process's fds and RSS now with `before` (count, KiB, kinds).
+fn compare_resources(pid: u32, before: (usize, u64, BTreeMap<String, usize>)) {
+    let (fds_before, rss_before, kinds_before) = before;
+    let (fds_after, rss_after) = steady_fds_and_rss(pid);
+    let kinds_after = fd_kinds(pid);
+    eprintln!(
+        "partition: fds {fds_before} before, {fds_after} after; RSS {rss_before} KiB before, {rss_after} KiB after ({:+} KiB)",
+        rss_after as i64 - rss_before as i64
+    );
+    eprintln!("partition: fd kinds before {kinds_before:?}\n           after {kinds_after:?}");
+    // Exact: librados' messenger holds one socket per mon session and per
+    // OSD it talks to, plus its workers' epoll fds and pipes; a new
+    // connection to the same cluster holds the same set (the kinds printed
+    // above match one for one), and each connection the exporter drops
+    // closes its own. One connection not shut down is +19 fds.
+    assert_eq!(fds_after, fds_before, "file descriptors leaked");
+    assert!(
+        rss_after <= rss_before + RSS_TOLERANCE_KIB,
+        "RSS grew by {} KiB",
+        rss_after - rss_before
     );
 }
