@@ -31,10 +31,12 @@
 #                           plus a row for the first poll and the last row
 #   SOAK_CHURN_PAUSE        pause between churn cycles, seconds (default 1)
 #   SOAK_OUT                report to write (default RELIABILITY.md)
+#   SOAK_REPORT_ONLY=1      do not run: write SOAK_OUT again from the raw figures
+#                           of the last run (target/soak/)
 #   FAULTS_DIR, FAULTS_PORT, FAULTS_NET, FAULTS_SIDE_NET, FAULTS_PREFIX
 #                           where the cluster lives (see scripts/faults-test.sh)
-# Raw figures stay in target/soak/ (samples.jsonl, churn.jsonl, events.log,
-# exporter.log). Every process started here is stopped on exit, failure or
+# Raw figures stay in target/soak/ (meta.json, samples.jsonl, churn.jsonl,
+# events.log, exporter.log). Every process started here is stopped on exit, failure or
 # ctrl-c, and the cluster is brought down. Needs root (faults-test.sh does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -80,6 +82,295 @@ cleanup() {
     say "bringing the cluster down"
     bash scripts/faults-test.sh down || true
 }
+# --- report ----------------------------------------------------------------
+# Written from the raw figures in $work: meta.json (how it was run), samples.jsonl,
+# churn.jsonl, events.log, exporter.log.
+report() {
+    /usr/bin/python3 - "$work" "$out" <<'PY'
+import collections, datetime, json, os, statistics, sys
+work, out = sys.argv[1], sys.argv[2]
+with open(os.path.join(work, "meta.json")) as f:
+    meta = json.load(f)
+t0, t_end = float(meta["t0"]), float(meta["t_end"])
+interval, row_every = float(meta["interval"]), float(meta["row_every"])
+
+def load(name):
+    with open(os.path.join(work, name)) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+polls = load("samples.jsonl")
+churn = load("churn.jsonl")
+events = []
+with open(os.path.join(work, "events.log")) as f:
+    for line in f:
+        t, rest = line.split(" ", 1)
+        events.append((float(t), rest.split()))
+
+def err_label(k):
+    pool, kind = k.split("/", 1)
+    return "%s/%s" % (pool or "(no pool)", kind)
+
+def mmss(t):
+    s = int(round(t - t0))
+    return "%d:%02d" % (s // 60, s % 60)
+
+# Mon restarts: stop time, start time, quorum time (relative windows).
+restarts = []
+for t, (what, *args) in events:
+    if what == "mon-stop":
+        restarts.append({"name": args[0], "stop": t, "start": None, "quorum": None, "q": "?"})
+    elif what == "mon-start" and restarts:
+        restarts[-1]["start"] = t
+    elif what == "mon-quorum" and restarts:
+        restarts[-1]["quorum"] = t
+        restarts[-1]["q"] = args[1] if len(args) > 1 else "?"
+ended_early = [w for _, (w, *_) in events if w in ("exporter-died", "churn-died")]
+
+def window(r):
+    """A restart's window: from one sample interval before the stop to two
+    after the quorum was back (or the start, if quorum was never seen)."""
+    back = r["quorum"] or r["start"] or r["stop"] + 20
+    return (r["stop"] - interval, back + 2 * interval)
+
+def in_restart(t):
+    for r in restarts:
+        a, b = window(r)
+        if a <= t <= b:
+            return r
+    return None
+
+# Error increments: (time, key, delta), from consecutive polls that answered.
+answered = [p for p in polls if "errors" in p]
+increments = []
+prev = {}
+for p in answered:
+    for k, v in p["errors"].items():
+        if v > prev.get(k, 0):
+            increments.append((p["t"], k, v - prev.get(k, 0)))
+    prev = p["errors"]
+
+def churn_at(t):
+    """Cumulative churn counts and errors at time t (last status line before t)."""
+    best = None
+    for c in churn:
+        if c["t"] <= t + 0.5:
+            best = c
+    if best is None:
+        return 0, 0
+    return sum(best["counts"].values()), sum(best["errors"].values())
+
+# Rows: the first poll, then one row per row_every seconds (the last one runs
+# to the end, including the poll taken after the churn stopped).
+bounds = [t0]
+while bounds[-1] + row_every < t_end - 1:
+    bounds.append(bounds[-1] + row_every)
+bounds.append(t_end + 3 * interval)
+pools = sorted({k for p in answered for k in p.get("duration", {})})
+head = ["time", "RSS MiB", "open fds"] + ["sample s, %s (max)" % p for p in pools] + [
+    "polls", "up=0", "/metrics ms (max)", "new sample errors", "images", "churn steps (failed)", "mon restarts"]
+rows = []
+
+def fmt_range(vals, f="%.1f"):
+    if not vals:
+        return "-"
+    lo, hi = min(vals), max(vals)
+    return (f % lo) if f % lo == f % hi else "%s-%s" % (f % lo, f % hi)
+
+def row(label, ps, a, b):
+    rss = [p["rss_kib"] / 1024 for p in ps if "rss_kib" in p]
+    fds = [p["fds"] for p in ps if "fds" in p]
+    ok = [p for p in ps if "errors" in p]
+    cells = [label, fmt_range(rss), fmt_range(fds, "%d")]
+    for pool in pools:
+        d = [p["duration"][pool] for p in ok if pool in p["duration"]]
+        cells.append("%.3f" % max(d) if d else "-")
+    failed = len(ps) - len(ok)
+    cells.append("%d%s" % (len(ps), " (%d unanswered)" % failed if failed else ""))
+    cells.append(str(sum(1 for p in ok if p.get("up") == 0)))
+    cells.append("%.0f" % (1000 * max(p["scrape_s"] for p in ok)) if ok else "-")
+    new = collections.Counter()
+    for t, k, d in increments:
+        if a <= t < b:
+            new[k] += d
+    cells.append(", ".join("%s +%d" % (err_label(k), n) for k, n in sorted(new.items())) or "none")
+    cells.append(fmt_range([p["images"] for p in ok], "%d"))
+    o1, e1 = churn_at(b)
+    o0, e0 = churn_at(a)
+    cells.append("%d (%d)" % (o1 - o0, e1 - e0))
+    cells.append(", ".join("%s at %s" % (r["name"], mmss(r["stop"])) for r in restarts if a <= r["stop"] < b) or "-")
+    return cells, rss, fds
+
+first = [p for p in polls if p["t"] >= t0][:1]
+rows.append(row("0:00 (first poll)", first, t0 - 1, t0)[0])
+stats = []
+for a, b in zip(bounds, bounds[1:]):
+    ps = [p for p in polls if a <= p["t"] < b]
+    label = "%s-%s" % (mmss(a), mmss(min(b, t_end)) if b < t_end else mmss(t_end) + " (end)")
+    cells, rss, fds = row(label, ps, a, b)
+    rows.append(cells)
+    stats.append((rss, fds))
+
+# Verdicts.
+# The first row is the warm-up (allocator pools, connections, the churn's
+# population filling up); "after warm-up" is the row after it.
+warm_i = 1 if len(stats) >= 3 else 0
+
+def trend(key, scale, a=None, b=float("inf")):
+    """Least-squares slope per hour of key over the polls from a (default:
+    the row after warm-up) to b."""
+    a = bounds[warm_i] if a is None else a
+    pts = [(p["t"], p[key] / scale) for p in polls if key in p and a <= p["t"] < b]
+    if len(pts) < 3:
+        return None
+    mt = statistics.mean(t for t, _ in pts)
+    mv = statistics.mean(v for _, v in pts)
+    den = sum((t - mt) ** 2 for t, _ in pts)
+    return 3600 * sum((t - mt) * (v - mv) for t, v in pts) / den if den else 0.0
+
+verdict = []
+if len(stats) >= 2 and stats[0][0] and stats[-1][0]:
+    warm, last = max(stats[warm_i][0]), max(stats[-1][0])
+    growth = last - warm
+    slope = trend("rss_kib", 1024)
+    mid = (bounds[warm_i] + t_end) / 2
+    halves = (trend("rss_kib", 1024, bounds[warm_i], mid), trend("rss_kib", 1024, mid, t_end + 3 * interval))
+    flat = growth <= max(0.05 * warm, 1.0)
+    verdict.append("- RSS: %.1f MiB at most in the row after warm-up (%s), %.1f MiB at most in the last row "
+                   "(%+.1f MiB); least-squares slope from that row on: %+.2f MiB per hour (%s). **%s**."
+                   % (warm, rows[1 + warm_i][0], last, growth, slope or 0.0,
+                      "first half %+.2f, second half %+.2f MiB per hour" % halves if None not in halves
+                      else "too few polls to split",
+                      "Flat" if flat else "Not flat (grew more than 5 % or 1 MiB)"))
+    rss_polls = [p for p in polls if "rss_kib" in p]
+    top = max(p["rss_kib"] for p in rss_polls)
+    high = next(p for p in rss_polls if p["rss_kib"] == top)
+    verdict.append("- RSS reached its highest, %.1f MiB, at %s and stayed at or below it for the last %d s of the run."
+                   % (top / 1024, mmss(high["t"]), rss_polls[-1]["t"] - high["t"]))
+    fw, fl = max(stats[warm_i][1]), max(stats[-1][1])
+    verdict.append("- Open fds: %d-%d in the row after warm-up, %d-%d in the last row. **%s**."
+                   % (min(stats[warm_i][1]), fw, min(stats[-1][1]), fl, "Flat" if fl <= fw else "Not flat"))
+elif len(stats) < 2:
+    verdict.append("- Too short a run for an RSS/fd verdict (one row).")
+lost = [p for p in polls if "errors" not in p]
+dead = [p for p in polls if p.get("alive") is False]
+verdict.append("- /metrics answered %d of %d polls (slowest %.0f ms)%s; the exporter process %s."
+               % (len(answered), len(polls), 1000 * max((p["scrape_s"] for p in answered), default=0),
+                  "" if not lost else ": unanswered at " + ", ".join(mmss(p["t"]) for p in lost[:10]),
+                  "was alive at every poll" if not dead else "was gone at %d polls" % len(dead)))
+if ended_early:
+    verdict.append("- **The run ended early**: %s." % ", ".join(ended_early))
+unexplained = []
+for r in restarts:
+    a, b = window(r)
+    inc = [(t, k, d) for t, k, d in increments if a <= t <= b]
+    down = [p for p in answered if a <= p["t"] <= b and p.get("up") == 0]
+    dur = max((v for p in answered if a <= p["t"] <= b for v in p["duration"].values()), default=0)
+    back = r["quorum"] or r["start"]
+    verdict.append("- %s stopped at %s, started at %s, quorum of %s back at %s: %s; %d poll(s) with up=0; "
+                   "slowest sample in the window %.3f s."
+                   % (r["name"], mmss(r["stop"]), mmss(r["start"]) if r["start"] else "?", r["q"],
+                      mmss(back) if back else "?",
+                      ("failed samples " + ", ".join("%s +%d at %s" % (err_label(k), d, mmss(t)) for t, k, d in inc))
+                      if inc else "no failed sample", len(down), dur))
+if restarts:
+    per = [len({t for t, k, d in increments if window(r)[0] <= t <= window(r)[1]}) for r in restarts]
+    verdict.append("- In all, %d of %d mon restarts cost a failed sample; at most %d failed sample(s) per restart."
+                   % (sum(1 for n in per if n), len(restarts), max(per)))
+warns = collections.Counter()
+with open(os.path.join(work, "exporter.log")) as f:
+    for line in f:
+        if " WARN " in line or " ERROR " in line:
+            msg = line.split(": ", 1)[-1].strip().replace("`", "'")
+            warns[msg.replace(" error=", " (", 1) + ")" if " error=" in msg else msg] += 1
+verdict.append("- The exporter logged %s." % (
+    "no warning or error" if not warns else
+    "; ".join("%d x `%s`" % (n, m) for m, n in warns.most_common(8))))
+for t, k, d in increments:
+    if in_restart(t) is None:
+        unexplained.append("%s +%d at %s" % (err_label(k), d, mmss(t)))
+downs = [p for p in answered if p.get("up") == 0 and in_restart(p["t"]) is None]
+if increments and all(err_label(k) == "(no pool)/timeout" and in_restart(t) for t, k, d in increments):
+    verdict.append("- Why `(no pool)/timeout`: when the mon the exporter talks to stops, its session has to move to "
+                   "another mon, and when a mon comes back the mons hold an election; a mon command in flight then "
+                   "(the `osd pool ls` that starts every sample) can outlive --ceph.op-timeout. That sample fails "
+                   "before any pool is read (no pool label), `ceph_rbd_exporter_up` is 0 until the next sample "
+                   "succeeds %d s later, and the last good data stays served meanwhile." % interval)
+if unexplained or downs:
+    verdict.append("- **Outside any mon restart**: %s%s." % (
+        ", ".join(unexplained) or "no sample error",
+        "; up=0 at " + ", ".join(mmss(p["t"]) for p in downs[:10]) if downs else ""))
+else:
+    verdict.append("- Outside the mon restarts: no sample error and no poll with up=0.")
+cerr = collections.Counter()
+if churn:
+    cerr.update(churn[-1]["errors"])
+    cnt = churn[-1]["counts"]
+
+# Header.
+dur_s = (polls[-1]["t"] if polls else t_end) - t0
+loads = [p["load"] for p in polls]
+start_utc = datetime.datetime.fromtimestamp(t0, datetime.timezone.utc)
+lines = [
+    "# Reliability: an hour of churn with mon restarts",
+    "",
+    "Written by `make soak` (scripts/soak.sh) from one run, started %s UTC, %d s of churn"
+    % (start_utc.strftime("%Y-%m-%d %H:%M"), t_end - t0)
+    + (" (ended early)" if ended_early else "") + ". Not part of `make test` or CI.",
+    "",
+    "- Machine: %s, %s cores, %s RAM, Linux %s; shared with other work: 1-minute load average "
+    "%.1f-%.1f (median %.1f) during the run." % (meta["cpu"], meta["nproc"], meta["mem"], meta["kernel"],
+                                                min(loads, default=0), max(loads, default=0),
+                                                statistics.median(loads) if loads else 0),
+    "- Ceph %s from the Debian 12 host packages; the cluster of scripts/faults-test.sh: 3 mons, "
+    "4 bluestore OSDs (file-backed), 1 mgr; pool `volumes` (16 PGs, OSDs 0-1) and pool `isolated` "
+    "(8 PGs, OSDs 2-3), both size 2, min_size 1; 25 images before the churn." % meta["ceph"],
+    "- Exporter: `target/release/ceph-rbd-exporter %s`, on the host, as `client.rbd-exporter` "
+    "(mon `profile rbd`, osd `profile rbd-read-only`); default --ceph.op-timeout 10s."
+    % meta["flags"].replace(os.getcwd() + "/", ""),
+]
+if churn:
+    elapsed = max(churn[-1]["t"] - t0, 1)
+    total = sum(cnt.values())
+    lines.append(
+        "- Churn (client.admin, /usr/bin/python3 rados/rbd, %s s pause between cycles): each cycle creates a "
+        "4 MiB parent image, writes 4 KiB, snapshots and protects it, clones it (clone v1 and v2 in turn; "
+        "one clone in three in the other pool), takes and releases an exclusive lock, a shared lock and the "
+        "exclusive-lock feature's lock on the clone, flattens the clone of 3 cycles before, and retires the "
+        "oldest of 8 parent/clone pairs (remove the clone, unprotect and remove the snapshot, move the parent "
+        "to the trash, remove it from the trash a cycle later); every 5th cycle an image is held by "
+        "scripts/holder.py (`--write` or `--advisory-lock`) for 30-120 s, then removed. Steps done (a `create` "
+        "of a parent includes its write, snapshot and protect; a `lock` step is three lock/unlock pairs): %s; "
+        "%d steps in all, %.0f per minute; %s."
+        % (meta["churn_pause"], ", ".join("%s %d" % (k, v) for k, v in sorted(cnt.items())), total,
+           60 * total / elapsed,
+           "churn errors: " + ", ".join("%s %d" % kv for kv in sorted(cerr.items())) if cerr
+           else "no churn operation failed"))
+lines.append(
+    "- Mon restarts, every %s s: " % meta["mon_every"]
+    + (", ".join("%s stopped at %s for 20 s (SIGTERM), quorum of %s back at %s" % (
+        r["name"], mmss(r["stop"]), r["q"], mmss(r["quorum"] or r["start"] or r["stop"])) for r in restarts)
+       or "none") + ".")
+lines.append(
+    "- Sampled every %d s: the exporter's RSS and open fds (/proc), and its /metrics "
+    "(`ceph_rbd_exporter_up`, `sample_duration_seconds` per pool, `sample_errors_total` by pool and kind, "
+    "the sum of `ceph_rbd_pool_images`). A row covers %d s; ranges are min-max over its polls. "
+    "Raw figures: target/soak/." % (interval, row_every))
+lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+lines += ["| " + " | ".join(r) + " |" for r in rows]
+lines += ["", "Verdict:", ""] + verdict + [""]
+with open(out, "w") as f:
+    f.write("\n".join(lines))
+PY
+    say "wrote $out"
+}
+
+# SOAK_REPORT_ONLY=1: write $out again from the figures of the last run.
+if [ "${SOAK_REPORT_ONLY:-}" = 1 ]; then
+    [ -f "$work/meta.json" ] || die "no $work/meta.json: no finished run to report on"
+    report
+    exit 0
+fi
+
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -367,270 +658,12 @@ sampler_pid=
 stop_pid "$exporter_pid"
 exporter_pid=
 
-# --- report ----------------------------------------------------------------
 cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
 mem=$(awk '/^MemTotal/{printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
 ceph_ver=$(ceph --version | awk '{print $3}')
-export SOAK_META
-SOAK_META=$(/usr/bin/python3 -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' \
+/usr/bin/python3 -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' \
     seconds "$seconds" mon_every "$mon_every" row_every "$row_every" interval "$interval" \
     churn_pause "$churn_pause" t0 "$t0" t_end "$t_end" cpu "$cpu" nproc "$(nproc)" mem "$mem" \
-    kernel "$(uname -r)" ceph "$ceph_ver" flags "${flags[*]}" port "$port")
-/usr/bin/python3 - "$work" "$out" <<'PY'
-import collections, datetime, json, os, statistics, sys
-work, out = sys.argv[1], sys.argv[2]
-meta = json.loads(os.environ["SOAK_META"])
-t0, t_end = float(meta["t0"]), float(meta["t_end"])
-interval, row_every = float(meta["interval"]), float(meta["row_every"])
-
-def load(name):
-    with open(os.path.join(work, name)) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-polls = load("samples.jsonl")
-churn = load("churn.jsonl")
-events = []
-with open(os.path.join(work, "events.log")) as f:
-    for line in f:
-        t, rest = line.split(" ", 1)
-        events.append((float(t), rest.split()))
-
-def err_label(k):
-    pool, kind = k.split("/", 1)
-    return "%s/%s" % (pool or "(no pool)", kind)
-
-def mmss(t):
-    s = int(round(t - t0))
-    return "%d:%02d" % (s // 60, s % 60)
-
-# Mon restarts: stop time, start time, quorum time (relative windows).
-restarts = []
-for t, (what, *args) in events:
-    if what == "mon-stop":
-        restarts.append({"name": args[0], "stop": t, "start": None, "quorum": None, "q": "?"})
-    elif what == "mon-start" and restarts:
-        restarts[-1]["start"] = t
-    elif what == "mon-quorum" and restarts:
-        restarts[-1]["quorum"] = t
-        restarts[-1]["q"] = args[1] if len(args) > 1 else "?"
-ended_early = [w for _, (w, *_) in events if w in ("exporter-died", "churn-died")]
-
-def window(r):
-    """A restart's window: from one sample interval before the stop to two
-    after the quorum was back (or the start, if quorum was never seen)."""
-    back = r["quorum"] or r["start"] or r["stop"] + 20
-    return (r["stop"] - interval, back + 2 * interval)
-
-def in_restart(t):
-    for r in restarts:
-        a, b = window(r)
-        if a <= t <= b:
-            return r
-    return None
-
-# Error increments: (time, key, delta), from consecutive polls that answered.
-answered = [p for p in polls if "errors" in p]
-increments = []
-prev = {}
-for p in answered:
-    for k, v in p["errors"].items():
-        if v > prev.get(k, 0):
-            increments.append((p["t"], k, v - prev.get(k, 0)))
-    prev = p["errors"]
-
-def churn_at(t):
-    """Cumulative churn counts and errors at time t (last status line before t)."""
-    best = None
-    for c in churn:
-        if c["t"] <= t + 0.5:
-            best = c
-    if best is None:
-        return 0, 0
-    return sum(best["counts"].values()), sum(best["errors"].values())
-
-# Rows: the first poll, then one row per row_every seconds (the last one runs
-# to the end, including the poll taken after the churn stopped).
-bounds = [t0]
-while bounds[-1] + row_every < t_end - 1:
-    bounds.append(bounds[-1] + row_every)
-bounds.append(t_end + 3 * interval)
-pools = sorted({k for p in answered for k in p.get("duration", {})})
-head = ["time", "RSS MiB", "open fds"] + ["sample s, %s (max)" % p for p in pools] + [
-    "polls", "up=0", "/metrics ms (max)", "new sample errors", "images", "churn steps (failed)", "mon restarts"]
-rows = []
-
-def fmt_range(vals, f="%.1f"):
-    if not vals:
-        return "-"
-    lo, hi = min(vals), max(vals)
-    return (f % lo) if f % lo == f % hi else "%s-%s" % (f % lo, f % hi)
-
-def row(label, ps, a, b):
-    rss = [p["rss_kib"] / 1024 for p in ps if "rss_kib" in p]
-    fds = [p["fds"] for p in ps if "fds" in p]
-    ok = [p for p in ps if "errors" in p]
-    cells = [label, fmt_range(rss), fmt_range(fds, "%d")]
-    for pool in pools:
-        d = [p["duration"][pool] for p in ok if pool in p["duration"]]
-        cells.append("%.3f" % max(d) if d else "-")
-    failed = len(ps) - len(ok)
-    cells.append("%d%s" % (len(ps), " (%d unanswered)" % failed if failed else ""))
-    cells.append(str(sum(1 for p in ok if p.get("up") == 0)))
-    cells.append("%.0f" % (1000 * max(p["scrape_s"] for p in ok)) if ok else "-")
-    new = collections.Counter()
-    for t, k, d in increments:
-        if a <= t < b:
-            new[k] += d
-    cells.append(", ".join("%s +%d" % (err_label(k), n) for k, n in sorted(new.items())) or "none")
-    cells.append(fmt_range([p["images"] for p in ok], "%d"))
-    o1, e1 = churn_at(b)
-    o0, e0 = churn_at(a)
-    cells.append("%d (%d)" % (o1 - o0, e1 - e0))
-    cells.append(", ".join("%s at %s" % (r["name"], mmss(r["stop"])) for r in restarts if a <= r["stop"] < b) or "-")
-    return cells, rss, fds
-
-first = [p for p in polls if p["t"] >= t0][:1]
-rows.append(row("0:00 (first poll)", first, t0 - 1, t0)[0])
-stats = []
-for a, b in zip(bounds, bounds[1:]):
-    ps = [p for p in polls if a <= p["t"] < b]
-    label = "%s-%s" % (mmss(a), mmss(min(b, t_end)) if b < t_end else mmss(t_end) + " (end)")
-    cells, rss, fds = row(label, ps, a, b)
-    rows.append(cells)
-    stats.append((rss, fds))
-
-# Verdicts.
-# The first row is the warm-up (allocator pools, connections, the churn's
-# population filling up); "after warm-up" is the row after it.
-warm_i = 1 if len(stats) >= 3 else 0
-
-def trend(key, scale):
-    """Least-squares slope per hour of key over the polls from the row after warm-up."""
-    pts = [(p["t"], p[key] / scale) for p in polls if key in p and p["t"] >= bounds[warm_i]]
-    if len(pts) < 3:
-        return None
-    mt = statistics.mean(t for t, _ in pts)
-    mv = statistics.mean(v for _, v in pts)
-    den = sum((t - mt) ** 2 for t, _ in pts)
-    return 3600 * sum((t - mt) * (v - mv) for t, v in pts) / den if den else 0.0
-
-verdict = []
-if len(stats) >= 2 and stats[0][0] and stats[-1][0]:
-    warm, last = max(stats[warm_i][0]), max(stats[-1][0])
-    growth = last - warm
-    slope = trend("rss_kib", 1024)
-    flat = growth <= max(0.05 * warm, 1.0)
-    verdict.append("- RSS: %.1f MiB at most in the row after warm-up (%s), %.1f MiB at most in the last row "
-                   "(%+.1f MiB); least-squares slope from that row on: %+.2f MiB per hour. **%s**."
-                   % (warm, rows[1 + warm_i][0], last, growth, slope or 0.0,
-                      "Flat" if flat else "Not flat (grew more than 5 % or 1 MiB)"))
-    fw, fl = max(stats[warm_i][1]), max(stats[-1][1])
-    verdict.append("- Open fds: %d-%d in the row after warm-up, %d-%d in the last row. **%s**."
-                   % (min(stats[warm_i][1]), fw, min(stats[-1][1]), fl, "Flat" if fl <= fw else "Not flat"))
-elif len(stats) < 2:
-    verdict.append("- Too short a run for an RSS/fd verdict (one row).")
-lost = [p for p in polls if "errors" not in p]
-dead = [p for p in polls if p.get("alive") is False]
-verdict.append("- /metrics answered %d of %d polls (slowest %.0f ms)%s; the exporter process %s."
-               % (len(answered), len(polls), 1000 * max((p["scrape_s"] for p in answered), default=0),
-                  "" if not lost else ": unanswered at " + ", ".join(mmss(p["t"]) for p in lost[:10]),
-                  "was alive at every poll" if not dead else "was gone at %d polls" % len(dead)))
-if ended_early:
-    verdict.append("- **The run ended early**: %s." % ", ".join(ended_early))
-unexplained = []
-for r in restarts:
-    a, b = window(r)
-    inc = [(t, k, d) for t, k, d in increments if a <= t <= b]
-    down = [p for p in answered if a <= p["t"] <= b and p.get("up") == 0]
-    dur = max((v for p in answered if a <= p["t"] <= b for v in p["duration"].values()), default=0)
-    back = r["quorum"] or r["start"]
-    verdict.append("- %s stopped at %s, started at %s, quorum of %s back at %s: %s; %d poll(s) with up=0; "
-                   "slowest sample in the window %.3f s."
-                   % (r["name"], mmss(r["stop"]), mmss(r["start"]) if r["start"] else "?", r["q"],
-                      mmss(back) if back else "?",
-                      ("failed samples " + ", ".join("%s +%d at %s" % (err_label(k), d, mmss(t)) for t, k, d in inc))
-                      if inc else "no failed sample", len(down), dur))
-if restarts:
-    per = [len({t for t, k, d in increments if window(r)[0] <= t <= window(r)[1]}) for r in restarts]
-    verdict.append("- In all, %d of %d mon restarts cost a failed sample; at most %d failed sample(s) per restart."
-                   % (sum(1 for n in per if n), len(restarts), max(per)))
-warns = collections.Counter()
-with open(os.path.join(work, "exporter.log")) as f:
-    for line in f:
-        if " WARN " in line or " ERROR " in line:
-            msg = line.split(": ", 1)[-1].strip().replace("`", "'")
-            warns[msg.replace(" error=", " (", 1) + ")" if " error=" in msg else msg] += 1
-verdict.append("- The exporter logged %s." % (
-    "no warning or error" if not warns else
-    "; ".join("%d x `%s`" % (n, m) for m, n in warns.most_common(8))))
-for t, k, d in increments:
-    if in_restart(t) is None:
-        unexplained.append("%s +%d at %s" % (err_label(k), d, mmss(t)))
-downs = [p for p in answered if p.get("up") == 0 and in_restart(p["t"]) is None]
-if unexplained or downs:
-    verdict.append("- **Outside any mon restart**: %s%s." % (
-        ", ".join(unexplained) or "no sample error",
-        "; up=0 at " + ", ".join(mmss(p["t"]) for p in downs[:10]) if downs else ""))
-else:
-    verdict.append("- Outside the mon restarts: no sample error and no poll with up=0.")
-cerr = collections.Counter()
-if churn:
-    cerr.update(churn[-1]["errors"])
-    cnt = churn[-1]["counts"]
-
-# Header.
-dur_s = (polls[-1]["t"] if polls else t_end) - t0
-loads = [p["load"] for p in polls]
-start_utc = datetime.datetime.fromtimestamp(t0, datetime.timezone.utc)
-lines = [
-    "# Reliability: an hour of churn with mon restarts",
-    "",
-    "Written by `make soak` (scripts/soak.sh) from one run, started %s UTC, %d s of churn"
-    % (start_utc.strftime("%Y-%m-%d %H:%M"), t_end - t0)
-    + (" (ended early)" if ended_early else "") + ". Not part of `make test` or CI.",
-    "",
-    "- Machine: %s, %s cores, %s RAM, Linux %s; shared with other work: 1-minute load average "
-    "%.1f-%.1f (median %.1f) during the run." % (meta["cpu"], meta["nproc"], meta["mem"], meta["kernel"],
-                                                min(loads, default=0), max(loads, default=0),
-                                                statistics.median(loads) if loads else 0),
-    "- Ceph %s from the Debian 12 host packages; the cluster of scripts/faults-test.sh: 3 mons, "
-    "4 bluestore OSDs (file-backed), 1 mgr; pool `volumes` (16 PGs, OSDs 0-1) and pool `isolated` "
-    "(8 PGs, OSDs 2-3), both size 2, min_size 1; 25 images before the churn." % meta["ceph"],
-    "- Exporter: `target/release/ceph-rbd-exporter %s`, on the host, as `client.rbd-exporter` "
-    "(mon `profile rbd`, osd `profile rbd-read-only`); default --ceph.op-timeout 10s."
-    % meta["flags"].replace(os.getcwd() + "/", ""),
-]
-if churn:
-    elapsed = max(churn[-1]["t"] - t0, 1)
-    total = sum(cnt.values())
-    lines.append(
-        "- Churn (client.admin, /usr/bin/python3 rados/rbd, %s s pause between cycles): each cycle creates a "
-        "4 MiB parent image, writes 4 KiB, snapshots and protects it, clones it (clone v1 and v2 in turn; "
-        "one clone in three in the other pool), takes and releases an exclusive lock, a shared lock and the "
-        "exclusive-lock feature's lock on the clone, flattens the clone of 3 cycles before, and retires the "
-        "oldest of 8 parent/clone pairs (remove the clone, unprotect and remove the snapshot, move the parent "
-        "to the trash, remove it from the trash a cycle later); every 5th cycle an image is held by "
-        "scripts/holder.py (`--write` or `--advisory-lock`) for 30-120 s, then removed. Steps done (a `create` "
-        "of a parent includes its write, snapshot and protect; a `lock` step is three lock/unlock pairs): %s; "
-        "%d steps in all, %.0f per minute; %s."
-        % (meta["churn_pause"], ", ".join("%s %d" % (k, v) for k, v in sorted(cnt.items())), total,
-           60 * total / elapsed,
-           "churn errors: " + ", ".join("%s %d" % kv for kv in sorted(cerr.items())) if cerr
-           else "no churn operation failed"))
-lines.append(
-    "- Mon restarts, every %s s: " % meta["mon_every"]
-    + (", ".join("%s stopped at %s for 20 s (SIGTERM), quorum of %s back at %s" % (
-        r["name"], mmss(r["stop"]), r["q"], mmss(r["quorum"] or r["start"] or r["stop"])) for r in restarts)
-       or "none") + ".")
-lines.append(
-    "- Sampled every %d s: the exporter's RSS and open fds (/proc), and its /metrics "
-    "(`ceph_rbd_exporter_up`, `sample_duration_seconds` per pool, `sample_errors_total` by pool and kind, "
-    "the sum of `ceph_rbd_pool_images`). A row covers %d s; ranges are min-max over its polls. "
-    "Raw figures: target/soak/." % (interval, row_every))
-lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-lines += ["| " + " | ".join(r) + " |" for r in rows]
-lines += ["", "Verdict:", ""] + verdict + [""]
-with open(out, "w") as f:
-    f.write("\n".join(lines))
-PY
-say "wrote $out (whole run $(($(date +%s) - t_begin)) s)"
+    kernel "$(uname -r)" ceph "$ceph_ver" flags "${flags[*]}" port "$port" >"$work/meta.json"
+report
+say "whole run $(($(date +%s) - t_begin)) s"
