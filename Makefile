@@ -7,7 +7,7 @@ DEMO_PORT ?= 40791
 DEMO_LISTEN ?= 127.0.0.1:9289
 RELEASE ?= tentacle
 
-.PHONY: all deps build test demo demo-stop lint fmt bench clean deb image
+.PHONY: all deps build test demo demo-stop lint fmt bench soak clean deb image
 
 all: build
 
@@ -34,6 +34,11 @@ test: deps
 # Performance at scale against the alternatives; writes BENCHMARKS.md.
 bench: deps
 	bash scripts/bench.sh
+
+# An hour of churn with a mon restarted every 10 minutes, against the 3-mon,
+# 4-OSD cluster of scripts/faults-test.sh; writes RELIABILITY.md. Not in CI.
+soak: build
+	bash scripts/soak.sh
 
 # dist/ceph-rbd-exporter_<version>-1~<suite>_amd64.deb, built in the chroot of
 # RELEASE (tentacle: Debian forky, Ceph 20; reef: Debian trixie, Ceph 18), or on
