@@ -324,9 +324,9 @@ lines = [
     "- Ceph %s from the Debian 12 host packages; the cluster of scripts/faults-test.sh: 3 mons, "
     "4 bluestore OSDs (file-backed), 1 mgr; pool `volumes` (16 PGs, OSDs 0-1) and pool `isolated` "
     "(8 PGs, OSDs 2-3), both size 2, min_size 1; 25 images before the churn." % meta["ceph"],
-    "- Exporter: `target/release/ceph-rbd-exporter %s`, on the host, as `client.rbd-exporter` "
-    "(mon `profile rbd`, osd `profile rbd-read-only`); default --ceph.op-timeout 10s."
-    % meta["flags"].replace(os.getcwd() + "/", ""),
+    "- Exporter: `target/release/ceph-rbd-exporter %s`, built from commit %s, on the host, as "
+    "`client.rbd-exporter` (mon `profile rbd`, osd `profile rbd-read-only`); default --ceph.op-timeout 10s."
+    % (meta["flags"].replace(os.getcwd() + "/", ""), meta.get("commit", "(not recorded)")),
 ]
 if churn:
     elapsed = max(churn[-1]["t"] - t0, 1)
@@ -661,9 +661,12 @@ exporter_pid=
 cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
 mem=$(awk '/^MemTotal/{printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
 ceph_ver=$(ceph --version | awk '{print $3}')
+# The sources the binary was built from (make soak builds first).
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || commit="$commit with uncommitted changes"
 /usr/bin/python3 -c 'import json, sys; print(json.dumps(dict(zip(sys.argv[1::2], sys.argv[2::2]))))' \
     seconds "$seconds" mon_every "$mon_every" row_every "$row_every" interval "$interval" \
     churn_pause "$churn_pause" t0 "$t0" t_end "$t_end" cpu "$cpu" nproc "$(nproc)" mem "$mem" \
-    kernel "$(uname -r)" ceph "$ceph_ver" flags "${flags[*]}" port "$port" >"$work/meta.json"
+    kernel "$(uname -r)" ceph "$ceph_ver" flags "${flags[*]}" port "$port" commit "$commit" >"$work/meta.json"
 report
 say "whole run $(($(date +%s) - t_begin)) s"
