@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::faults::{FaultCluster, Restore, cluster};
+use common::faults::{FaultCluster, Restore, cluster, up};
 use common::{EXPORTER_CAPS, EXPORTER_USER, Exporter, metric_value};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -22,10 +22,6 @@ const SUCCESS: &str = r#"ceph_rbd_exporter_last_success_timestamp_seconds{pool="
 const AUTH_ERRORS: &str = r#"ceph_rbd_exporter_sample_errors_total{kind="auth",pool=""}"#;
 /// The line the exporter logs once when the cluster refuses its key.
 const REFUSED: &str = "the cluster refuses the exporter's key";
-
-fn up(body: &str) -> bool {
-    metric_value(body, "ceph_rbd_exporter_up") == Some(1.0)
-}
 
 /// Recreates the exporter's user with the same caps (a new key) and
 /// writes the new key where faults-test.sh keeps it (exporter.keyring,

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::faults::{FaultCluster, MONS, Restore, cluster};
+use common::faults::{FaultCluster, MONS, Restore, cluster, now_unix, up};
 use common::metric_value;
 use std::time::{Duration, Instant};
 
@@ -15,10 +15,6 @@ const INTERVAL: Duration = Duration::from_secs(2);
 const OP_TIMEOUT: Duration = Duration::from_secs(10);
 const SUCCESS: &str = r#"ceph_rbd_exporter_last_success_timestamp_seconds{pool="volumes"}"#;
 const IMAGES: &str = r#"ceph_rbd_pool_images{namespace="",pool="volumes"}"#;
-
-fn up(body: &str) -> bool {
-    metric_value(body, "ceph_rbd_exporter_up") == Some(1.0)
-}
 
 /// Failed samples so far, every pool and kind.
 fn errors(body: &str) -> f64 {
@@ -56,10 +52,7 @@ fn the_mon_the_exporter_talks_to_dies_and_it_hunts_to_another() {
     let victim = session_mon(&c);
     eprintln!("the exporter talks to {victim}; killing it (SIGKILL)");
     c.daemon("kill-daemon", victim);
-    let killed_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+    let killed_at = now_unix();
     let t0 = Instant::now();
 
     // Scrape until a sample that started after the kill has succeeded.

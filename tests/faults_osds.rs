@@ -6,13 +6,9 @@
 
 mod common;
 
-use common::faults::{FaultCluster, Restore, cluster};
-use common::{Holder, metric_value, without_image_id};
+use common::faults::{FaultCluster, Restore, cluster, now_unix, up};
+use common::{Holder, metric_value, pool_errors, without_image_id};
 use std::time::{Duration, Instant};
-
-fn up(body: &str) -> bool {
-    metric_value(body, "ceph_rbd_exporter_up") == Some(1.0)
-}
 
 fn success(pool: &str) -> String {
     format!(r#"ceph_rbd_exporter_last_success_timestamp_seconds{{pool="{pool}"}}"#)
@@ -20,15 +16,6 @@ fn success(pool: &str) -> String {
 
 fn images(pool: &str) -> String {
     format!(r#"ceph_rbd_pool_images{{namespace="",pool="{pool}"}}"#)
-}
-
-/// The sample error lines of a pool (or of every pool with `""` → none).
-fn pool_errors(body: &str, pool: &str) -> Vec<String> {
-    body.lines()
-        .filter(|l| l.starts_with("ceph_rbd_exporter_sample_errors_total{"))
-        .filter(|l| l.contains(&format!(r#"pool="{pool}""#)))
-        .map(str::to_string)
-        .collect()
 }
 
 fn all_errors(body: &str) -> Vec<String> {
@@ -49,13 +36,6 @@ fn pg_states(c: &FaultCluster) -> String {
         .unwrap_or(s)
 }
 
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
 #[test]
 fn one_osd_killed_pgs_degraded_and_no_sample_fails() {
     let c = cluster();
@@ -69,7 +49,7 @@ fn one_osd_killed_pgs_degraded_and_no_sample_fails() {
     });
 
     c.daemon("kill-daemon", "osd.0");
-    let killed_at = now();
+    let killed_at = now_unix();
     eprintln!("osd.0 killed (SIGKILL)");
     let t0 = Instant::now();
     let mut degraded_seen = false;
@@ -119,7 +99,7 @@ fn every_osd_of_one_pool_stopped_that_pool_times_out_the_other_stays_right() {
     eprintln!("stopping osd.2 and osd.3, every OSD of the isolated pool");
     c.daemon("stop-daemon", "osd.2");
     c.daemon("stop-daemon", "osd.3");
-    let stopped_at = now();
+    let stopped_at = now_unix();
     let during = exporter.wait_metrics(Duration::from_secs(60), |b| {
         !pool_errors(b, "isolated").is_empty()
     });

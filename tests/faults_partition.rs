@@ -9,12 +9,14 @@
 mod common;
 
 use common::Exporter;
-use common::faults::{FaultCluster, Restore, cluster, fds_and_rss};
+use common::faults::{FaultCluster, Restore, cluster, now_unix};
+use common::http::parse_response;
 use common::metrics::series;
+use common::process::fds_and_rss;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// `--ceph.op-timeout`, in seconds.
 const OP_TIMEOUT: f64 = 3.0;
@@ -115,13 +117,6 @@ fn value(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .map(|(_, v)| v)
 }
 
-fn now_unix() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
 /// GET /metrics with its own timeouts, so a hung exporter shows as a slow
 /// or failed scrape instead of hanging the test.
 fn scrape(addr: &str) -> Scrape {
@@ -136,17 +131,7 @@ fn scrape(addr: &str) -> Scrape {
         )?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf)?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        Ok((status, body))
+        Ok(parse_response(&buf))
     };
     let (status, body) = match attempt() {
         Ok((status, body)) => (Ok(status), body),

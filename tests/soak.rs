@@ -8,21 +8,6 @@ use common::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// (RSS in KiB, open file descriptors) of a process.
-fn footprint(pid: u32) -> (u64, usize) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count();
-    (rss, fds)
-}
-
 fn churn_script(pool: &str) -> String {
     format!(
         r#"
@@ -94,7 +79,7 @@ fn soak_rss_and_fds_stay_flat() {
     let step = Duration::from_secs((seconds / 20).max(1));
     while t0.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(step);
-        let (rss, fds) = footprint(pid);
+        let (fds, rss) = common::process::fds_and_rss(pid);
         figures.push((t0.elapsed().as_secs(), rss, fds));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

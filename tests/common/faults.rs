@@ -230,17 +230,15 @@ impl Drop for Restore<'_> {
     }
 }
 
-/// Open file descriptors and resident memory (KiB) of a process.
-pub fn fds_and_rss(pid: u32) -> (usize, u64) {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+/// Whether /metrics says `ceph_rbd_exporter_up 1`.
+pub fn up(body: &str) -> bool {
+    super::metric_value(body, "ceph_rbd_exporter_up") == Some(1.0)
+}
+
+/// Now, as Unix time in seconds (what the exporter's timestamps are).
+pub fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .count();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    (fds, rss)
+        .as_secs_f64()
 }

@@ -24,7 +24,13 @@ pub fn http_get(addr: &str, path_and_query: &str) -> (u16, String) {
     write!(s, "GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
+    parse_response(&buf)
+}
+
+/// The status (0 when the response has none) and the body of a raw HTTP
+/// response read to its end.
+pub fn parse_response(raw: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(raw);
     let status = text
         .split_whitespace()
         .nth(1)

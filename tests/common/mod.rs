@@ -274,12 +274,13 @@ pub fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
     .unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let (status, body) = http::parse_response(&buf);
+    assert_ne!(
+        status,
+        0,
+        "no HTTP status from {addr}: {}",
+        String::from_utf8_lossy(&buf)
+    );
     (status, body)
 }
 

@@ -111,3 +111,18 @@ pub fn run(cmd: &str, args: &[&str]) -> String {
     assert!(out.status.success(), "{cmd} {args:?} failed:\n{text}");
     text
 }
+
+/// Open file descriptors and resident memory (KiB) of a process.
+pub fn fds_and_rss(pid: u32) -> (usize, u64) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    (fds, rss)
+}
