@@ -419,15 +419,15 @@ impl Cycle {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Arc<C>, Error>>,
     {
-        if conn.is_some() && self.link.should_reconnect() {
-            tracing::warn!(
-                attempts = self.link.failed_in_a_row,
-                "no answer from the cluster for {RECONNECT_AFTER} attempts or more: connecting anew \
-                 (ceph.conf, the mon addresses and the key are read again)"
-            );
-            // librados' shutdown of the old handle can wait for its
-            // messengers: not on this thread, which serves the cycle.
+        if self.link.should_reconnect() {
             if let Some(old) = conn.take() {
+                tracing::warn!(
+                    attempts = self.link.failed_in_a_row,
+                    "no answer from the cluster for {RECONNECT_AFTER} attempts or more: connecting anew \
+                     (ceph.conf, the mon addresses and the key are read again)"
+                );
+                // librados' shutdown of the old handle can wait for its
+                // messengers: not on this thread, which serves the cycle.
                 tokio::task::spawn_blocking(move || drop(old));
             }
         }
