@@ -8,7 +8,7 @@ mod commands;
 mod render;
 
 pub use commands::shell_quote;
-pub use render::{render_image, render_orphans};
+pub use render::{human_size, render_image, render_orphans};
 
 use crate::analysis::{CloneDepth, FlattenReason, Host, LockFinding, OrphanReason, WatcherFinding};
 use crate::attribution::SourceOpinion;
