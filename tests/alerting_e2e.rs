@@ -17,7 +17,10 @@
 //!   orphan, and a client that also watches the pool's `rbd_mirror_leader`
 //!   (as an rbd-mirror daemon does, so the exporter calls it legitimate);
 //!   exactly one page arrives, naming the orphan's client, address and host
-//!   and the commands for that client.
+//!   and the commands for that client. The exporter runs with
+//!   `--web.external-url`: both pages carry `explain_url`, the image's page
+//!   on the exporter, exactly (the locked image's name needs escaping: a
+//!   space, `&`, `<`, `>`, `+` and unicode).
 //! - `two_replicas_page_once_end_to_end`: TWO exporters on the cluster, both
 //!   scraped by one Prometheus in job `ceph-rbd-exporter`, each target with
 //!   the labels a ServiceMonitor gives a pod (`pod`, `namespace`, `container`,
@@ -30,7 +33,8 @@
 //!   `ALERTS_FOR_STATE`), never resolved. A replacement pod (a new exporter,
 //!   a new address and pod name, as Kubernetes would give it; Prometheus
 //!   reloads its targets on SIGHUP) changes nothing either, and the down
-//!   alert resolves.
+//!   alert resolves. Both replicas run with `--web.external-url`: the one
+//!   page carries one `explain_url`.
 //! - `pool_never_sampled_fires_for_the_blind_pools_only`: the exporter runs
 //!   as a cephx user whose OSD caps cover `volumes` only, with
 //!   `--pools volumes,images,<a pool that does not exist>`; Prometheus with
@@ -58,6 +62,10 @@ use std::time::{Duration, Instant};
 
 /// The `for:` every alert gets in the end-to-end test's copy of the rules.
 const E2E_FOR: &str = "5s";
+
+/// `--web.external-url` of the end-to-end exporter: where people would
+/// reach it (here a port forward to its default port; nothing fetches it).
+const E2E_EXTERNAL_URL: &str = "http://127.0.0.1:9289";
 
 /// Images this test created: locks removed and images deleted on drop (best
 /// effort: an image whose killed holder's watch has not expired yet stays).
@@ -191,7 +199,8 @@ fn alerts_fire_route_and_resolve_end_to_end() {
     let t0 = Instant::now();
     let pid = std::process::id();
     let deleted = format!("volume-e2e-{pid}.deleted");
-    let locked = format!("volume-e2e-lock-{pid}");
+    // A name that needs escaping in a URL (explain_url).
+    let locked = format!("volume e2e-lock-{pid}&ü<x>+");
     let deleted_spec = format!("volumes/{deleted}");
     let locked_spec = format!("volumes/{locked}");
     let _images = TestImages(vec![deleted_spec.clone(), locked_spec.clone()]);
@@ -228,7 +237,12 @@ fn alerts_fire_route_and_resolve_end_to_end() {
     let (exporter, exporter_addr) = start_exporter_with(
         &attachments,
         &conf(),
-        &["--watchers.inventory", inventory.to_str().unwrap()],
+        &[
+            "--watchers.inventory",
+            inventory.to_str().unwrap(),
+            "--web.external-url",
+            E2E_EXTERNAL_URL,
+        ],
     );
     let (prom, p) = start_prometheus(
         &scratch.0,
@@ -306,6 +320,12 @@ fn alerts_fire_route_and_resolve_end_to_end() {
             .unwrap()
             .ends_with("#cephrbdorphanedwatcher")
     );
+    // The image's page on the exporter, from ceph_rbd_exporter_web_info.
+    assert_eq!(
+        alert["annotations"]["explain_url"],
+        format!("{E2E_EXTERNAL_URL}/images?pool=volumes&namespace=&image=volume-e2e-{pid}.deleted"),
+        "{alert}"
+    );
 
     // 2. The stale lock warns, on the queue route.
     let stale = [
@@ -323,6 +343,15 @@ fn alerts_fire_route_and_resolve_end_to_end() {
     );
     assert_eq!(route, "/queue", "warning goes to the queue: {alert}");
     assert_eq!(alert["labels"]["severity"], "warning");
+    // Query-escaped as the exporter's query form reads it: a space is `+`.
+    assert_eq!(
+        alert["annotations"]["explain_url"],
+        format!(
+            "{E2E_EXTERNAL_URL}/images?pool=volumes&namespace=\
+             &image=volume+e2e-lock-{pid}%26%C3%BC%3Cx%3E%2B"
+        ),
+        "{alert}"
+    );
 
     // 3. The client crashes: its watch expires (~30 s) and the page resolves.
     //    Meanwhile the stale lock is removed, and that warning resolves too.
@@ -568,7 +597,12 @@ fn two_replicas_page_once_end_to_end() {
     let rules = shortened_rules(&scratch.0);
     let attachments = write_attachments(&scratch.0);
     let inventory = write_inventory(&scratch.0);
-    let inventory_flags = ["--watchers.inventory", inventory.to_str().unwrap()];
+    let inventory_flags = [
+        "--watchers.inventory",
+        inventory.to_str().unwrap(),
+        "--web.external-url",
+        E2E_EXTERNAL_URL,
+    ];
     let webhook = Webhook::start();
     let (am, am_addr) = start_alertmanager(&scratch.0, &webhook.addr);
     let (replica0, addr0) = start_exporter_with(&attachments, &conf(), &inventory_flags);
@@ -634,6 +668,12 @@ fn two_replicas_page_once_end_to_end() {
             .unwrap()
             .contains("(reason image_deleted)"),
         "the reason is looked up across replicas: {page}"
+    );
+    // Both replicas export ceph_rbd_exporter_web_info: still one link.
+    assert_eq!(
+        page["annotations"]["explain_url"],
+        format!("{E2E_EXTERNAL_URL}/images?pool=volumes&namespace=&image={deleted}"),
+        "{page}"
     );
     let (firing, since) = orphan_alerts(&p, &deleted);
     assert_eq!(firing.len(), 1, "ALERTS: {firing:?}");
