@@ -21,7 +21,8 @@
 //!   attachment source, `--attachments.file` of a file this test writes, so
 //!   that `ceph_rbd_exporter_source_*` are exported, and `--pools` naming a
 //!   pool that does not exist besides the real ones, so that
-//!   `ceph_rbd_exporter_sample_errors_total` is).
+//!   `ceph_rbd_exporter_sample_errors_total` is; and `--web.external-url`,
+//!   so that `ceph_rbd_exporter_web_info` is).
 
 mod common;
 
@@ -562,7 +563,12 @@ fn rules_and_dashboards_use_only_exported_metric_names() {
     let (_exporter, addr) = start_exporter_with(
         &write_attachments(&scratch.0),
         &conf(),
-        &["--pools", &pools.join(",")],
+        &[
+            "--pools",
+            &pools.join(","),
+            "--web.external-url",
+            "https://rbd-exporter.example.com:9289",
+        ],
     );
     let (_, body) = http_get(&addr, "/metrics");
     let exported: BTreeSet<String> = body
@@ -576,6 +582,8 @@ fn rules_and_dashboards_use_only_exported_metric_names() {
         "ceph_rbd_exporter_sample_errors_total",
         "ceph_rbd_exporter_source_up",
         "ceph_rbd_exporter_source_last_success_timestamp_seconds",
+        // The dashboards' $exporter_url and the alerts' explain_url.
+        "ceph_rbd_exporter_web_info",
     ] {
         assert!(exported.contains(n), "{n} not exported:\n{body}");
     }

@@ -875,6 +875,9 @@ fn dashboard_panels_and_variables_return_data() {
     // each row's link names its own pool, namespace (by name) and image.
     let checked = explain_links_of_rows(&p, overview, &mut problems);
     report.push(format!("  exporter links checked on {checked:?} rows"));
+    if !checked.contains_key("in a named namespace") {
+        problems.push("no row in an RBD namespace to check its link".into());
+    }
     // The image detail's $ns_name: the name of a namespace that has images,
     // nothing for the default one.
     let (_, detail) = all
@@ -955,7 +958,8 @@ fn dashboard_panels_and_variables_return_data() {
 /// interpolated with the row's fields as Grafana's table has them (each
 /// label of the row; a label the row lacks is empty), then read back as the
 /// exporter reads it: the row's pool and image, and its namespace by name
-/// (the one its ns_re selects). Returns the rows checked per table.
+/// (the one its ns_re selects). Returns the rows checked per table, and
+/// how many of them are in a named RBD namespace.
 fn explain_links_of_rows(
     p: &str,
     overview: &Value,
@@ -986,6 +990,9 @@ fn explain_links_of_rows(
                 problems.push(format!("{title}: {url} for {expected:?}"));
             }
             *checked.entry(title.clone()).or_insert(0) += 1;
+            if !ns.is_empty() {
+                *checked.entry("in a named namespace".into()).or_insert(0) += 1;
+            }
         }
     }
     checked
