@@ -20,7 +20,8 @@
 //!   and the commands for that client. The exporter runs with
 //!   `--web.external-url`: both pages carry `explain_url`, the image's page
 //!   on the exporter, exactly (the locked image's name needs escaping: a
-//!   space, `&`, `<`, `>`, `+` and unicode).
+//!   space, `&`, `<`, `>`, `+` and unicode), and each opens that image's
+//!   page on the exporter.
 //! - `two_replicas_page_once_end_to_end`: TWO exporters on the cluster, both
 //!   scraped by one Prometheus in job `ceph-rbd-exporter`, each target with
 //!   the labels a ServiceMonitor gives a pod (`pod`, `namespace`, `container`,
@@ -48,6 +49,7 @@ mod common;
 use common::alertmanager::Webhook;
 use common::artifacts::{ALERTS, AM_EXAMPLE, RULES, read};
 use common::exporter::{ATTACHMENTS_OK, start_exporter_with, write_attachments};
+use common::http::http_get;
 use common::process::{Proc, Scratch, run, wait_for};
 use common::prometheus::{
     KUBE_NAMESPACE, SERVICE_MONITOR_LABELS, prom_api, prom_query, prometheus_config,
@@ -109,6 +111,18 @@ impl Drop for TestImages {
 
 // ---------------------------------------------------------------------------
 // End to end: cluster -> exporter -> Prometheus -> Alertmanager -> webhook.
+
+/// The page an alert's `explain_url` opens is the page of the alert's image:
+/// fetched from the exporter itself (`E2E_EXTERNAL_URL` stands for a
+/// forward to it), 200 with the image spec, HTML-escaped, as its heading.
+fn explain_page_is(exporter: &str, alert: &Value, spec_html: &str) {
+    let url = alert["annotations"]["explain_url"].as_str().unwrap();
+    let path = url.strip_prefix(E2E_EXTERNAL_URL).unwrap();
+    let (status, body) = http_get(exporter, path);
+    assert_eq!(status, 200, "{url}: {body}");
+    let h1 = format!("<h1 id=\"image\">{spec_html}</h1>");
+    assert!(body.contains(&h1), "{url}: no {h1} in:\n{body}");
+}
 
 /// The rules with every `for:` replaced by `E2E_FOR` (`E2E_DOWN_FOR` for
 /// CephRBDExporterDown).
@@ -326,6 +340,7 @@ fn alerts_fire_route_and_resolve_end_to_end() {
         format!("{E2E_EXTERNAL_URL}/images?pool=volumes&namespace=&image=volume-e2e-{pid}.deleted"),
         "{alert}"
     );
+    explain_page_is(&exporter_addr, &alert, &format!("volumes/{deleted}"));
 
     // 2. The stale lock warns, on the queue route.
     let stale = [
@@ -352,6 +367,8 @@ fn alerts_fire_route_and_resolve_end_to_end() {
         ),
         "{alert}"
     );
+    let spec = format!("volumes/volume e2e-lock-{pid}&amp;ü&lt;x&gt;+");
+    explain_page_is(&exporter_addr, &alert, &spec);
 
     // 3. The client crashes: its watch expires (~30 s) and the page resolves.
     //    Meanwhile the stale lock is removed, and that warning resolves too.

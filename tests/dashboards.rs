@@ -39,6 +39,7 @@ use common::exporter::{start_exporter_with, write_attachments};
 use common::grafana::{
     NS_REGEX, apply_ns_regex, interpolate_link, percentencode, query_pairs, variable_options,
 };
+use common::http::http_get;
 use common::process::Proc;
 use common::process::{Scratch, wait_for};
 use common::prometheus::{
@@ -562,7 +563,7 @@ const REPLICAS: [&str; 2] = ["dash-replica-0", "dash-replica-1"];
 /// Two exporters on the test cluster (replicas [`REPLICAS`]), and Prometheus
 /// scraping both with the project's rules loaded (checked healthy), once
 /// each has a sample.
-fn start_stack(scratch: &Scratch) -> (Vec<Proc>, Proc, String) {
+fn start_stack(scratch: &Scratch) -> (Vec<(Proc, String)>, Proc, String) {
     let attachments = write_attachments(&scratch.0);
     let flags = ["--web.external-url", EXTERNAL_URL];
     let (exporter0, addr0) = start_exporter_with(&attachments, &conf(), &flags);
@@ -591,7 +592,7 @@ fn start_stack(scratch: &Scratch) -> (Vec<Proc>, Proc, String) {
         }
     }
     assert_eq!(loaded, ALERTS.len(), "rules loaded by Prometheus");
-    (vec![exporter0, exporter1], prom, p)
+    (vec![(exporter0, addr0), (exporter1, addr1)], prom, p)
 }
 
 /// A panel query restricted to the first replica: each selector of the
@@ -683,7 +684,7 @@ fn panel_series(p: &str, panel: &Value, vars: &BTreeMap<&str, String>) -> Vec<Va
 #[test]
 fn dashboard_panels_and_variables_return_data() {
     let scratch = Scratch(scratch_dir("dashboards"));
-    let (_exporters, _prom, p) = start_stack(&scratch);
+    let (exporters, _prom, p) = start_stack(&scratch);
 
     // Overview: every query must return data with every variable set to All
     // (Grafana substitutes allValue ".*"), and with pool=volumes.
@@ -873,7 +874,7 @@ fn dashboard_panels_and_variables_return_data() {
 
     // The links to the exporter's page, with the rows Prometheus gives:
     // each row's link names its own pool, namespace (by name) and image.
-    let checked = explain_links_of_rows(&p, overview, &mut problems);
+    let checked = explain_links_of_rows(&p, &exporters[0].1, overview, &mut problems);
     report.push(format!("  exporter links checked on {checked:?} rows"));
     if !checked.contains_key("in a named namespace") {
         problems.push("no row in an RBD namespace to check its link".into());
@@ -958,10 +959,13 @@ fn dashboard_panels_and_variables_return_data() {
 /// interpolated with the row's fields as Grafana's table has them (each
 /// label of the row; a label the row lacks is empty), then read back as the
 /// exporter reads it: the row's pool and image, and its namespace by name
-/// (the one its ns_re selects). Returns the rows checked per table, and
-/// how many of them are in a named RBD namespace.
+/// (the one its ns_re selects); and the link opens that image's page on the
+/// exporter (fetched from `exporter`: [`EXTERNAL_URL`] stands for a proxy
+/// in front of it). Returns the rows checked per table, and how many of
+/// them are in a named RBD namespace.
 fn explain_links_of_rows(
     p: &str,
+    exporter: &str,
     overview: &Value,
     problems: &mut Vec<String>,
 ) -> BTreeMap<String, usize> {
@@ -988,6 +992,18 @@ fn explain_links_of_rows(
             }
             if linked_image(&url) != expected {
                 problems.push(format!("{title}: {url} for {expected:?}"));
+            }
+            let path = url.strip_prefix(EXTERNAL_URL).unwrap_or(&url);
+            let (status, body) = http_get(exporter, path);
+            let spec = [expected.0.as_str(), ns, expected.2.as_str()]
+                .iter()
+                .filter(|x| !x.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("/");
+            let h1 = format!("<h1 id=\"image\">{spec}</h1>");
+            if status != 200 || !body.contains(&h1) {
+                problems.push(format!("{title}: {url}: {status}, no {h1}"));
             }
             *checked.entry(title.clone()).or_insert(0) += 1;
             if !ns.is_empty() {
