@@ -45,6 +45,24 @@ pub fn image_url(
     name: &str,
     id: Option<&str>,
 ) -> String {
+    // Browsers collapse `.` and `..` segments, even as `%2E`: the query
+    // form reaches such names.
+    let dots = |s: &str| s == "." || s == "..";
+    if [pool, namespace, name, id.unwrap_or("")]
+        .into_iter()
+        .any(dots)
+    {
+        let (k, v) = match id {
+            Some(id) => ("id", id),
+            None => ("image", name),
+        };
+        return format!(
+            "{prefix}/images?pool={}&namespace={}&{k}={}",
+            pct(pool),
+            pct(namespace),
+            pct(v)
+        );
+    }
     let ns = if namespace.is_empty() {
         String::new()
     } else {
@@ -161,6 +179,10 @@ mod tests {
         assert_eq!(
             image_url("", "rbd", "ns", "x", Some("10ab")),
             "/image-ids/rbd/ns/10ab"
+        );
+        assert_eq!(
+            image_url("", "rbd", "", "..", None),
+            "/images?pool=rbd&namespace=&image=.."
         );
     }
 
