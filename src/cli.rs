@@ -170,6 +170,19 @@ pub struct WebArgs {
     /// Path that serves the metrics.
     #[arg(long = "web.telemetry-path", env = "CEPH_RBD_EXPORTER_WEB_TELEMETRY_PATH", default_value = "/metrics", value_parser = parse_path, global = true)]
     pub web_telemetry_path: String,
+
+    /// The URL people reach the exporter at (e.g.
+    /// https://rbd-exporter.example.com:9289, or a reverse proxy's
+    /// https://proxy.example.com/ceph-rbd). Exported as
+    /// ceph_rbd_exporter_web_info{external_url} so that dashboards and alerts
+    /// link to the image pages; its path prefixes the pages' own links.
+    #[arg(
+        long = "web.external-url",
+        env = "CEPH_RBD_EXPORTER_WEB_EXTERNAL_URL",
+        value_parser = parse_external_url,
+        global = true
+    )]
+    pub web_external_url: Option<String>,
 }
 
 /// Who holds the images: the inventory, reverse DNS and the attachment
@@ -388,6 +401,7 @@ impl SamplingArgs {
             render: RenderOptions {
                 all_images: self.metrics_all_images,
                 sample_interval_seconds: self.sample_interval.as_secs_f64(),
+                external_url: None,
             },
             interval: self.sample_interval,
         }
@@ -540,6 +554,23 @@ fn parse_pool_name(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// An absolute http(s) URL without query or fragment; a trailing `/` is
+/// dropped so that paths can be appended.
+fn parse_external_url(s: &str) -> Result<String, String> {
+    let what = "must be an absolute http:// or https:// URL without query or fragment, e.g. https://rbd-exporter.example.com:9289";
+    let uri: hyper::Uri = s.parse().map_err(|e| format!("{s:?} {what}: {e}"))?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http") | Some("https"));
+    if !scheme_ok || uri.host().is_none_or(str::is_empty) || s.contains(['?', '#']) {
+        return Err(format!("{s:?} {what}"));
+    }
+    if s.chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '"')
+    {
+        return Err(format!("{s:?} {what}"));
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
 fn parse_path(s: &str) -> Result<String, String> {
     if !s.starts_with('/') || s == "/" || s == "/healthz" {
         return Err(format!("{s:?} must start with / and not be / or /healthz"));
@@ -555,6 +586,31 @@ mod tests {
     #[test]
     fn flags_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn external_url() {
+        assert_eq!(
+            parse_external_url("https://x.example.com:9289/"),
+            Ok("https://x.example.com:9289".into())
+        );
+        assert_eq!(
+            parse_external_url("http://proxy/ceph-rbd/"),
+            Ok("http://proxy/ceph-rbd".into())
+        );
+        for bad in [
+            "x.example.com",
+            "/ceph",
+            "ftp://x",
+            "http://x/?a=1",
+            "http://x/#f",
+            "http://",
+        ] {
+            let err = parse_external_url(bad).unwrap_err();
+            assert!(err.contains("absolute http"), "{bad}: {err}");
+        }
+        let err = Cli::try_parse_from(["x", "--web.external-url", "nowhere"]).unwrap_err();
+        assert!(err.to_string().contains("--web.external-url"), "{err}");
     }
 
     #[test]

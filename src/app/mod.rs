@@ -20,7 +20,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let opts = cli.cluster.connect_options()?;
     RadosConn::preflight(&opts)?;
     let attributor = setup::attributor(&cli.attribution)?;
-    let cycle = crate::cycle::Cycle::new(cli.sampling.cycle_config(), attributor);
+    let mut config = cli.sampling.cycle_config();
+    config.render.external_url = cli.web.web_external_url.clone();
+    let cycle = crate::cycle::Cycle::new(config, attributor);
     match &cli.command {
         Some(Command::Dump) => report::dump(cycle, &opts).await,
         Some(Command::Explain(args)) => report::explain(cycle, &opts, args).await,

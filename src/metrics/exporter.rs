@@ -140,7 +140,20 @@ fn build_collectors(options: &RenderOptions) -> Vec<Box<dyn Collector>> {
     interval
         .with_label_values(&[] as &[&str])
         .set(options.sample_interval_seconds);
-    vec![Box::new(build), Box::new(interval)]
+    let mut out: Vec<Box<dyn Collector>> = vec![Box::new(build), Box::new(interval)];
+    if let Some(url) = &options.external_url {
+        let web = IntGaugeVec::new(
+            Opts::new(
+                "ceph_rbd_exporter_web_info",
+                "Always 1; external_url is --web.external-url, where dashboards and alerts link to the image pages.",
+            ),
+            &["external_url"],
+        )
+        .expect("valid metric definition");
+        web.with_label_values(&[url]).set(1);
+        out.push(Box::new(web));
+    }
+    out
 }
 
 /// Health of the attachment sources; only rendered when some are configured.

@@ -31,6 +31,9 @@ pub struct RenderOptions {
     /// `--sample.interval` in seconds, exported so alerts can tell a stale
     /// sample from a slow one.
     pub sample_interval_seconds: f64,
+    /// `--web.external-url`, exported as `ceph_rbd_exporter_web_info` for
+    /// links from dashboards and alerts; `None` when unset.
+    pub external_url: Option<String>,
 }
 
 const SAMPLED: &str = "Sampled in the background every --sample.interval; not live.";
@@ -655,6 +658,27 @@ mod tests {
         ])
     }
 
+    #[test]
+    fn web_info_only_with_an_external_url() {
+        let with = render(
+            None,
+            None,
+            &golden_status(),
+            &RenderOptions {
+                external_url: Some("https://x.example.com/a\"b".into()),
+                ..Default::default()
+            },
+        );
+        assert!(
+            with.contains(
+                "ceph_rbd_exporter_web_info{external_url=\"https://x.example.com/a\\\"b\"} 1\n"
+            ),
+            "{with}"
+        );
+        let without = render(None, None, &golden_status(), &RenderOptions::default());
+        assert!(!without.contains("web_info"), "{without}");
+    }
+
     fn golden_status() -> ExporterStatus {
         ExporterStatus {
             up: true,
@@ -726,6 +750,7 @@ mod tests {
             &RenderOptions {
                 all_images,
                 sample_interval_seconds: 60.0,
+                external_url: None,
             },
         )
         .replace(env!("CARGO_PKG_VERSION"), "VERSION")
@@ -1039,6 +1064,7 @@ mod tests {
             let options = RenderOptions {
                 all_images,
                 sample_interval_seconds: 60.0,
+                external_url: None,
             };
             // Reset the peak (Linux: clear_refs 5), so VmHWM is this render's.
             let _ = std::fs::write("/proc/self/clear_refs", "5");

@@ -333,6 +333,7 @@ impl Sampled {
             let options = RenderOptions {
                 all_images,
                 sample_interval_seconds: 60.0,
+                external_url: None,
             };
             let (mut an, mut re, mut bytes, mut series) = (Vec::new(), Vec::new(), 0, 0);
             for _ in 0..5 {
