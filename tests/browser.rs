@@ -123,7 +123,7 @@ fn start_exporter(port: u16, base: &str) -> Exporter {
     ])
     .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
     .args(["--web.external-url", base])
-    .args(["--sample.interval", "10s", "--log.level", "warn"]);
+    .args(["--sample.interval", "10s"]);
     let exporter = Exporter::start_command(cmd);
     let body = exporter.wait_metrics(Duration::from_secs(60), |b| {
         b.lines().any(|l| l == "ceph_rbd_exporter_up 1")

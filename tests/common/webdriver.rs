@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The W3C element reference key.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735fa5d3fc";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Records every CSP violation of a page into `window.__csp_violations`,
 /// before any of the page's own scripts run (added through CDP; such scripts
@@ -59,7 +59,7 @@ pub struct Chromedriver {
 
 impl Chromedriver {
     /// Starts chromedriver; `Err` names what is missing when chromium or
-    /// chromedriver is not installed.
+    /// chromedriver is not installed; panics when it is there but fails.
     pub fn start() -> Result<Chromedriver, String> {
         let driver = which("chromedriver").ok_or("no chromedriver on PATH")?;
         let chromium = which("chromium")
@@ -87,11 +87,12 @@ impl Chromedriver {
                 }
             }
             if let Ok(Some(status)) = d.child.try_wait() {
-                return Err(format!("chromedriver exited at start: {status}"));
+                panic!("chromedriver exited at start: {status}");
             }
-            if Instant::now() > deadline {
-                return Err("chromedriver did not become ready within 20 s".into());
-            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not become ready within 20 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -146,8 +147,7 @@ impl Chromedriver {
             body.len()
         )
         .map_err(|e| format!("write: {e}"))?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).map_err(|e| format!("read: {e}"))?;
+        let raw = read_response(&mut s)?;
         let (status, text) = split_response(&raw)?;
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| format!("{method} {path}: HTTP {status}, not JSON ({e}): {text}"))?;
@@ -168,6 +168,33 @@ impl Drop for Chromedriver {
         // SAFETY: kill(2) on the process group this test started.
         unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 response, read up to its Content-Length (chromedriver keeps
+/// the connection open despite `Connection: close`) or, without one, to EOF.
+fn read_response(s: &mut TcpStream) -> Result<Vec<u8>, String> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let len = head.lines().find_map(|l| {
+                l.strip_prefix("content-length:")
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+            });
+            if let Some(len) = len {
+                if raw.len() >= end + 4 + len {
+                    raw.truncate(end + 4 + len);
+                    return Ok(raw);
+                }
+            }
+        }
+        let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&buf[..n]);
     }
 }
 
@@ -271,7 +298,14 @@ impl Session<'_> {
         v.as_array()
             .unwrap()
             .iter()
-            .map(|e| Element(e[ELEMENT].as_str().unwrap().to_string()))
+            .map(|e| {
+                Element(
+                    e[ELEMENT]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("not an element: {e}"))
+                        .to_string(),
+                )
+            })
             .collect()
     }
 
