@@ -7,7 +7,8 @@
 //! names the hosts behind client addresses and what the attachment sources
 //! ([`sources`]) expect -> [`analysis`] judges (pure: one finding per
 //! image, watcher and lock) -> [`metrics`] renders the exposition ->
-//! [`server`] serves it. [`view`] is the per-image view that `dump`
+//! [`server`] serves it, with the [`pages`] that show one image or the
+//! orphans in a browser. [`view`] is the per-image view that `dump`
 //! ([`report`]) and `explain` ([`explain`]) print. [`app`] runs the
 //! commands; [`cli`] holds the flags.
 
@@ -23,6 +24,7 @@ pub mod explain;
 pub mod first_seen;
 pub mod metrics;
 pub mod model;
+pub mod pages;
 pub mod report;
 pub mod sampler;
 pub mod server;

@@ -1,20 +1,22 @@
-//! HTTP: /metrics (pre-rendered), a landing page and /healthz. A scrape never
-//! touches the cluster.
+//! HTTP: /metrics (pre-rendered), /healthz, and the pages ([`crate::pages`]:
+//! the landing page, one per image, the orphans), all behind the same TLS
+//! and basic auth. Neither a scrape nor a page touches the cluster.
 //!
 //! /metrics is gzipped for clients whose `Accept-Encoding` takes gzip (as
 //! Prometheus' does), once per published exposition: the first such scrape
 //! compresses it on a blocking thread, and it and every later scrape until
 //! the next publish share the result ([`gzipped`]).
 
-use crate::clock::now_unix;
 use crate::cycle::Published;
+use crate::pages::{self, PageConfig, Reply};
 use crate::webconfig::WebConfig;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
-    ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, VARY,
-    WWW_AUTHENTICATE,
+    ACCEPT, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_ENCODING,
+    CONTENT_SECURITY_POLICY as CONTENT_SECURITY_POLICY_HEADER, CONTENT_TYPE, HeaderValue,
+    REFERRER_POLICY, VARY, WWW_AUTHENTICATE, X_CONTENT_TYPE_OPTIONS,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -39,6 +41,9 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// TLS and basic auth from `--web.config.file`.
     pub web: WebConfig,
+    /// The path of `--web.external-url` (see [`pages::link_prefix`]):
+    /// prefixes the pages' links.
+    pub link_prefix: String,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +55,7 @@ impl Default for ServerConfig {
             // that hog every slot cannot lock scrapers out for long.
             header_read_timeout: Duration::from_secs(5),
             web: WebConfig::default(),
+            link_prefix: String::new(),
         }
     }
 }
@@ -275,17 +281,46 @@ pub async fn handle(
             return metrics_response(body, true);
         }
     }
-    route(method, req.uri().path(), published, config)
+    let accept_json = req
+        .headers()
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(pages::accept_prefers_json);
+    route(
+        method,
+        req.uri().path(),
+        req.uri().query(),
+        accept_json,
+        published,
+        config,
+    )
 }
+
+/// Where a page may load anything from: only the exporter's own
+/// stylesheet and script; no inline script or style, no frames, no forms.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 fn route(
     method: &Method,
     path: &str,
+    query: Option<&str>,
+    accept_json: bool,
     published: &Published,
     config: &ServerConfig,
 ) -> Response<Full<Bytes>> {
-    let known = path == config.telemetry_path || path == "/" || path == "/healthz";
-    if !known {
+    let own = path == config.telemetry_path || path == "/healthz";
+    let page = match own {
+        true => None,
+        false => {
+            let pc = PageConfig {
+                prefix: config.link_prefix.clone(),
+                metrics_path: config.telemetry_path.clone(),
+            };
+            pages::reply(path, query, accept_json, published, &pc)
+        }
+    };
+    if !own && page.is_none() {
         return response(
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
@@ -302,92 +337,60 @@ fn route(
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    if path == config.telemetry_path {
-        metrics_response(published.metrics.clone(), false)
-    } else if path == "/healthz" {
-        response(
+    match page {
+        Some(p) => page_response(p),
+        None if path == config.telemetry_path => metrics_response(published.metrics.clone(), false),
+        None => response(
             StatusCode::OK,
             "text/plain; charset=utf-8",
             Bytes::from_static(b"ok\n"),
-        )
-    } else {
-        response(
+        ),
+    }
+}
+
+/// A page's reply as HTTP, with the Content-Security-Policy and the other
+/// headers every page sends.
+fn page_response(reply: Reply) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let mut r = match reply {
+        Reply::Html(body) => response(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            Bytes::from(landing_page(published, &config.telemetry_path)),
-        )
-    }
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
-fn landing_page(p: &Published, metrics_path: &str) -> String {
-    let mut rows = String::new();
-    let mut totals = [0u64; 6];
-    if let Some(a) = &p.analysed {
-        for ((pool_id, ns), s) in &a.analysis.namespaces {
-            let pool = a.sample.pool_name(*pool_id);
-            let name = if ns.is_empty() {
-                pool
-            } else {
-                format!("{pool}/{ns}")
-            };
-            rows.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-                html_escape(&name),
-                s.images,
-                s.watchers,
-                s.orphaned_watchers,
-                s.stale_locks,
-                s.flatten_pending_images,
-                s.max_clone_depth
-            ));
-            for (t, v) in totals.iter_mut().zip([
-                s.images,
-                s.watchers,
-                s.orphaned_watchers,
-                s.stale_locks,
-                s.flatten_pending_images,
-                s.trash_images,
-            ]) {
-                *t += v;
-            }
-        }
-    }
-    let last = match p.analysed.as_ref().map(|a| &a.sample) {
-        Some(s) => format!(
-            "Last sample finished {:.0} s ago and took {:.2} s.",
-            (now_unix() - s.finished_at).max(0.0),
-            s.finished_at - s.started_at
+            Bytes::from(body),
         ),
-        None => "No sample yet.".to_string(),
+        Reply::Json(body) => response(StatusCode::OK, "application/json", Bytes::from(body)),
+        Reply::Asset { content_type, body } => {
+            let mut r = response(
+                StatusCode::OK,
+                content_type,
+                Bytes::from_static(body.as_bytes()),
+            );
+            r.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+            r
+        }
+        Reply::NotFound(body) => response(StatusCode::NOT_FOUND, TEXT, Bytes::from(body)),
+        Reply::BadRequest(body) => response(StatusCode::BAD_REQUEST, TEXT, Bytes::from(body)),
+        Reply::NoSample => response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            Bytes::from_static(
+                b"no sample yet: the pages fill in after the exporter's first sample\n",
+            ),
+        ),
     };
-    let error = p
-        .last_error
-        .as_ref()
-        .map(|e| format!("<p><b>Last attempt failed:</b> {}</p>", html_escape(e)))
-        .unwrap_or_default();
-    let up = if p.status.up {
-        "reachable"
-    } else {
-        "NOT reachable"
-    };
-    let m = html_escape(metrics_path);
-    format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Ceph RBD exporter</title></head><body>\n\
-<h1>Ceph RBD exporter</h1>\n<p><a href=\"{m}\">Metrics</a> · <a href=\"/healthz\">Health</a></p>\n\
-<p>Cluster {up}. {last}</p>\n{error}\
-<p>{} images, {} watchers, <b>{} orphaned watchers</b>, <b>{} stale locks</b>, {} images pending flatten, {} in trash.</p>\n\
-<table border=\"1\" cellpadding=\"4\"><tr><th>pool/namespace</th><th>images</th><th>watchers</th><th>orphaned</th><th>stale locks</th><th>flatten pending</th><th>max clone depth</th></tr>\n{rows}</table>\n\
-</body></html>\n",
-        totals[0], totals[1], totals[2], totals[3], totals[4], totals[5]
-    )
+    let h = r.headers_mut();
+    h.insert(
+        CONTENT_SECURITY_POLICY_HEADER,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(VARY, HeaderValue::from_static("accept"));
+    if !h.contains_key(CACHE_CONTROL) {
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    r
 }
 
 #[cfg(test)]
@@ -409,6 +412,15 @@ mod tests {
             .block_on(f)
     }
 
+    fn route_get(
+        method: &Method,
+        path: &str,
+        p: &Published,
+        c: &ServerConfig,
+    ) -> Response<Full<Bytes>> {
+        route(method, path, None, false, p, c)
+    }
+
     fn published() -> Published {
         Published {
             metrics: Bytes::from_static(b"ceph_rbd_exporter_up 1\n"),
@@ -420,29 +432,60 @@ mod tests {
     fn routes_known_paths_and_methods() {
         let c = ServerConfig::default();
         let p = published();
-        let r = route(&Method::GET, "/metrics", &p, &c);
+        let r = route_get(&Method::GET, "/metrics", &p, &c);
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()[VARY], "accept-encoding");
         assert!(r.headers().get(CONTENT_ENCODING).is_none());
         assert_eq!(body(r), "ceph_rbd_exporter_up 1\n");
         assert_eq!(
-            route(&Method::HEAD, "/metrics", &p, &c).status(),
+            route_get(&Method::HEAD, "/metrics", &p, &c).status(),
             StatusCode::OK
         );
         assert_eq!(
-            route(&Method::GET, "/healthz", &p, &c).status(),
+            route_get(&Method::GET, "/healthz", &p, &c).status(),
             StatusCode::OK
         );
         assert_eq!(
-            route(&Method::GET, "/nope", &p, &c).status(),
+            route_get(&Method::GET, "/nope", &p, &c).status(),
             StatusCode::NOT_FOUND
         );
-        let r = route(&Method::POST, "/metrics", &p, &c);
+        let r = route_get(&Method::POST, "/metrics", &p, &c);
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(r.headers()[ALLOW], "GET, HEAD");
         assert_eq!(
-            route(&Method::DELETE, "/nope", &p, &c).status(),
+            route_get(&Method::DELETE, "/nope", &p, &c).status(),
             StatusCode::NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn pages_send_the_policy_and_take_only_get_and_head() {
+        let c = ServerConfig::default();
+        let p = published();
+        let r = route_get(&Method::GET, "/", &p, &c);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(
+            r.headers()[CONTENT_SECURITY_POLICY_HEADER],
+            CONTENT_SECURITY_POLICY
+        );
+        assert_eq!(r.headers()[X_CONTENT_TYPE_OPTIONS], "nosniff");
+        let css = route_get(&Method::GET, "/assets/pages.css", &p, &c);
+        assert_eq!(css.headers()[CONTENT_TYPE], "text/css; charset=utf-8");
+        assert!(css.headers().contains_key(CONTENT_SECURITY_POLICY_HEADER));
+        // No sample yet: the image pages say so.
+        let r = route_get(&Method::GET, "/images/a/b", &p, &c);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body(r).contains("no sample yet"));
+        let r = route_get(&Method::POST, "/orphans", &p, &c);
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(
+            route_get(&Method::GET, "/images/a/b/c/d", &p, &c).status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            route(&Method::GET, "/images", Some("image=x"), false, &p, &c).status(),
+            StatusCode::BAD_REQUEST
         );
     }
 
@@ -520,7 +563,7 @@ mod tests {
             last_error: Some("<script>".into()),
             ..published()
         };
-        let page = body(route(&Method::GET, "/", &p, &c));
+        let page = body(route_get(&Method::GET, "/", &p, &c));
         assert!(page.contains("href=\"/x&lt;y\""));
         assert!(page.contains("&lt;script&gt;"));
         assert!(page.contains("No sample yet."));

@@ -145,7 +145,17 @@ fn volatile_values() -> Vec<(String, String)> {
 }
 
 fn normalise(text: &str, volatile: &[(String, String)]) -> String {
-    let mut t = text.to_string();
+    // When the exporter first saw a watch: the time of this run.
+    let mut t: String = text
+        .lines()
+        .map(|l| match l.split_once("\"first_seen\": ") {
+            Some((indent, _)) => format!("{indent}\"first_seen\": <first seen>\n"),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    if !text.ends_with('\n') {
+        t.pop();
+    }
     for (value, placeholder) in volatile {
         t = t.replace(value.as_str(), placeholder);
     }

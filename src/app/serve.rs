@@ -58,6 +58,7 @@ pub async fn serve(
     let config = server::ServerConfig {
         telemetry_path: web.web_telemetry_path.clone(),
         web: web_config,
+        link_prefix: crate::pages::link_prefix(web.web_external_url.as_deref()),
         ..Default::default()
     };
     server::run(listener, published, config, shutdown_signal()).await;

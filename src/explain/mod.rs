@@ -13,7 +13,7 @@ pub use render::{render_image, render_orphans};
 use crate::analysis::{CloneDepth, FlattenReason, Host, LockFinding, OrphanReason, WatcherFinding};
 use crate::attribution::SourceOpinion;
 use crate::cycle::Analysed;
-use crate::model::{ImageKey, LockKind, Sample, SnapshotNamespace};
+use crate::model::{ImageKey, LockKind, Sample, SnapshotNamespace, TrashEntry};
 use crate::view::{self, ImageView, ParentLink, image_spec};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -31,6 +31,9 @@ pub struct ImageExplanation {
     pub id: String,
     /// True when the image is in the trash.
     pub in_trash: bool,
+    /// Its `rbd_trash` entry (source, when, deferment, state), when it is
+    /// in the trash.
+    pub trash: Option<TrashEntry>,
     /// Provisioned size in bytes.
     pub size: u64,
     /// What the attachment sources say about it.
@@ -66,6 +69,9 @@ pub struct WatcherExplanation {
     pub host: Option<Host>,
     /// Why it is an orphan; `None` when it is not believed to be one.
     pub orphan_reason: Option<OrphanReason>,
+    /// Unix time the exporter first saw this watch (the sample's start when
+    /// it is new): it has been held since at least then.
+    pub first_seen: f64,
 }
 
 /// One lock.
@@ -138,11 +144,29 @@ pub struct OrphanListing {
     pub stale_locks: Vec<StaleLockEntry>,
 }
 
+/// Which image an entry of the orphan listing is about, field by field
+/// (for links).
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageRef {
+    /// Pool name.
+    pub pool: String,
+    /// RBD namespace ("" for the default one).
+    pub namespace: String,
+    /// Image name (before trashing, for a trashed image).
+    pub name: String,
+    /// Image id.
+    pub id: String,
+    /// True when the image is in the trash.
+    pub in_trash: bool,
+}
+
 /// One orphaned watcher.
 #[derive(Debug, Clone, Serialize)]
 pub struct OrphanEntry {
     /// Image spec (`pool[/namespace]/image`).
     pub image: String,
+    /// The same image, field by field.
+    pub image_ref: ImageRef,
     /// The watcher.
     pub watcher: WatcherExplanation,
     /// The commands that would fix it.
@@ -154,6 +178,8 @@ pub struct OrphanEntry {
 pub struct StaleLockEntry {
     /// Image spec.
     pub image: String,
+    /// The same image, field by field.
+    pub image_ref: ImageRef,
     /// The lock.
     pub lock: LockExplanation,
     /// The command that would fix it.
@@ -168,6 +194,7 @@ impl WatcherExplanation {
             cookie: w.watcher.cookie,
             host: w.host.clone(),
             orphan_reason: w.orphan_reason(),
+            first_seen: w.first_seen,
         }
     }
 }
@@ -273,6 +300,7 @@ pub fn explain_image(a: &Analysed, key: &ImageKey) -> Option<ImageExplanation> {
         image: v.image.name.clone(),
         id: v.image.id.clone(),
         in_trash: v.image.in_trash,
+        trash: trash_entry(&a.sample, key),
         size: v.image.size,
         owners,
         watchers: v
@@ -289,6 +317,14 @@ pub fn explain_image(a: &Analysed, key: &ImageKey) -> Option<ImageExplanation> {
         blockers,
         fixes,
     })
+}
+
+/// The image's `rbd_trash` entry, if it has one.
+fn trash_entry(sample: &Sample, key: &ImageKey) -> Option<TrashEntry> {
+    sample
+        .namespaces()
+        .find(|(p, n)| p.pool_id == key.pool_id && n.namespace == key.namespace)
+        .and_then(|(_, n)| n.trash.get(&key.image_id).cloned())
 }
 
 /// What stops `rbd rm` of the image, and the fixes in order: stop the
@@ -395,6 +431,13 @@ pub fn orphans(a: &Analysed) -> OrphanListing {
         if v.image.in_trash {
             spec.push_str(&format!(" (in trash, id {})", v.image.id));
         }
+        let image_ref = ImageRef {
+            pool: v.pool.clone(),
+            namespace: v.key.namespace.clone(),
+            name: v.image.name.clone(),
+            id: v.image.id.clone(),
+            in_trash: v.image.in_trash,
+        };
         if v.findings.orphans().next().is_some() {
             let owners = a
                 .attribution
@@ -402,6 +445,7 @@ pub fn orphans(a: &Analysed) -> OrphanListing {
             for (w, _) in v.findings.orphans() {
                 listing.orphaned_watchers.push(OrphanEntry {
                     image: spec.clone(),
+                    image_ref: image_ref.clone(),
                     watcher: WatcherExplanation::new(w),
                     fix: commands::watcher_fix(&v, w, &owners),
                 });
@@ -410,6 +454,7 @@ pub fn orphans(a: &Analysed) -> OrphanListing {
         for l in v.findings.stale_locks() {
             listing.stale_locks.push(StaleLockEntry {
                 image: spec.clone(),
+                image_ref: image_ref.clone(),
                 lock: LockExplanation::new(l),
                 fix: commands::remove_stale_lock(&v, l),
             });
