@@ -90,9 +90,10 @@ fn pages_in_headless_chromium() {
     glance_tree(&r);
     odd_names(&r);
     orphans(&r);
+    url_forms(&r);
     not_found(&r);
     println!(
-        "browser test: 9 pages in {:.1} s; screenshots in {}",
+        "browser test: 14 pages in {:.1} s; screenshots in {}",
         t.elapsed().as_secs_f64(),
         r.shots.display()
     );
@@ -574,18 +575,49 @@ fn orphans(r: &Run) {
     );
 }
 
+/// The other URL forms of the contract: an empty namespace segment, an RBD
+/// namespace, a trashed image by id.
+fn url_forms(r: &Run) {
+    let script = r.web["names"]["script"].as_str().unwrap();
+    let (pool, image) = script.split_once('/').unwrap();
+    r.open(
+        &format!("{}/images/{pool}//{}", r.base, encode(image)),
+        "10-empty-namespace",
+    );
+    assert_eq!(r.text_of("h1#image"), script);
+    r.open(
+        &format!("{}/images/k8s/tenant-a/csi-vol-0002", r.base),
+        "11-namespace",
+    );
+    assert_eq!(r.text_of("h1#image"), "k8s/tenant-a/csi-vol-0002");
+    let trashed = &r.web["trashed_child_parent"];
+    let id = trashed["id"].as_str().unwrap();
+    r.open(
+        &format!("{}/image-ids/volumes/{id}", r.base),
+        "12-trashed-by-id",
+    );
+    assert_eq!(r.text_of("h1#image"), trashed["spec"].as_str().unwrap());
+    assert_eq!(r.text_of("#in-trash"), "IN TRASH");
+    let tree = r.s.js(
+        "return Array.from(document.querySelectorAll('svg#clone-tree g.node.action'))\
+         .map(g => g.getAttribute('data-spec'));",
+        json!([]),
+    );
+    assert_eq!(tree.as_array().map(Vec::len), Some(1), "its clone: {tree}");
+}
+
 /// An unknown image and an unknown pool: a plain-text 404 naming it.
 fn not_found(r: &Run) {
     for (path, name, shot) in [
         (
             "/images/volumes/no-such-image-web16",
             "no-such-image-web16",
-            "08-not-found-image",
+            "13-not-found-image",
         ),
         (
             "/images/no-such-pool-web16/x",
             "no-such-pool-web16",
-            "09-not-found-pool",
+            "14-not-found-pool",
         ),
     ] {
         r.open(&format!("{}{path}", r.base), shot);
