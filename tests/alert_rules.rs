@@ -6,6 +6,11 @@
 //!   labels and annotations, runbook sections, the tuning table, `promtool
 //!   check rules`, `promtool test rules` (a firing and a non-firing case per
 //!   alert) and `amtool check-config` of the example routing.
+//! - `per_image_alerts_link_to_the_image_page`: every alert about one image
+//!   carries `explain_url`, the image's page on the exporter, built from
+//!   `ceph_rbd_exporter_web_info` of the alert's job with each name
+//!   query-escaped, and the promtool cases check it rendered (with the
+//!   exporter's URL, escaped; and empty without it).
 //! - `cluster_alerts_page_once_across_replicas`: every alert about the
 //!   cluster aggregates the replicas' target labels away over its whole
 //!   expression (so that two exporters of one cluster page once), and every
@@ -16,7 +21,8 @@
 //!   attachment source, `--attachments.file` of a file this test writes, so
 //!   that `ceph_rbd_exporter_source_*` are exported, and `--pools` naming a
 //!   pool that does not exist besides the real ones, so that
-//!   `ceph_rbd_exporter_sample_errors_total` is).
+//!   `ceph_rbd_exporter_sample_errors_total` is; and `--web.external-url`,
+//!   so that `ceph_rbd_exporter_web_info` is).
 
 mod common;
 
@@ -350,6 +356,109 @@ fn rules_are_complete_documented_and_unit_tested() {
 }
 
 // ---------------------------------------------------------------------------
+// Links from the alerts to the exporter's image pages.
+
+/// The alerts about one image (and its watcher, lock, clone or snapshot).
+const PER_IMAGE: [&str; 5] = [
+    "CephRBDOrphanedWatcher",
+    "CephRBDStaleLock",
+    "CephRBDCloneDepthExceeded",
+    "CephRBDFlattenPending",
+    "CephRBDSnapshotChildrenHigh",
+];
+
+/// `explain_url` of every per-image alert: the external URL of the
+/// exporter of the alert's job (`ceph_rbd_exporter_web_info`, exported when
+/// it runs with `--web.external-url`; the first replica by instance), then
+/// the query form of the image page with each name query-escaped. Nothing
+/// at all when no such series exists (no half URL).
+const EXPLAIN_URL: &str = "{{ with query (printf \"ceph_rbd_exporter_web_info{job=%q}\" $labels.job) }}\
+     {{ with . | sortByLabel \"instance\" | first | label \"external_url\" }}\
+     {{ . }}/images?pool={{ $labels.pool | urlquery }}\
+     &namespace={{ $labels.namespace | urlquery }}\
+     &image={{ $labels.image | urlquery }}{{ end }}{{ end }}";
+
+#[test]
+fn per_image_alerts_link_to_the_image_page() {
+    let rules = alert_rules();
+    // The list is complete: every alert whose expression is about images,
+    // watchers or snapshots is in it, and no other.
+    let about_images: BTreeSet<&str> = rules
+        .iter()
+        .filter(|r| {
+            ["ceph_rbd_watcher_", "ceph_rbd_image_", "ceph_rbd_snapshot_"]
+                .iter()
+                .any(|m| r.expr.contains(m))
+        })
+        .map(|r| r.alert.as_str())
+        .collect();
+    assert_eq!(about_images, PER_IMAGE.into(), "the per-image alerts");
+    for r in &rules {
+        let url = r.annotations.get("explain_url").and_then(|u| u.as_str());
+        if !PER_IMAGE.contains(&r.alert.as_str()) {
+            assert!(
+                url.is_none(),
+                "{}: explain_url on a non-image alert",
+                r.alert
+            );
+            continue;
+        }
+        assert_eq!(url, Some(EXPLAIN_URL), "{}: explain_url", r.alert);
+        // The template looks up the job's exporter: the expression must keep
+        // `job` (it aggregates only the replicas' target labels away).
+        assert!(
+            r.expr.contains("max without (") && !r.expr.contains("max without (job"),
+            "{}: keeps the job label: {}",
+            r.alert,
+            r.expr
+        );
+        assert!(!r.expr.contains(" by ("), "{}: keeps every label", r.alert);
+    }
+
+    // The promtool cases render it: for each per-image alert at least once
+    // with the exporter's URL and a name that needs escaping, and at least
+    // once empty (no ceph_rbd_exporter_web_info for its job).
+    let tests = yaml(&path(RULE_TESTS));
+    let mut linked = BTreeSet::new();
+    let mut escaped = BTreeSet::new();
+    let mut empty = BTreeSet::new();
+    for t in tests["tests"].as_array().unwrap() {
+        for case in t["alert_rule_test"].as_array().unwrap() {
+            let a = case["alertname"].as_str().unwrap();
+            if !PER_IMAGE.contains(&a) {
+                continue;
+            }
+            for e in case["exp_alerts"].as_array().cloned().unwrap_or_default() {
+                let Some(ann) = e["exp_annotations"].as_object() else {
+                    continue;
+                };
+                let url = ann
+                    .get("explain_url")
+                    .and_then(|u| u.as_str())
+                    .unwrap_or_else(|| panic!("{a}: a promtool case without explain_url"));
+                if url.is_empty() {
+                    empty.insert(a);
+                } else {
+                    assert!(url.contains("/images?pool="), "{a}: {url}");
+                    linked.insert(a);
+                    if url.contains('%') || url.contains('+') {
+                        escaped.insert(a);
+                    }
+                }
+            }
+        }
+    }
+    for a in PER_IMAGE {
+        assert!(
+            linked.contains(a),
+            "{a}: no promtool case renders explain_url"
+        );
+        assert!(escaped.contains(a), "{a}: no promtool case escapes a name");
+        assert!(empty.contains(a), "{a}: no promtool case without web_info");
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Two replicas of one exporter, scraped by one Prometheus.
 
 /// The labels a scrape gives each replica's target and not the other's, or
@@ -454,7 +563,12 @@ fn rules_and_dashboards_use_only_exported_metric_names() {
     let (_exporter, addr) = start_exporter_with(
         &write_attachments(&scratch.0),
         &conf(),
-        &["--pools", &pools.join(",")],
+        &[
+            "--pools",
+            &pools.join(","),
+            "--web.external-url",
+            "https://rbd-exporter.example.com:9289",
+        ],
     );
     let (_, body) = http_get(&addr, "/metrics");
     let exported: BTreeSet<String> = body
@@ -468,6 +582,8 @@ fn rules_and_dashboards_use_only_exported_metric_names() {
         "ceph_rbd_exporter_sample_errors_total",
         "ceph_rbd_exporter_source_up",
         "ceph_rbd_exporter_source_last_success_timestamp_seconds",
+        // The dashboards' $exporter_url and the alerts' explain_url.
+        "ceph_rbd_exporter_web_info",
     ] {
         assert!(exported.contains(n), "{n} not exported:\n{body}");
     }

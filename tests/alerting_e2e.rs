@@ -17,7 +17,11 @@
 //!   orphan, and a client that also watches the pool's `rbd_mirror_leader`
 //!   (as an rbd-mirror daemon does, so the exporter calls it legitimate);
 //!   exactly one page arrives, naming the orphan's client, address and host
-//!   and the commands for that client.
+//!   and the commands for that client. The exporter runs with
+//!   `--web.external-url`: both pages carry `explain_url`, the image's page
+//!   on the exporter, exactly (the locked image's name needs escaping: a
+//!   space, `&`, `<`, `>`, `+` and unicode), and each opens that image's
+//!   page on the exporter.
 //! - `two_replicas_page_once_end_to_end`: TWO exporters on the cluster, both
 //!   scraped by one Prometheus in job `ceph-rbd-exporter`, each target with
 //!   the labels a ServiceMonitor gives a pod (`pod`, `namespace`, `container`,
@@ -30,7 +34,8 @@
 //!   `ALERTS_FOR_STATE`), never resolved. A replacement pod (a new exporter,
 //!   a new address and pod name, as Kubernetes would give it; Prometheus
 //!   reloads its targets on SIGHUP) changes nothing either, and the down
-//!   alert resolves.
+//!   alert resolves. Both replicas run with `--web.external-url`: the one
+//!   page carries one `explain_url`.
 //! - `pool_never_sampled_fires_for_the_blind_pools_only`: the exporter runs
 //!   as a cephx user whose OSD caps cover `volumes` only, with
 //!   `--pools volumes,images,<a pool that does not exist>`; Prometheus with
@@ -44,6 +49,7 @@ mod common;
 use common::alertmanager::Webhook;
 use common::artifacts::{ALERTS, AM_EXAMPLE, RULES, read};
 use common::exporter::{ATTACHMENTS_OK, start_exporter_with, write_attachments};
+use common::http::http_get;
 use common::process::{Proc, Scratch, run, wait_for};
 use common::prometheus::{
     KUBE_NAMESPACE, SERVICE_MONITOR_LABELS, prom_api, prom_query, prometheus_config,
@@ -58,6 +64,10 @@ use std::time::{Duration, Instant};
 
 /// The `for:` every alert gets in the end-to-end test's copy of the rules.
 const E2E_FOR: &str = "5s";
+
+/// `--web.external-url` of the end-to-end exporter: where people would
+/// reach it (here a port forward to its default port; nothing fetches it).
+const E2E_EXTERNAL_URL: &str = "http://127.0.0.1:9289";
 
 /// Images this test created: locks removed and images deleted on drop (best
 /// effort: an image whose killed holder's watch has not expired yet stays).
@@ -101,6 +111,18 @@ impl Drop for TestImages {
 
 // ---------------------------------------------------------------------------
 // End to end: cluster -> exporter -> Prometheus -> Alertmanager -> webhook.
+
+/// The page an alert's `explain_url` opens is the page of the alert's image:
+/// fetched from the exporter itself (`E2E_EXTERNAL_URL` stands for a
+/// forward to it), 200 with the image spec, HTML-escaped, as its heading.
+fn explain_page_is(exporter: &str, alert: &Value, spec_html: &str) {
+    let url = alert["annotations"]["explain_url"].as_str().unwrap();
+    let path = url.strip_prefix(E2E_EXTERNAL_URL).unwrap();
+    let (status, body) = http_get(exporter, path);
+    assert_eq!(status, 200, "{url}: {body}");
+    let h1 = format!("<h1 id=\"image\">{spec_html}</h1>");
+    assert!(body.contains(&h1), "{url}: no {h1} in:\n{body}");
+}
 
 /// The rules with every `for:` replaced by `E2E_FOR` (`E2E_DOWN_FOR` for
 /// CephRBDExporterDown).
@@ -191,7 +213,8 @@ fn alerts_fire_route_and_resolve_end_to_end() {
     let t0 = Instant::now();
     let pid = std::process::id();
     let deleted = format!("volume-e2e-{pid}.deleted");
-    let locked = format!("volume-e2e-lock-{pid}");
+    // A name that needs escaping in a URL (explain_url).
+    let locked = format!("volume e2e-lock-{pid}&ü<x>+");
     let deleted_spec = format!("volumes/{deleted}");
     let locked_spec = format!("volumes/{locked}");
     let _images = TestImages(vec![deleted_spec.clone(), locked_spec.clone()]);
@@ -228,7 +251,12 @@ fn alerts_fire_route_and_resolve_end_to_end() {
     let (exporter, exporter_addr) = start_exporter_with(
         &attachments,
         &conf(),
-        &["--watchers.inventory", inventory.to_str().unwrap()],
+        &[
+            "--watchers.inventory",
+            inventory.to_str().unwrap(),
+            "--web.external-url",
+            E2E_EXTERNAL_URL,
+        ],
     );
     let (prom, p) = start_prometheus(
         &scratch.0,
@@ -306,6 +334,13 @@ fn alerts_fire_route_and_resolve_end_to_end() {
             .unwrap()
             .ends_with("#cephrbdorphanedwatcher")
     );
+    // The image's page on the exporter, from ceph_rbd_exporter_web_info.
+    assert_eq!(
+        alert["annotations"]["explain_url"],
+        format!("{E2E_EXTERNAL_URL}/images?pool=volumes&namespace=&image=volume-e2e-{pid}.deleted"),
+        "{alert}"
+    );
+    explain_page_is(&exporter_addr, &alert, &format!("volumes/{deleted}"));
 
     // 2. The stale lock warns, on the queue route.
     let stale = [
@@ -323,6 +358,17 @@ fn alerts_fire_route_and_resolve_end_to_end() {
     );
     assert_eq!(route, "/queue", "warning goes to the queue: {alert}");
     assert_eq!(alert["labels"]["severity"], "warning");
+    // Query-escaped as the exporter's query form reads it: a space is `+`.
+    assert_eq!(
+        alert["annotations"]["explain_url"],
+        format!(
+            "{E2E_EXTERNAL_URL}/images?pool=volumes&namespace=\
+             &image=volume+e2e-lock-{pid}%26%C3%BC%3Cx%3E%2B"
+        ),
+        "{alert}"
+    );
+    let spec = format!("volumes/volume e2e-lock-{pid}&amp;ü&lt;x&gt;+");
+    explain_page_is(&exporter_addr, &alert, &spec);
 
     // 3. The client crashes: its watch expires (~30 s) and the page resolves.
     //    Meanwhile the stale lock is removed, and that warning resolves too.
@@ -568,7 +614,12 @@ fn two_replicas_page_once_end_to_end() {
     let rules = shortened_rules(&scratch.0);
     let attachments = write_attachments(&scratch.0);
     let inventory = write_inventory(&scratch.0);
-    let inventory_flags = ["--watchers.inventory", inventory.to_str().unwrap()];
+    let inventory_flags = [
+        "--watchers.inventory",
+        inventory.to_str().unwrap(),
+        "--web.external-url",
+        E2E_EXTERNAL_URL,
+    ];
     let webhook = Webhook::start();
     let (am, am_addr) = start_alertmanager(&scratch.0, &webhook.addr);
     let (replica0, addr0) = start_exporter_with(&attachments, &conf(), &inventory_flags);
@@ -634,6 +685,12 @@ fn two_replicas_page_once_end_to_end() {
             .unwrap()
             .contains("(reason image_deleted)"),
         "the reason is looked up across replicas: {page}"
+    );
+    // Both replicas export ceph_rbd_exporter_web_info: still one link.
+    assert_eq!(
+        page["annotations"]["explain_url"],
+        format!("{E2E_EXTERNAL_URL}/images?pool=volumes&namespace=&image={deleted}"),
+        "{page}"
     );
     let (firing, since) = orphan_alerts(&p, &deleted);
     assert_eq!(firing.len(), 1, "ALERTS: {firing:?}");

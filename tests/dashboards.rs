@@ -7,6 +7,11 @@
 //! - `dashboards_are_well_formed`: Grafana JSON structure, uids, variables,
 //!   the RBD namespace variable (a `(default)` option for the default
 //!   namespace) and the image links (pool, namespace and image exactly).
+//! - `image_tables_link_to_the_exporter`: the `exporter_url` variable
+//!   (from `ceph_rbd_exporter_web_info`), every image-level table's
+//!   "Explain on the exporter" link and the image detail's dashboard link,
+//!   interpolated as Grafana does for names with a space, `&`, `/`, `<`,
+//!   `+` and unicode, read back as the exporter reads its query form.
 //! - `dashboard_panels_and_variables_return_data`: Prometheus scrapes the
 //!   exporter and evaluates the project's rules (unchanged); every panel query
 //!   and every template variable query of both dashboards, with the variables
@@ -24,13 +29,17 @@
 //! The exporters run with an attachment source, `--attachments.file` of a
 //! file this test writes (`images: []`: no image named, so no verdict
 //! changes), so that `ceph_rbd_exporter_source_*` are exported and the
-//! panels that use them can be checked.
+//! panels that use them can be checked. They run with `--web.external-url`
+//! ([`EXTERNAL_URL`]), so that `ceph_rbd_exporter_web_info` is exported.
 
 mod common;
 
 use common::artifacts::{ALERTS, RULES, dashboards, panels, path, var_query, variables};
-use common::exporter::{start_exporter, write_attachments};
-use common::grafana::{NS_REGEX, apply_ns_regex, variable_options};
+use common::exporter::{start_exporter_with, write_attachments};
+use common::grafana::{
+    NS_REGEX, apply_ns_regex, interpolate_link, percentencode, query_pairs, variable_options,
+};
+use common::http::http_get;
 use common::process::Proc;
 use common::process::{Scratch, wait_for};
 use common::prometheus::{
@@ -54,6 +63,25 @@ const IMAGE_LINK: &str = "/d/ceph-rbd-image/ceph-rbd-image-detail?var-datasource
      &var-image=${__data.fields.image:percentencode}&${__url_time_range}";
 /// The value of the namespace variable for the default namespace.
 const DEFAULT_NS: &str = r"\Q\E";
+/// The title of the links to the image's page on the exporter.
+const EXPLAIN: &str = "Explain on the exporter";
+/// The link from a row of an overview table to the image's page on the
+/// exporter, in the query form (`/images?pool=&namespace=&image=`): the
+/// row's pool and image, and its namespace by name (`ns_name`, a hidden
+/// field; no series of the default namespace has it: empty).
+const EXPLAIN_ROW_LINK: &str = "${exporter_url:raw}/images?pool=${__data.fields.pool:percentencode}\
+     &namespace=${__data.fields.ns_name:percentencode}\
+     &image=${__data.fields.image:percentencode}";
+/// The same from the image detail (its tables and its dashboard link): the
+/// selected pool and image, and `$ns_name`, the image's namespace by name
+/// (no value, so empty, in the default namespace).
+const EXPLAIN_VAR_LINK: &str = "${exporter_url:raw}/images?pool=${pool:percentencode}\
+     &namespace=${ns_name:percentencode}&image=${image:percentencode}";
+/// The query of the `exporter_url` variable.
+const EXPORTER_URL_QUERY: &str =
+    "label_values(ceph_rbd_exporter_web_info{job=\"$job\"}, external_url)";
+/// `--web.external-url` of the exporters here (both replicas: one URL).
+const EXTERNAL_URL: &str = "https://rbd-exporter.example.com:9289/ceph-rbd";
 
 // ---------------------------------------------------------------------------
 // Static checks of the dashboards.
@@ -184,14 +212,13 @@ fn dashboards_are_well_formed() {
             // Links to the image detail carry pool, namespace and image
             // exactly; the namespace as the row's ns_re label (a regex
             // matching only its namespace), hidden in the table.
-            let links: Vec<String> = p["fieldConfig"]["overrides"]
-                .as_array()
+            let links: Vec<String> = data_links(p)
                 .into_iter()
-                .flatten()
-                .flat_map(|o| o["properties"].as_array().cloned().unwrap_or_default())
-                .filter(|prop| prop["id"] == "links")
-                .flat_map(|prop| prop["value"].as_array().cloned().unwrap_or_default())
-                .map(|l| l["url"].as_str().unwrap().to_string())
+                .filter(|(t, _)| t != EXPLAIN)
+                .map(|(t, url)| {
+                    assert_eq!(t, "Image detail", "{file}: {title}: link title");
+                    url
+                })
                 .collect();
             for url in &links {
                 assert_eq!(url, IMAGE_LINK, "{file}: {title}: link");
@@ -310,6 +337,223 @@ fn dashboards_are_well_formed() {
     );
 }
 
+/// The data links of a panel, (title, url): in its field defaults and in
+/// its overrides.
+fn data_links(p: &Value) -> Vec<(String, String)> {
+    let defaults = p["fieldConfig"]["defaults"]["links"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let overrides = p["fieldConfig"]["overrides"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|o| o["properties"].as_array().cloned().unwrap_or_default())
+        .filter(|prop| prop["id"] == "links")
+        .flat_map(|prop| prop["value"].as_array().cloned().unwrap_or_default());
+    defaults
+        .into_iter()
+        .chain(overrides)
+        .map(|l| {
+            let text = |k: &str| l[k].as_str().unwrap_or_default().to_string();
+            (text("title"), text("url"))
+        })
+        .collect()
+}
+
+/// Whether a table has a row per image, watcher, lock, clone or snapshot:
+/// it queries a per-image metric.
+fn image_level(p: &Value) -> bool {
+    p["type"] == "table"
+        && p["targets"].as_array().unwrap().iter().any(|t| {
+            let e = t["expr"].as_str().unwrap();
+            ["ceph_rbd_watcher_", "ceph_rbd_image_", "ceph_rbd_snapshot_"]
+                .iter()
+                .any(|m| e.contains(m))
+        })
+}
+
+/// The exporter's query form read back from a link: (pool, namespace, image).
+fn linked_image(url: &str) -> (String, String, String) {
+    let pairs = query_pairs(url);
+    let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["pool", "namespace", "image"], "{url}");
+    (pairs[0].1.clone(), pairs[1].1.clone(), pairs[2].1.clone())
+}
+
+#[test]
+fn image_tables_link_to_the_exporter() {
+    let all = dashboards();
+    let mut tables = BTreeMap::new();
+    for (file, d) in &all {
+        let uid = d["uid"].as_str().unwrap();
+        // The exporter's URL: from ceph_rbd_exporter_web_info of the job,
+        // shown, and open to another value (typed, or &var-exporter_url=).
+        let v = variables(d)
+            .into_iter()
+            .find(|v| v["name"] == "exporter_url")
+            .unwrap_or_else(|| panic!("{file}: no $exporter_url"));
+        assert_eq!(v["type"], "query", "{file}");
+        assert_eq!(v["label"], "Exporter URL", "{file}");
+        assert_eq!(v["datasource"]["uid"], "${datasource}", "{file}");
+        assert_eq!(var_query(v), EXPORTER_URL_QUERY, "{file}");
+        assert_eq!(v["definition"], EXPORTER_URL_QUERY, "{file}");
+        assert_eq!(v["skipUrlSync"], false, "{file}: settable by the URL");
+        assert_eq!(v["allowCustomValue"], true, "{file}");
+        assert_ne!(v["multi"], true, "{file}: one URL");
+        assert_ne!(v["includeAll"], true, "{file}: one URL");
+        let desc = v["description"].as_str().unwrap();
+        assert!(desc.contains("var-exporter_url"), "{file}: {desc}");
+        assert!(desc.contains("--web.external-url"), "{file}: {desc}");
+
+        // Every image-level table links each row to the exporter's page.
+        let expected = if uid == "ceph-rbd-overview" {
+            EXPLAIN_ROW_LINK
+        } else {
+            EXPLAIN_VAR_LINK
+        };
+        for p in panels(d).into_iter().filter(|p| image_level(p)) {
+            let title = p["title"].as_str().unwrap();
+            let explain: Vec<String> = data_links(p)
+                .into_iter()
+                .filter(|(t, _)| t == EXPLAIN)
+                .map(|(_, u)| u)
+                .collect();
+            assert_eq!(explain, [expected], "{file}: {title}: {EXPLAIN} link");
+            tables
+                .entry(uid.to_string())
+                .or_insert_with(BTreeSet::new)
+                .insert(title.to_string());
+            if uid != "ceph-rbd-overview" {
+                continue;
+            }
+            // The row's namespace by name: a label_replace of the raw label,
+            // before it becomes "(default)"; hidden, not excluded (a link
+            // reads only the frame's fields); shown as it is (no mapping, no
+            // "no value" text that would replace an empty namespace).
+            for t in p["targets"].as_array().unwrap() {
+                let e = t["expr"].as_str().unwrap();
+                let copy = e
+                    .find(r#""ns_name", "$1", "namespace", "(.*)""#)
+                    .unwrap_or_else(|| panic!("{file}: {title}: no ns_name: {e}"));
+                let default = e.find(r#""namespace", "(default)""#).unwrap();
+                assert!(copy < default, "{file}: {title}: ns_name after (default)");
+                assert!(e.starts_with("label_replace(label_replace(label_replace("));
+            }
+            let overrides = p["fieldConfig"]["overrides"].as_array().unwrap();
+            assert!(
+                overrides
+                    .iter()
+                    .any(|o| o["matcher"]["options"] == "ns_name"
+                        && o["properties"][0]["id"] == "custom.hidden"
+                        && o["properties"][0]["value"] == true),
+                "{file}: {title}: ns_name is hidden"
+            );
+            let organize = &p["transformations"][0]["options"];
+            assert!(organize["excludeByName"].get("ns_name").is_none());
+            assert!(organize["excludeByName"].get("pool").is_none());
+            assert!(organize["excludeByName"].get("image").is_none());
+            let defaults = &p["fieldConfig"]["defaults"];
+            assert!(defaults.get("noValue").is_none(), "{file}: {title}");
+            assert_eq!(
+                defaults["mappings"],
+                serde_json::json!([]),
+                "{file}: {title}"
+            );
+        }
+        if uid == "ceph-rbd-image" {
+            // The image's namespace by name: no value in the default one.
+            let ns = variables(d)
+                .into_iter()
+                .find(|v| v["name"] == "ns_name")
+                .expect("image detail: $ns_name");
+            assert_eq!(ns["hide"], 2, "$ns_name is hidden");
+            assert_eq!(
+                var_query(ns),
+                "label_values({__name__=~\"ceph_rbd_image_watchers|ceph_rbd_snapshot_children\", \
+                 job=~\"$job\", pool=\"$pool\", namespace=~`${namespace:pipe}`, image=\"$image\"}, \
+                 namespace)"
+            );
+            // And a link at the top of the dashboard.
+            let links: Vec<&Value> = d["links"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|l| l["title"] == EXPLAIN)
+                .collect();
+            assert_eq!(links.len(), 1, "image detail: dashboard link");
+            assert_eq!(links[0]["type"], "link");
+            assert_eq!(links[0]["url"], EXPLAIN_VAR_LINK);
+        }
+    }
+    // The tables: every one with a row per image, watcher or snapshot.
+    let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(
+        tables["ceph-rbd-overview"],
+        set(&[
+            "Orphaned watchers",
+            "Stale locks",
+            "Deepest clone chains",
+            "Clones to flatten",
+            "Snapshots with the most children",
+        ])
+    );
+    assert_eq!(
+        tables["ceph-rbd-image"],
+        set(&[
+            "Orphaned watchers",
+            "Watchers",
+            "Flatten reasons",
+            "Snapshots and their children",
+        ])
+    );
+
+    // Interpolated as Grafana does, for names that need escaping, then read
+    // back as the exporter reads its query form: the same names.
+    let base = "https://proxy.example.com/ceph-rbd";
+    let mut vars = vars("rbd pool", r"\Qtenant a&b/c\E", "vol 1&x/y<z>+ü");
+    vars.insert("exporter_url", base.to_string());
+    vars.insert("ns_name", "tenant a&b/c".to_string());
+    let fields: BTreeMap<&str, String> = [
+        ("pool", "rbd pool"),
+        ("ns_name", "tenant a&b/c"),
+        ("image", "vol 1&x/y<z>+ü"),
+        ("namespace", "tenant a&b/c"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_string()))
+    .collect();
+    let expected = format!(
+        "{base}/images?pool=rbd%20pool&namespace=tenant%20a%26b%2Fc\
+         &image=vol%201%26x%2Fy%3Cz%3E%2B%C3%BC"
+    );
+    let row = interpolate_link(EXPLAIN_ROW_LINK, &vars, &fields);
+    assert_eq!(row, expected);
+    assert_eq!(interpolate_link(EXPLAIN_VAR_LINK, &vars, &fields), expected);
+    let names = (
+        "rbd pool".to_string(),
+        "tenant a&b/c".to_string(),
+        "vol 1&x/y<z>+ü".to_string(),
+    );
+    assert_eq!(linked_image(&row), names);
+    assert!(row.starts_with(&format!("{base}/images?")), "{row}");
+    // The default namespace: no ns_name field (no series has the label) or
+    // an empty one (some rows have it), and no $ns_name value: namespace=.
+    let mut default_fields = fields.clone();
+    default_fields.remove("ns_name");
+    default_fields.insert("namespace", "(default)".to_string());
+    let row = interpolate_link(EXPLAIN_ROW_LINK, &vars, &default_fields);
+    assert_eq!(linked_image(&row).1, "", "{row}");
+    vars.insert("ns_name", String::new());
+    let top = interpolate_link(EXPLAIN_VAR_LINK, &vars, &fields);
+    assert_eq!(linked_image(&top).1, "", "{top}");
+    // The escaping itself (encodeURIComponent, and !'()* too).
+    assert_eq!(
+        percentencode("a-_.~!'()* /&=+?#%ü"),
+        "a-_.~%21%27%28%29%2A%20%2F%26%3D%2B%3F%23%25%C3%BC"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Dashboards against a real Prometheus that scraped the exporter.
 
@@ -319,10 +563,11 @@ const REPLICAS: [&str; 2] = ["dash-replica-0", "dash-replica-1"];
 /// Two exporters on the test cluster (replicas [`REPLICAS`]), and Prometheus
 /// scraping both with the project's rules loaded (checked healthy), once
 /// each has a sample.
-fn start_stack(scratch: &Scratch) -> (Vec<Proc>, Proc, String) {
+fn start_stack(scratch: &Scratch) -> (Vec<(Proc, String)>, Proc, String) {
     let attachments = write_attachments(&scratch.0);
-    let (exporter0, addr0) = start_exporter(&attachments);
-    let (exporter1, addr1) = start_exporter(&attachments);
+    let flags = ["--web.external-url", EXTERNAL_URL];
+    let (exporter0, addr0) = start_exporter_with(&attachments, &conf(), &flags);
+    let (exporter1, addr1) = start_exporter_with(&attachments, &conf(), &flags);
     let config = prometheus_config_replicas(
         &[(&addr0, Some(REPLICAS[0])), (&addr1, Some(REPLICAS[1]))],
         &path(RULES),
@@ -347,7 +592,7 @@ fn start_stack(scratch: &Scratch) -> (Vec<Proc>, Proc, String) {
         }
     }
     assert_eq!(loaded, ALERTS.len(), "rules loaded by Prometheus");
-    (vec![exporter0, exporter1], prom, p)
+    (vec![(exporter0, addr0), (exporter1, addr1)], prom, p)
 }
 
 /// A panel query restricted to the first replica: each selector of the
@@ -383,12 +628,20 @@ fn replica_free(series: &[Value], values: bool) -> Vec<String> {
 
 /// The variables as Grafana substitutes them: "All" is ".*"; a namespace
 /// is `\Q<name>\E`, the default one `\Q\E`.
+/// `$exporter_url` is the exporters' external URL, and `$ns_name` the
+/// namespace by name (none, an empty value, for the default one).
 fn vars(pool: &str, namespace: &str, image: &str) -> BTreeMap<&'static str, String> {
+    let ns_name = namespace
+        .strip_prefix(r"\Q")
+        .and_then(|n| n.strip_suffix(r"\E"))
+        .unwrap_or(namespace);
     [
         ("datasource", "prometheus"),
         ("job", JOB),
+        ("exporter_url", EXTERNAL_URL),
         ("pool", pool),
         ("namespace", namespace),
+        ("ns_name", ns_name),
         ("image", image),
         ("__rate_interval", "1m"),
         ("__interval", "15s"),
@@ -431,7 +684,7 @@ fn panel_series(p: &str, panel: &Value, vars: &BTreeMap<&str, String>) -> Vec<Va
 #[test]
 fn dashboard_panels_and_variables_return_data() {
     let scratch = Scratch(scratch_dir("dashboards"));
-    let (_exporters, _prom, p) = start_stack(&scratch);
+    let (exporters, _prom, p) = start_stack(&scratch);
 
     // Overview: every query must return data with every variable set to All
     // (Grafana substitutes allValue ".*"), and with pool=volumes.
@@ -557,10 +810,15 @@ fn dashboard_panels_and_variables_return_data() {
                     }
                 };
                 report.push(format!("  {uid} ${name} ({}): {options:?}", r.label));
+                let chosen = r.values[name].as_str();
+                // No namespace label in the default namespace: Grafana's
+                // "None", whose value is empty.
+                if name == "ns_name" && chosen.is_empty() && options.is_empty() {
+                    continue;
+                }
                 if options.is_empty() {
                     problems.push(format!("{uid} ${name} ({}): no values", r.label));
                 }
-                let chosen = r.values[name].as_str();
                 if chosen != ".*" && !options.iter().any(|(_, value)| value == chosen) {
                     problems.push(format!(
                         "{uid} ${name} ({}): {chosen} is not among {options:?}",
@@ -614,6 +872,46 @@ fn dashboard_panels_and_variables_return_data() {
         }
     }
 
+    // The links to the exporter's page, with the rows Prometheus gives:
+    // each row's link names its own pool, namespace (by name) and image.
+    let checked = explain_links_of_rows(&p, &exporters[0].1, overview, &mut problems);
+    report.push(format!("  exporter links checked on {checked:?} rows"));
+    if !checked.contains_key("in a named namespace") {
+        problems.push("no row in an RBD namespace to check its link".into());
+    }
+    // The image detail's $ns_name: the name of a namespace that has images,
+    // nothing for the default one.
+    let (_, detail) = all
+        .iter()
+        .find(|(_, d)| d["uid"] == "ceph-rbd-image")
+        .unwrap();
+    let ns_var = variables(detail)
+        .into_iter()
+        .find(|v| v["name"] == "ns_name")
+        .unwrap();
+    let tenant_images = prom_query(
+        &p,
+        "ceph_rbd_image_watchers{pool=\"k8s\", namespace=\"tenant-a\"} \
+         or ceph_rbd_snapshot_children{pool=\"k8s\", namespace=\"tenant-a\"}",
+    )
+    .unwrap();
+    match tenant_images.first() {
+        None => problems.push("no image in k8s/tenant-a to check $ns_name".into()),
+        Some(x) => {
+            let image = x["metric"]["image"].as_str().unwrap();
+            let v = vars("k8s", r"\Qtenant-a\E", image);
+            let options = variable_options(&p, ns_var, &var_query(ns_var), &v).unwrap();
+            if options != [("tenant-a".to_string(), "tenant-a".to_string())] {
+                problems.push(format!("$ns_name of k8s/tenant-a/{image}: {options:?}"));
+            }
+        }
+    }
+    let v = vars("volumes", DEFAULT_NS, "volume-flatten-me");
+    let options = variable_options(&p, ns_var, &var_query(ns_var), &v).unwrap();
+    if !options.is_empty() {
+        problems.push(format!("$ns_name in the default namespace: {options:?}"));
+    }
+
     // The watcher tables have a host column even when the exporter cannot
     // name the host (no inventory here: every host is "", which Prometheus
     // drops, so the dashboards fill in "(unknown)").
@@ -654,6 +952,66 @@ fn dashboard_panels_and_variables_return_data() {
         "dashboard problems:\n{}",
         problems.join("\n")
     );
+}
+
+/// The "Explain on the exporter" link of every row of the overview's
+/// image-level tables, with every pool, namespace and image (all "All"),
+/// interpolated with the row's fields as Grafana's table has them (each
+/// label of the row; a label the row lacks is empty), then read back as the
+/// exporter reads it: the row's pool and image, and its namespace by name
+/// (the one its ns_re selects); and the link opens that image's page on the
+/// exporter (fetched from `exporter`: [`EXTERNAL_URL`] stands for a proxy
+/// in front of it). Returns the rows checked per table, and how many of
+/// them are in a named RBD namespace.
+fn explain_links_of_rows(
+    p: &str,
+    exporter: &str,
+    overview: &Value,
+    problems: &mut Vec<String>,
+) -> BTreeMap<String, usize> {
+    let vars = vars(".*", ".*", ".*");
+    let mut checked = BTreeMap::new();
+    for table in panels(overview).into_iter().filter(|t| image_level(t)) {
+        let title = table["title"].as_str().unwrap().to_string();
+        for row in panel_series(p, table, &vars) {
+            let m = row["metric"].as_object().unwrap();
+            let fields: BTreeMap<&str, String> = m
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str().unwrap().to_string()))
+                .collect();
+            let url = interpolate_link(EXPLAIN_ROW_LINK, &vars, &fields);
+            let ns_re = fields["ns_re"].as_str();
+            let ns = &ns_re[2..ns_re.len() - 2];
+            let expected = (
+                fields["pool"].clone(),
+                ns.to_string(),
+                fields["image"].clone(),
+            );
+            if !url.starts_with(&format!("{EXTERNAL_URL}/images?")) {
+                problems.push(format!("{title}: {url}"));
+            }
+            if linked_image(&url) != expected {
+                problems.push(format!("{title}: {url} for {expected:?}"));
+            }
+            let path = url.strip_prefix(EXTERNAL_URL).unwrap_or(&url);
+            let (status, body) = http_get(exporter, path);
+            let spec = [expected.0.as_str(), ns, expected.2.as_str()]
+                .iter()
+                .filter(|x| !x.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("/");
+            let h1 = format!("<h1 id=\"image\">{spec}</h1>");
+            if status != 200 || !body.contains(&h1) {
+                problems.push(format!("{title}: {url}: {status}, no {h1}"));
+            }
+            *checked.entry(title.clone()).or_insert(0) += 1;
+            if !ns.is_empty() {
+                *checked.entry("in a named namespace".into()).or_insert(0) += 1;
+            }
+        }
+    }
+    checked
 }
 
 // ---------------------------------------------------------------------------

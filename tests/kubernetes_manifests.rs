@@ -8,7 +8,9 @@
 //! the rendered objects: the hardening, probes, resources, read-only RBAC,
 //! the Rook wiring (mon addresses from `rook-ceph-mon-endpoints`, the key
 //! from the CephClient's Secret, read-only caps), the PrometheusRule against
-//! the generator's output, and that the validator rejects broken copies.
+//! the generator's output, and that the validator rejects broken copies;
+//! and that the Deployment shows where to set `--web.external-url` (the
+//! exporter's real environment variable for it, commented out).
 //! Needs kubectl and the venv of `scripts/install-deps.sh` (target/k8s-venv).
 
 use serde_json::{Value, json};
@@ -292,6 +294,46 @@ fn check_namespace(objs: &[Value], ns: &str) {
         let (kind, name) = (&o["kind"], &o["metadata"]["name"]);
         assert_eq!(o["metadata"]["namespace"], want, "{kind} {name}");
     }
+}
+
+/// The Deployment shows, commented out next to the listen address, the
+/// environment variable of `--web.external-url` (as the exporter's --help
+/// names it), which the links from Grafana and the alerts need; the
+/// rendered Deployment does not set it (no URL is right for every site).
+#[test]
+fn deployment_shows_where_to_set_the_external_url() {
+    const VAR: &str = "CEPH_RBD_EXPORTER_WEB_EXTERNAL_URL";
+    let help = Command::new(env!("CARGO_BIN_EXE_ceph-rbd-exporter"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = text(&help.stdout);
+    let flag = help
+        .split("--web.external-url")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no --web.external-url in --help:\n{help}"));
+    let flag = flag.split("\n      --").next().unwrap();
+    assert!(flag.contains(&format!("[env: {VAR}")), "{flag}");
+    let deployment =
+        std::fs::read_to_string(repo().join("deploy/kubernetes/base/deployment.yaml")).unwrap();
+    let shown = format!("# - name: {VAR}");
+    assert!(deployment.contains(&shown), "deployment.yaml: no {shown}");
+    let listen = deployment
+        .find("CEPH_RBD_EXPORTER_WEB_LISTEN_ADDRESS")
+        .unwrap();
+    let at = deployment.find(&shown).unwrap();
+    assert!(
+        at > listen && at - listen < 800,
+        "next to the listen address"
+    );
+    let c = container(find(objects(rendered(), "base"), "Deployment"));
+    let set: Vec<&Value> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == VAR)
+        .collect();
+    assert!(set.is_empty(), "the base sets {VAR}: {set:?}");
 }
 
 #[test]

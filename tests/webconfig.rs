@@ -183,7 +183,12 @@ impl Exporter {
     /// curl's HTTP status for a request, or None when the connection or
     /// handshake failed.
     fn curl(&self, scheme: &str, dir: &Path, extra: &[&str]) -> Option<u16> {
-        let url = format!("{scheme}://{}/metrics", self.addr);
+        self.curl_path(scheme, "/metrics", dir, extra)
+    }
+
+    /// [`Exporter::curl`] for another path.
+    fn curl_path(&self, scheme: &str, path: &str, dir: &Path, extra: &[&str]) -> Option<u16> {
+        let url = format!("{scheme}://{}{path}", self.addr);
         let out = Command::new("curl")
             .args([
                 "-s",
@@ -235,6 +240,29 @@ fn basic_auth_accepts_only_valid_credentials() {
         e.curl("http", &dir, &["-u", "prometheus:s3cret-pass"]),
         Some(200)
     );
+    // The pages sit behind the same basic auth (the cluster of this test is
+    // down, so the image pages have no sample: 503 once authorised).
+    for (path, authorised) in [
+        ("/", 200),
+        ("/orphans", 503),
+        ("/images/volumes/v", 503),
+        ("/images?pool=volumes&image=v&format=json", 503),
+        ("/image-ids/volumes/1234", 503),
+        ("/assets/pages.js", 200),
+        ("/healthz", 200),
+    ] {
+        assert_eq!(e.curl_path("http", path, &dir, &[]), Some(401), "{path}");
+        assert_eq!(
+            e.curl_path("http", path, &dir, &["-u", "prometheus:wrong"]),
+            Some(401),
+            "{path}"
+        );
+        assert_eq!(
+            e.curl_path("http", path, &dir, &["-u", "prometheus:s3cret-pass"]),
+            Some(authorised),
+            "{path}"
+        );
+    }
     let log = e.stderr.lock().unwrap().clone();
     assert!(
         !log.contains("s3cret") && !log.contains(&hash) && !log.contains("AQBSdFhj"),
@@ -261,6 +289,15 @@ fn tls_serves_https_with_the_configured_certificate() {
         "an unknown CA must fail verification"
     );
     assert_eq!(e.curl("https", &dir, &["--cacert", "rogue.crt"]), None);
+    // The pages are served on the same TLS listener, and only there.
+    for path in ["/", "/assets/pages.css"] {
+        assert_eq!(
+            e.curl_path("https", path, &dir, &["--cacert", "ca.crt"]),
+            Some(200),
+            "{path}"
+        );
+        assert_ne!(e.curl_path("http", path, &dir, &[]), Some(200), "{path}");
+    }
     assert_ne!(
         e.curl("http", &dir, &[]),
         Some(200),

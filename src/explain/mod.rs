@@ -8,7 +8,7 @@ mod commands;
 mod render;
 
 pub use commands::shell_quote;
-pub use render::{render_image, render_orphans};
+pub use render::{human_size, render_image, render_orphans};
 
 use crate::analysis::{CloneDepth, FlattenReason, Host, LockFinding, OrphanReason, WatcherFinding};
 use crate::attribution::SourceOpinion;
@@ -426,7 +426,15 @@ pub fn orphans(a: &Analysed) -> OrphanListing {
         orphaned_watchers: Vec::new(),
         stale_locks: Vec::new(),
     };
-    for v in view::images(&a.sample, &a.analysis) {
+    // Only images with something to say have findings of their own: a few
+    // hundred of 100,000, in pool, namespace and id order.
+    for (key, f) in &a.analysis.notable {
+        if f.orphans().next().is_none() && f.stale_locks().next().is_none() {
+            continue;
+        }
+        let Some(v) = view::image(&a.sample, &a.analysis, key) else {
+            continue;
+        };
         let mut spec = image_spec(&v.pool, &v.key.namespace, &v.image.name);
         if v.image.in_trash {
             spec.push_str(&format!(" (in trash, id {})", v.image.id));

@@ -211,7 +211,8 @@ pub fn render_orphans(l: &OrphanListing) -> String {
     out
 }
 
-fn human_size(bytes: u64) -> String {
+/// A size in bytes as `64.0 MiB`.
+pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
     let mut u = 0;

@@ -6,7 +6,7 @@ use super::html::{duration, esc, fix_item, image_link, image_url, utc};
 use super::tree;
 use crate::analysis::Host;
 use crate::cycle::Analysed;
-use crate::explain::{ImageExplanation, LockExplanation, WatcherExplanation};
+use crate::explain::{ImageExplanation, LockExplanation, WatcherExplanation, human_size};
 use crate::model::{ImageKey, LockKind};
 use crate::view::{self, image_spec};
 use std::fmt::Write as _;
@@ -58,9 +58,9 @@ fn header(out: &mut String, e: &ImageExplanation) {
     let _ = writeln!(out, "<h1 id=\"image\">{}</h1>", esc(&spec));
     let _ = write!(
         out,
-        "<p class=\"meta\">id <code>{}</code> · {} bytes",
+        "<p class=\"meta\">id <code>{}</code> · {}",
         esc(&e.id),
-        e.size
+        human_size(e.size)
     );
     if e.in_trash {
         out.push_str(" · <span class=\"bad\" id=\"in-trash\">IN TRASH</span>");
@@ -76,6 +76,36 @@ fn header(out: &mut String, e: &ImageExplanation) {
         }
     }
     out.push_str("</p>\n");
+    let orphans = e
+        .watchers
+        .iter()
+        .filter(|w| w.orphan_reason.is_some())
+        .count();
+    let stale = e.locks.iter().filter(|l| l.stale).count();
+    let _ = writeln!(
+        out,
+        "<p id=\"summary\">{} · {} watcher(s){} · {} lock(s){} · <a href=\"#fix\">what stops <code>rbd rm</code> and the fix</a></p>",
+        if e.blockers.is_empty() {
+            "<span class=\"ok\">Nothing stops its removal</span>".to_string()
+        } else {
+            format!(
+                "<span class=\"bad\">{} thing(s) stop its removal</span>",
+                e.blockers.len()
+            )
+        },
+        e.watchers.len(),
+        if orphans > 0 {
+            format!(", <span class=\"bad\">{orphans} orphaned</span>")
+        } else {
+            String::new()
+        },
+        e.locks.len(),
+        if stale > 0 {
+            format!(", <span class=\"bad\">{stale} stale</span>")
+        } else {
+            String::new()
+        },
+    );
 }
 
 fn owners(out: &mut String, e: &ImageExplanation) {
@@ -304,7 +334,7 @@ Up to {} children per snapshot and pool are drawn, those needing action first; t
 }
 
 fn blockers_and_fixes(out: &mut String, e: &ImageExplanation) {
-    out.push_str("<h2>Why it cannot be deleted now</h2>\n");
+    out.push_str("<h2 id=\"fix\">Why it cannot be deleted now</h2>\n");
     if e.blockers.is_empty() {
         out.push_str(
             "<p class=\"ok\" id=\"no-blockers\">Nothing: no watchers, locks or clones.</p>\n",

@@ -6,7 +6,7 @@ use super::html::{esc, image_link, image_url};
 use crate::clock::now_unix;
 use crate::cycle::{Analysed, Published};
 use crate::explain;
-use crate::view::{self, image_spec};
+use crate::view::image_spec;
 use std::fmt::Write as _;
 
 /// Orphans listed on the landing page, per table.
@@ -102,13 +102,18 @@ fn pools(out: &mut String, a: &Analysed) {
 /// being deleted.
 fn pinned(out: &mut String, a: &Analysed, config: &PageConfig) {
     let mut top: Vec<(usize, String, String)> = Vec::new();
-    for v in view::images(&a.sample, &a.analysis) {
-        for s in v.snapshots.iter().filter(|s| !s.children.is_empty()) {
-            let spec = image_spec(&v.pool, &v.key.namespace, &v.image.name);
-            let id = v.image.in_trash.then_some(v.image.id.as_str());
-            let url = image_url(&config.prefix, &v.pool, &v.key.namespace, &v.image.name, id);
-            top.push((s.children.len(), format!("{spec}@{}", s.snapshot.name), url));
-        }
+    for ((key, snap_id), children) in &a.analysis.snapshot_children {
+        let Some(image) = a.sample.image(key) else {
+            continue;
+        };
+        let Some(snap) = image.snapshots.iter().find(|s| s.id == *snap_id) else {
+            continue;
+        };
+        let pool = a.sample.pool_name(key.pool_id);
+        let spec = image_spec(&pool, &key.namespace, &image.name);
+        let id = image.in_trash.then_some(key.image_id.as_str());
+        let url = image_url(&config.prefix, &pool, &key.namespace, &image.name, id);
+        top.push((children.len(), format!("{spec}@{}", snap.name), url));
     }
     top.sort_by(|x, y| y.0.cmp(&x.0).then_with(|| x.1.cmp(&y.1)));
     out.push_str("<section id=\"pinned\"><h2>Snapshots with the most children</h2>\n");

@@ -92,3 +92,94 @@ pub fn variable_options(
         other => Err(format!("{url}: {other}")),
     }
 }
+
+/// Grafana's `percentencode` format: `encodeURIComponent`, then `!'()*`
+/// too, so that only `A-Z a-z 0-9 - _ . ~` stay as they are; every other
+/// character is its UTF-8 bytes as `%XX`.
+pub fn percentencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A link URL as Grafana interpolates it for one table row: `${name:fmt}`
+/// is the dashboard variable `name` (from `vars`), `${__data.fields.X:fmt}`
+/// the row's field X (from `fields`; a field the frame lacks, as a label no
+/// series of the table has, is empty since Grafana 10), `${__url_time_range}`
+/// the time range. Formats: `raw` (as is) and `percentencode`; a value
+/// without a format panics here, so that every link states how it escapes.
+pub fn interpolate_link(
+    url: &str,
+    vars: &BTreeMap<&str, String>,
+    fields: &BTreeMap<&str, String>,
+) -> String {
+    let mut out = String::new();
+    let mut rest = url;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find('}')
+            .unwrap_or_else(|| panic!("unclosed ${{ in {url}"));
+        let inner = &rest[start + 2..start + end];
+        rest = &rest[start + end + 1..];
+        if inner == "__url_time_range" {
+            out.push_str("from=now-6h&to=now");
+            continue;
+        }
+        let (name, format) = inner
+            .split_once(':')
+            .unwrap_or_else(|| panic!("${{{inner}}} without a format in {url}"));
+        let value = match name.strip_prefix("__data.fields.") {
+            Some(field) => fields.get(field).cloned().unwrap_or_default(),
+            None => vars
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| panic!("no variable {name} for {url}")),
+        };
+        match format {
+            "raw" => out.push_str(&value),
+            "percentencode" => out.push_str(&percentencode(&value)),
+            other => panic!("format {other} is not emulated ({url})"),
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The query of a URL as the exporter's `/images?...` reads it (as any
+/// query string): `&`-separated `key=value` pairs, `+` a space, then
+/// percent-decoded as UTF-8.
+pub fn query_pairs(url: &str) -> Vec<(String, String)> {
+    let decode = |s: &str| -> String {
+        let s = s.replace('+', " ");
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' && i + 2 < b.len() {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    };
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
