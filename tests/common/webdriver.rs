@@ -357,15 +357,34 @@ impl Session<'_> {
 
     /// A PNG of the whole page (beyond the window), written to `path`.
     pub fn screenshot(&self, path: &Path) {
+        // Reading the document's size lays it out: just after a load, the
+        // layout metrics may still say 0 x 0.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.js(
+                "return document.readyState === 'complete' && document.documentElement.scrollWidth > 0;",
+                json!([]),
+            );
+            if v == true || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let m = self.cdp("Page.getLayoutMetrics", json!({}));
-        let size = &m["cssContentSize"];
-        let width = size["width"].as_f64().unwrap_or(1280.0).ceil();
+        let (size, view) = (&m["cssContentSize"], &m["cssLayoutViewport"]);
+        // The content's size, at least the window's (the capture refuses a
+        // 0-wide clip).
+        let dim = |k: &str, view_k: &str| {
+            let c = size[k].as_f64().unwrap_or(0.0);
+            let v = view[view_k].as_f64().unwrap_or(0.0);
+            c.max(v).max(100.0).ceil()
+        };
+        let width = dim("width", "clientWidth");
         // Chromium cannot capture much beyond 16k pixels in one go.
-        let height = size["height"]
-            .as_f64()
-            .unwrap_or(1000.0)
-            .ceil()
-            .min(16000.0);
+        let height = dim("height", "clientHeight").min(16000.0);
+        if size["width"].as_f64().unwrap_or(0.0) < 1.0 {
+            eprintln!("screenshot of {}: layout metrics {m}", self.current_url());
+        }
         let shot = self.cdp(
             "Page.captureScreenshot",
             json!({"format": "png", "captureBeyondViewport": true,
