@@ -93,7 +93,7 @@ fn pages_in_headless_chromium() {
     url_forms(&r);
     not_found(&r);
     println!(
-        "browser test: 14 pages in {:.1} s; screenshots in {}",
+        "browser test: 12 pages in {:.1} s; screenshots in {}",
         t.elapsed().as_secs_f64(),
         r.shots.display()
     );
@@ -582,19 +582,19 @@ fn url_forms(r: &Run) {
     let (pool, image) = script.split_once('/').unwrap();
     r.open(
         &format!("{}/images/{pool}//{}", r.base, encode(image)),
-        "10-empty-namespace",
+        "08-empty-namespace",
     );
     assert_eq!(r.text_of("h1#image"), script);
     r.open(
         &format!("{}/images/k8s/tenant-a/csi-vol-0002", r.base),
-        "11-namespace",
+        "09-namespace",
     );
     assert_eq!(r.text_of("h1#image"), "k8s/tenant-a/csi-vol-0002");
     let trashed = &r.web["trashed_child_parent"];
     let id = trashed["id"].as_str().unwrap();
     r.open(
         &format!("{}/image-ids/volumes/{id}", r.base),
-        "12-trashed-by-id",
+        "10-trashed-by-id",
     );
     assert_eq!(r.text_of("h1#image"), trashed["spec"].as_str().unwrap());
     assert_eq!(r.text_of("#in-trash"), "IN TRASH");
@@ -612,12 +612,12 @@ fn not_found(r: &Run) {
         (
             "/images/volumes/no-such-image-web16",
             "no-such-image-web16",
-            "13-not-found-image",
+            "11-not-found-image",
         ),
         (
             "/images/no-such-pool-web16/x",
             "no-such-pool-web16",
-            "14-not-found-pool",
+            "12-not-found-pool",
         ),
     ] {
         r.open(&format!("{}{path}", r.base), shot);
