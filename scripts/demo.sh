@@ -67,6 +67,28 @@ echo "== why can't Glance delete $glance? (ceph-rbd-exporter explain $glance)"
 echo "== every orphaned watcher and stale lock: $bin --ceph.config $dir/ceph.conf ${attribution[*]} explain --orphans"
 "$bin" --ceph.config "$dir/ceph.conf" --log.level error "${attribution[@]}" explain --orphans | head -40
 
+# --------------------------------------------------------------- the pages
+# The exporter's own pages (the URL people reach it at is --web.external-url):
+# the Glance image with the most clones draws its clone tree; the Cinder volume
+# the attachments file says is attached nowhere has an orphaned watcher.
+target=${listen/0.0.0.0/127.0.0.1}
+external_url=http://$target
+pages=$(/usr/bin/python3 - "$dir" "$external_url" "$glance" <<'PY'
+import json, sys
+from urllib.parse import quote
+d, base, glance = sys.argv[1:]
+def page(spec):
+    pool, image = spec.split("/", 1)
+    return "{}/images/{}/{}".format(base, quote(pool, safe=""), quote(image, safe=""))
+print(page(glance))
+holders = json.load(open(d + "/state/seed.json"))["holders"]
+h = holders.get("demo-cinder") or holders.get("zombie")
+print(page(h["spec"]) if h else base + "/orphans")
+PY
+)
+glance_page=$(sed -n 1p <<<"$pages")
+orphan_page=$(sed -n 2p <<<"$pages")
+
 # ---------------------------------------------------------------- Prometheus
 prom_pid=""
 exporter_pid=""
@@ -107,7 +129,6 @@ else
     sed -E "s/^([[:space:]]*)for: [^ ]+/\1for: $alert_for/" alerts/ceph-rbd-exporter.rules.yml >"$rules"
     rules_note="every 'for:' shortened to $alert_for for the demo (DEMO_ALERT_FOR=keep for the real ones)"
 fi
-target=${listen/0.0.0.0/127.0.0.1}
 cat >"$pdir/prometheus.yml" <<CFG
 # Written by scripts/demo.sh.
 global:
@@ -143,7 +164,10 @@ cat <<MSG
 
 The demo cluster is up in $dir.
   Metrics:        http://$listen/metrics
-  Landing page:   http://$listen/
+  Landing page:   $external_url/   (every orphan, the pools, the most-cloned snapshots; /orphans)
+  Clone tree:     $glance_page
+                  (the Glance image with the most clones: why it cannot be deleted, and the fix)
+  An orphan:      $orphan_page
   Prometheus:     http://$prom_listen/
   Alerts:         http://$prom_listen/alerts   ($rules_note)
   Try:            curl -s http://$listen/metrics | grep -E 'orphaned|stale|flatten_pending'
@@ -159,6 +183,7 @@ MSG
 # In the background and waited for, so that ctrl-c, or a SIGTERM to this
 # script alone, runs the traps: they stop the exporter and Prometheus.
 "$bin" --ceph.config "$dir/ceph.conf" --web.listen-address "$listen" --sample.interval 15s \
+    --web.external-url "$external_url" \
     "${attribution[@]}" --attachments.refresh-interval 15s &
 exporter_pid=$!
 wait "$exporter_pid"

@@ -18,6 +18,8 @@
 # - python3-venv for target/k8s-venv: kubernetes-validate and jsonschema, pinned in
 #   deploy/kubernetes/requirements.txt, for the offline check of deploy/kubernetes
 #   (scripts/k8s-manifests.py, tests/kubernetes_manifests.rs; it also needs kubectl).
+# - chromium and chromium-driver (chromedriver) for the browser test of the HTML pages
+#   (tests/browser.rs drives a headless chromium over WebDriver).
 # The Rust toolchain itself is not installed here.
 set -euo pipefail
 
@@ -29,6 +31,7 @@ PACKAGES=(
     g++ pkg-config make curl jq iproute2 procps ca-certificates openssl
     debootstrap buildah podman crun runc
     dpkg-dev mmdebstrap python3-venv
+    chromium chromium-driver
 )
 
 say() { echo "install-deps: $*"; }

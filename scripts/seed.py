@@ -5,6 +5,7 @@ Run it with /usr/bin/python3 (Debian's python3-rados/python3-rbd):
 
     scripts/seed.py --conf DIR/ceph.conf --state-dir STATE test    # exact names the tests use
     scripts/seed.py --conf DIR/ceph.conf --state-dir STATE demo    # test + a realistic OpenStack/k8s look
+    scripts/seed.py --conf DIR/ceph.conf --state-dir STATE web     # adds the pages' cases (below)
     scripts/seed.py --conf DIR/ceph.conf --state-dir STATE stop-holders
 
 Seeding is meant for a fresh cluster (`scripts/cluster.sh start`): it refuses to
@@ -49,6 +50,25 @@ TEST LAYOUT (exact names; tests depend on them)
      (protected) -> csi-vol-0002; k8s/csi-vol-default in the default namespace
   13 volumes/volume-attached@backup.5f1e.snap.1700000000 (unprotected, no children)
   14 vms/idle-disk: nothing to say
+
+WEB LAYOUT (`web`: added to a cluster already seeded with `test` or `demo`, for the
+browser test of the HTML pages, tests/browser.rs; writes STATE/web.json, not seed.json)
+  images/<uuid>@snap (protected), a Glance image with 500 v2 clones: Cinder volumes
+  volumes/volume-<uuid> and Nova disks vms/<uuid>_disk. A handful need action:
+    - a chain under one volume: volume-<uuid> clones of clones, depths 2..7; the ones
+      deeper than 5 (Cinder's rbd_max_clone_depth) have clone_depth_exceeded
+    - a volume renamed volume-<uuid>.deleted after it was cloned: its clone has
+      parent_deleted
+    - a volume moved to the trash after it was cloned: its clone has parent_image_trashed
+    - a volume and a Nova disk (children of the Glance image) with a flatten task queued
+      that stays queued, as item 11 (holders web-flatten-blocker-0/1): flatten_queued
+  Names a page must show literally, in pool volumes:
+    <script>window.__pwned=1</script>          (a `/` in it: %2F in a URL)
+    ünïcødé-镜像@snap "v1" <b>  (protected) -> it's "quoted" (clone v2)
+    <img src=x onerror=window.__pwned=1>.deleted   held by holder web-orphan (--write): an
+                                                   orphaned watcher (image_deleted)
+  STATE/web.json: glance (spec, id, children per pool), needs_action (spec -> reasons),
+  names, orphan, holders.
 """
 
 import argparse
@@ -482,7 +502,7 @@ class Seeder:
         say("flatten task {} queued for volumes/volume-flatten-me; the mgr tried and failed ({} attempt(s)), "
             "it stays queued".format(task.get("id"), attempts))
 
-    def wait_task_retried(self, task_id, timeout=30):
+    def wait_task_retried(self, task_id, timeout=30, pool="volumes"):
         """Wait until rbd_support has tried the task once and kept it (retry_attempts >= 1)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -496,9 +516,9 @@ class Seeder:
             if time.monotonic() > deadline:
                 raise SeedError("mgr did not try flatten task {} within {}s".format(task_id, timeout))
             time.sleep(0.2)
-        vals = dict(self.omap("volumes", "", "rbd_task"))
+        vals = dict(self.omap(pool, "", "rbd_task"))
         if not any(task_id in v.decode() for v in vals.values()):
-            raise SeedError("flatten task {} is not in volumes/rbd_task".format(task_id))
+            raise SeedError("flatten task {} is not in {}/rbd_task".format(task_id, pool))
         return t.get("retry_attempts")
 
     def omap(self, pool, ns, oid):
@@ -603,6 +623,100 @@ class Seeder:
         R.crash_holder("demo-crashed")
         demo["crashed_client_lock"] = "volumes/" + crashed
         R.extra["demo"] = demo
+
+    # ------------------------------------------------------------- web layout
+    def seed_web(self, clones=500):
+        """The pages' cases (WEB LAYOUT above); returns what web.json records."""
+        R = self
+        u = lambda: str(uuid.uuid4())  # noqa: E731
+        glance = u()
+        R.create("images", glance, 1 * GiB)
+        R.write("images", glance, b"\xeb\x63\x90" + b"\0" * 4093)
+        R.snap("images", glance, "snap", protect=True)
+        names = [("volumes", "volume-" + u()) if i % 5 < 3 else ("vms", u() + "_disk") for i in range(clones)]
+        t = time.monotonic()
+        # Each clone is a few round trips to the OSD; librbd releases the GIL, so threads overlap them.
+        with ThreadPoolExecutor(16) as ex:
+            list(ex.map(lambda pn: R.rbd.clone(R.io("images"), glance, "snap", R.io(pn[0]), pn[1]), names))
+        say("web: {} clones of images/{}@snap in {:.1f} s".format(clones, glance, time.monotonic() - t))
+        needs = {}
+        # A chain under the first volume: depths 2..7; deeper than 5 needs a flatten.
+        volumes = [n for p, n in names if p == "volumes"]
+        prev = volumes[0]
+        chain = ["volumes/" + prev]
+        for depth in range(2, 8):
+            child = "volume-" + u()
+            R.snap("volumes", prev, child + ".clone_snap", protect=True)
+            R.clone("volumes", prev, child + ".clone_snap", "volumes", child)
+            chain.append("volumes/" + child)
+            if depth > 5:
+                needs["volumes/" + child] = ["clone_depth_exceeded"]
+            prev = child
+        # Cinder deletes a volume that has clones by renaming it to .deleted.
+        deleted, orphaned_child = volumes[1], "volume-" + u()
+        R.snap("volumes", deleted, orphaned_child + ".clone_snap", protect=True)
+        R.clone("volumes", deleted, orphaned_child + ".clone_snap", "volumes", orphaned_child)
+        R.rename("volumes", deleted, deleted + ".deleted")
+        needs["volumes/" + orphaned_child] = ["parent_deleted"]
+        # A volume in the trash whose clone lives on.
+        trashed, trashed_child = volumes[2], "volume-" + u()
+        R.snap("volumes", trashed, trashed_child + ".clone_snap", protect=True)
+        R.clone("volumes", trashed, trashed_child + ".clone_snap", "volumes", trashed_child)
+        trashed_id = R.trash("volumes", trashed)
+        needs["volumes/" + trashed_child] = ["parent_image_trashed"]
+        per_pool = {p: sum(1 for q, _ in names if q == p) for p in ("volumes", "vms")}
+        # Two clones with a queued flatten that stays queued (as item 11 of the test layout).
+        queued = [("volumes", volumes[3]), next(pn for pn in names if pn[0] == "vms")]
+        broken = R.mgr_module_failure("rbd_support")
+        if broken:
+            say("web: no queued flattens: the mgr cannot run rbd_support ({})".format(broken))
+            queued = []
+        for i, (pool, name) in enumerate(queued):
+            R.start_holder("web-flatten-blocker-{}".format(i), pool, image=name, advisory_lock=FLATTEN_COOKIE,
+                           note="keeps the queued flatten of this clone from running")
+        R.wait_holders(["web-flatten-blocker-{}".format(i) for i in range(len(queued))])
+        for pool, name in queued:
+            task = json.loads(R.mgr({"prefix": "rbd task add flatten", "image_spec": spec(pool, "", name),
+                                     "format": "json"}) or b"{}")
+            R.wait_task_retried(task.get("id"), pool=pool)
+            needs[spec(pool, "", name)] = ["flatten_queued"]
+
+        # Names the pages must show as text.
+        script = "<script>window.__pwned=1</script>"
+        unicode_name, quoted = "ünïcødé-镜像", "it's \"quoted\""
+        unicode_snap = "snap \"v1\" <b>"
+        orphan = "<img src=x onerror=window.__pwned=1>.deleted"
+        for n in (script, unicode_name, orphan):
+            R.create("volumes", n, 1 * GiB)
+        R.snap("volumes", unicode_name, unicode_snap, protect=True)
+        R.clone("volumes", unicode_name, unicode_snap, "volumes", quoted)
+        R.start_holder("web-orphan", "volumes", image=orphan, write=True,
+                       note="watcher on a .deleted image with markup in its name")
+        R.wait_holders(["web-orphan"])
+        say("web: odd names, and an orphaned watcher on volumes/{}".format(orphan))
+        return {
+            "glance": {"pool": "images", "image": glance, "snapshot": "snap",
+                       "spec": "images/" + glance, "id": R.image_id("images", glance),
+                       "children": per_pool, "clones": clones},
+            "chain": chain,
+            "deleted_child_parent": "volumes/{}.deleted".format(deleted),
+            "trashed_child_parent": {"spec": "volumes/" + trashed, "id": trashed_id},
+            "needs_action": needs,
+            "names": {"script": "volumes/" + script, "unicode": "volumes/" + unicode_name,
+                      "unicode_snapshot": unicode_snap, "quoted": "volumes/" + quoted,
+                      "orphan": "volumes/" + orphan},
+            "orphan": {"spec": "volumes/" + orphan, "holder": "web-orphan", "reason": "image_deleted"},
+        }
+
+    def write_web_state(self, web, seconds):
+        web["seed_seconds"] = round(seconds, 2)
+        web["holders"] = {n: {k: v for k, v in h.items() if k != "proc"} for n, h in self.holders.items()}
+        path = os.path.join(self.state_dir, "web.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(web, f, indent=2, sort_keys=True, ensure_ascii=False)
+            f.write("\n")
+        os.replace(path + ".tmp", path)
+        return path
 
     # ------------------------------------------------------------ verification
     def verify(self):
@@ -750,7 +864,7 @@ def main(argv):
                                  epilog="see the top of this file for what each layout holds")
     ap.add_argument("--conf", help="ceph.conf of the cluster (from scripts/cluster.sh)")
     ap.add_argument("--state-dir", required=True, help="where seed.json and holders/ go")
-    ap.add_argument("layout", choices=["test", "demo", "stop-holders"])
+    ap.add_argument("layout", choices=["test", "demo", "web", "stop-holders"])
     args = ap.parse_args(argv)
 
     if args.layout == "stop-holders":
@@ -761,6 +875,8 @@ def main(argv):
     if shutil.which("rbd") is None:
         raise SeedError("the rbd CLI is missing (run scripts/install-deps.sh)")
 
+    if args.layout == "web":
+        return main_web(args)
     s = Seeder(args.conf, args.state_dir)
     os.makedirs(s.state_dir, exist_ok=True)
     ok = False
@@ -782,6 +898,31 @@ def main(argv):
               "--state-dir {} stop-holders".format(args.layout, seconds, len(live),
                                                    " ".join(str(h["pid"]) for h in live),
                                                    PYTHON, os.path.abspath(__file__), s.state_dir))
+        return 0
+    finally:
+        if not ok:
+            s.kill_started_holders()
+        s.close()
+
+
+def main_web(args):
+    """`web`: the pages' cases, added to a cluster seeded with `test` or `demo`."""
+    s = Seeder(args.conf, args.state_dir)
+    if not os.path.exists(os.path.join(s.state_dir, "seed.json")):
+        raise SeedError("no {}/seed.json: seed the cluster with `test` or `demo` first".format(s.state_dir))
+    if os.path.exists(os.path.join(s.state_dir, "web.json")):
+        raise SeedError("{}/web.json exists: this cluster already has the web layout".format(s.state_dir))
+    ok = False
+    try:
+        s.connect()
+        say("seeding layout 'web' on {}".format(s.conf))
+        web = s.seed_web()
+        s.verify()
+        seconds = time.monotonic() - T0
+        path = s.write_web_state(web, seconds)
+        ok = True
+        print("seeded layout 'web' in {:.1f} s ({}); holder web-orphan pid {}".format(
+            seconds, path, s.holders["web-orphan"]["pid"]))
         return 0
     finally:
         if not ok:

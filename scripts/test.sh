@@ -48,14 +48,22 @@ echo "== seeding the test layout"
 /usr/bin/python3 scripts/seed.py --conf "$dir/ceph.conf" --state-dir "$dir/state" test
 
 echo "== integration tests against the real cluster"
-# Every tests/*.rs but the fault tests, which need their own cluster (below).
+# Every tests/*.rs but the fault tests, which need their own cluster (below), and the
+# browser test, which needs the web seed (next step).
 integration=()
 for f in tests/*.rs; do
     name=$(basename "$f" .rs)
-    case "$name" in faults_*) ;; *) integration+=(--test "$name") ;; esac
+    case "$name" in faults_* | browser) ;; *) integration+=(--test "$name") ;; esac
 done
 CEPH_RBD_TEST_CONF="$dir/ceph.conf" CEPH_RBD_TEST_STATE="$dir/state" \
     cargo test --release --locked "${integration[@]}" -- --test-threads 1
+
+# After the tests above (their golden files know the test layout's images, not these).
+# deb-test.sh below counts `rbd ls volumes` when it runs, so the extra images are fine.
+echo "== the pages in headless chromium (tests/browser.rs), after the web seed: a Glance image with 500 clones, names with markup, quotes and unicode, one more orphan"
+/usr/bin/python3 scripts/seed.py --conf "$dir/ceph.conf" --state-dir "$dir/state" web
+CEPH_RBD_TEST_CONF="$dir/ceph.conf" CEPH_RBD_TEST_STATE="$dir/state" \
+    cargo test --release --locked --test browser -- --test-threads 1 --nocapture
 
 echo "== production-shaped faults: 3 mons, 4 bluestore OSDs, size-2 pools, a partitioned exporter (scripts/faults-test.sh)"
 bash scripts/faults-test.sh test

@@ -230,16 +230,19 @@ impl Builder<'_> {
         }
     }
 
-    /// Children by pool name, those needing action first, then by id.
-    fn by_pool(&self, children: &[ImageKey]) -> BTreeMap<String, Vec<(Action, ImageKey)>> {
-        let mut out: BTreeMap<String, Vec<(Action, ImageKey)>> = BTreeMap::new();
+    /// Children by pool name, each with whether it or one of its
+    /// descendants needs action; those first (so that they are drawn, not
+    /// summarised), then by id.
+    fn by_pool(&self, children: &[ImageKey]) -> BTreeMap<String, Vec<(bool, ImageKey)>> {
+        let mut out: BTreeMap<String, Vec<(bool, ImageKey)>> = BTreeMap::new();
         for k in children {
+            let needs = action_of(self.a, k) != Action::None || descendants(self.a, k).1 > 0;
             out.entry(self.a.sample.pool_name(k.pool_id))
                 .or_default()
-                .push((action_of(self.a, k), k.clone()));
+                .push((needs, k.clone()));
         }
         for v in out.values_mut() {
-            v.sort_by(|x, y| (x.0 == Action::None, &x.1).cmp(&(y.0 == Action::None, &y.1)));
+            v.sort_by(|x, y| (!x.0, &x.1).cmp(&(!y.0, &y.1)));
             v.dedup_by(|x, y| x.1 == y.1);
         }
         out
@@ -248,12 +251,12 @@ impl Builder<'_> {
     fn pool_group(
         &mut self,
         pool: &str,
-        keys: Vec<(Action, ImageKey)>,
+        keys: Vec<(bool, ImageKey)>,
         level: usize,
         parent: usize,
         generation: usize,
     ) {
-        let needing = keys.iter().filter(|k| k.0 != Action::None).count();
+        let needing = keys.iter().filter(|k| k.0).count();
         let prow = self.push(
             level,
             Some(parent),
@@ -279,7 +282,7 @@ impl Builder<'_> {
                 Row::Summary {
                     pool: pool.to_string(),
                     hidden: rest.len(),
-                    hidden_action: rest.iter().filter(|k| k.0 != Action::None).count(),
+                    hidden_action: rest.iter().filter(|k| k.0).count(),
                 },
             );
         }

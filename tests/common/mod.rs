@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod process;
 pub mod prometheus;
 pub mod promql;
+pub mod webdriver;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
