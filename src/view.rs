@@ -112,6 +112,30 @@ impl SnapshotView<'_> {
     }
 }
 
+impl SnapshotView<'_> {
+    /// The children that are in the trash, each as its spec (as in
+    /// [`SnapshotView::children_by_pool`]) and its trash spec
+    /// (`pool[/namespace]/ID`, which `rbd trash` takes): their names do not
+    /// resolve, so `rbd flatten` cannot name them there.
+    pub fn children_in_trash(&self, sample: &Sample) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .children
+            .iter()
+            .filter_map(|key| {
+                let child = sample.image(key).filter(|c| c.in_trash)?;
+                let pool = sample.pool_name(key.pool_id);
+                Some((
+                    image_spec(&pool, &key.namespace, &child.name),
+                    image_spec(&pool, &key.namespace, &key.image_id),
+                ))
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
 /// The view of one image of the sample; `None` when it was not sampled.
 pub fn image<'a>(
     sample: &'a Sample,

@@ -212,21 +212,29 @@ pub(super) fn remove_stale_lock(v: &ImageView<'_>, l: &LockFinding) -> Fix {
 /// Free a snapshot so it no longer pins the image: flatten its clones,
 /// remove the snapshots of clones flattened earlier (`snapshotted`: only
 /// their snapshots still pin it, and `rbd flatten` would fail on them), then
-/// unprotect it.
+/// unprotect it. A clone in the trash (`trashed`: its spec and its trash
+/// spec) is restored first, as [`flatten_image`] does, since `rbd flatten`
+/// cannot name it there; or, if nobody needs it, removed for good.
 pub(super) fn free_snapshot(
     v: &ImageView<'_>,
     s: &SnapshotExplanation,
     snapshotted: &[String],
+    trashed: &[(String, String)],
 ) -> Fix {
-    let mut commands: Vec<String> = s
-        .children
-        .values()
-        .flatten()
-        .map(|c| match snapshotted.contains(c) {
+    let mut commands: Vec<String> = Vec::new();
+    for c in s.children.values().flatten() {
+        if let Some((_, id_spec)) = trashed.iter().find(|(spec, _)| spec == c) {
+            commands.push(format!(
+                "# {c} is in the trash: restore it to flatten it, or if nobody needs it remove it for good instead: rbd trash rm {}",
+                shell_quote(id_spec)
+            ));
+            commands.push(format!("rbd trash restore {}", shell_quote(id_spec)));
+        }
+        commands.push(match snapshotted.contains(c) {
             true => snap_purge(c),
             false => flatten(c),
-        })
-        .collect();
+        });
+    }
     if s.protected {
         commands.push(snap_unprotect(v, &s.name));
     }

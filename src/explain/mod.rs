@@ -361,7 +361,8 @@ fn blockers_and_fixes(
                 .join(", ")
         ));
         let snapshotted = sv.children_pinning_by_snapshots(sample);
-        fixes.push(commands::free_snapshot(v, s, &snapshotted));
+        let trashed = sv.children_in_trash(sample);
+        fixes.push(commands::free_snapshot(v, s, &snapshotted, &trashed));
     }
     for s in snapshots
         .iter()
@@ -469,4 +470,60 @@ pub fn orphans(a: &Analysed) -> OrphanListing {
         }
     }
     listing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::fixtures::*;
+    use crate::analysis::{Settings, analyse};
+    use crate::model::ChildRef;
+    use std::sync::Arc;
+
+    /// A clone in the trash cannot be flattened by name: the fix restores
+    /// it by id first (or offers to remove it for good).
+    #[test]
+    fn a_trashed_clone_is_restored_before_its_flatten() {
+        let mut base = image("b1", "base");
+        let mut snap = snapshot(4, "snap", true);
+        for id in ["c1", "c2"] {
+            snap.v2_children.push(ChildRef {
+                pool_id: 2,
+                namespace: String::new(),
+                image_id: id.into(),
+            });
+        }
+        base.snapshots.push(snap);
+        let mut live = image("c1", "volume-live");
+        live.parent = parent(1, "b1", 4);
+        let mut gone = image("c2", "volume-gone");
+        gone.parent = parent(1, "b1", 4);
+        gone.in_trash = true;
+        let s = sample(vec![
+            (1, "images", vec![namespace("", vec![base])]),
+            (2, "volumes", vec![namespace("", vec![live, gone])]),
+        ]);
+        let a = Analysed {
+            analysis: Arc::new(analyse(&s, &Settings::default())),
+            sample: Arc::new(s),
+            attribution: Default::default(),
+        };
+        let key = find(&a, "images", "", "base").unwrap();
+        let e = explain_image(&a, &key).unwrap();
+        let free = e
+            .fixes
+            .iter()
+            .find(|f| f.why.contains("flatten the clones"))
+            .unwrap();
+        assert_eq!(
+            free.commands,
+            [
+                "# volumes/volume-gone is in the trash: restore it to flatten it, or if nobody needs it remove it for good instead: rbd trash rm volumes/c2",
+                "rbd trash restore volumes/c2",
+                "rbd flatten volumes/volume-gone",
+                "rbd flatten volumes/volume-live",
+                "rbd snap unprotect images/base@snap",
+            ]
+        );
+    }
 }

@@ -84,7 +84,7 @@ pub enum Row {
         pool: String,
         /// Number of children in it.
         children: usize,
-        /// How many of them need action.
+        /// How many of them need action, themselves or a descendant.
         needing_action: usize,
     },
     /// Children not drawn one by one.
@@ -93,7 +93,7 @@ pub enum Row {
         pool: String,
         /// How many are not drawn.
         hidden: usize,
-        /// How many of those need action.
+        /// How many of those need action, themselves or a descendant.
         hidden_action: usize,
     },
 }
@@ -325,13 +325,15 @@ fn label(row: &Row) -> String {
             pool,
             children,
             needing_action,
-        } => format!("pool {pool}: {children} clone(s), {needing_action} need action"),
+        } => format!(
+            "pool {pool}: {children} clone(s), {needing_action} needing action (itself or below)"
+        ),
         Row::Summary {
             pool,
             hidden,
             hidden_action,
         } => format!(
-            "+ {hidden} more in {pool} ({hidden_action} need action), listed under Snapshots"
+            "+ {hidden} more in {pool} ({hidden_action} needing action, itself or below), listed under Snapshots"
         ),
     }
 }
