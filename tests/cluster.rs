@@ -229,14 +229,17 @@ fn differential_against_rbd_cli() {
         let name = img["image"].as_str().unwrap();
         let id = img["id"].as_str().unwrap();
         let what = format!("{pool}/{ns}/{name}");
-        // Trashed images are addressed by id.
+        // Trashed images are addressed by id, and so are names the rbd CLI
+        // cannot take (librbd accepts `/` and `@` in a name; rbd splits its
+        // --image value at them: the web seed's `<script>...</script>`).
+        let by_id = img["in_trash"] == true || name.contains(['/', '@']);
         let mut spec: Vec<String> = vec![
             "--pool".into(),
             pool.into(),
             "--namespace".into(),
             ns.into(),
         ];
-        if img["in_trash"] == true {
+        if by_id {
             spec.extend(["--image-id".into(), id.into()]);
         } else {
             spec.extend(["--image".into(), name.into()]);
@@ -278,9 +281,9 @@ fn differential_against_rbd_cli() {
             }
         }
 
-        // rbd status (by name) or rados listwatchers (trashed: rbd status cannot name it)
+        // rbd status (by name) or rados listwatchers (by id: rbd status cannot name it)
         let header = format!("rbd_header.{id}");
-        let cli_watchers: BTreeSet<(String, String, u64)> = if img["in_trash"] == true {
+        let cli_watchers: BTreeSet<(String, String, u64)> = if by_id {
             ceph_cli(
                 "rados",
                 &["-p", pool, "--namespace", ns, "listwatchers", &header],
@@ -359,7 +362,7 @@ fn differential_against_rbd_cli() {
         // snapshots). For a trashed parent, which rbd children cannot name,
         // count the images whose `rbd info` (checked above) names it.
         for s in img["snapshots"].as_array().unwrap() {
-            let expected = if img["in_trash"] == true {
+            let expected = if by_id {
                 images
                     .iter()
                     .filter(|c| {
@@ -384,7 +387,7 @@ fn differential_against_rbd_cli() {
         }
 
         // rbd lock ls, or rados lock info for a trashed image
-        let cli_locks: BTreeSet<(String, String, String)> = if img["in_trash"] == true {
+        let cli_locks: BTreeSet<(String, String, String)> = if by_id {
             let out = ceph_cli(
                 "rados",
                 &[
