@@ -128,10 +128,25 @@ pub fn fix_item(f: &Fix) -> String {
     )
 }
 
-/// Commands in a `pre` with a copy button holding the same text.
+/// Blocks longer than this many lines scroll inside a fixed height (a
+/// snapshot with 500 clones has 500 `rbd flatten` lines).
+const LONG_BLOCK: usize = 15;
+
+/// Commands in a `pre` with a copy button holding the same text. A long
+/// block scrolls (all its lines stay in the page and in the copy).
 pub fn commands_block(text: &str) -> String {
+    let lines = text.lines().count();
+    let (class, note) = match lines > LONG_BLOCK {
+        true => (
+            "commands long",
+            format!(
+                "<p class=\"note\">{lines} lines: scroll the block, or Copy takes them all.</p>"
+            ),
+        ),
+        false => ("commands", String::new()),
+    };
     format!(
-        "<div class=\"cmd\"><pre class=\"commands\">{t}</pre><button type=\"button\" class=\"copy\" data-copy=\"{t}\">Copy</button></div>",
+        "<div class=\"cmd\"><pre class=\"{class}\">{t}</pre><button type=\"button\" class=\"copy\" data-copy=\"{t}\">Copy</button></div>{note}",
         t = esc(text)
     )
 }
@@ -196,6 +211,18 @@ mod tests {
         assert_eq!(utc(0.0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc(1_796_040_000.0), "2026-11-30 12:00:00 UTC");
         assert_eq!(utc(951_782_400.0), "2000-02-29 00:00:00 UTC");
+    }
+
+    #[test]
+    fn long_blocks_scroll_with_every_line_kept() {
+        let text: Vec<String> = (0..500)
+            .map(|i| format!("rbd flatten volumes/v{i}"))
+            .collect();
+        let b = commands_block(&text.join("\n"));
+        assert!(b.contains("<pre class=\"commands long\">rbd flatten volumes/v0\n"));
+        assert!(b.contains("rbd flatten volumes/v499</pre>"));
+        assert!(b.contains("500 lines: scroll the block"));
+        assert!(!commands_block("rbd rm p/i").contains("long"));
     }
 
     #[test]

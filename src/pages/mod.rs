@@ -625,7 +625,12 @@ mod tests {
         assert_eq!(page.matches("<li class=\"fix\">").count(), e.fixes.len());
         for f in &e.fixes {
             let t = esc(&f.commands.join("\n"));
-            assert!(page.contains(&format!("<pre class=\"commands\">{t}</pre><button type=\"button\" class=\"copy\" data-copy=\"{t}\">")), "{t}");
+            assert!(
+                page.contains(&format!(
+                    ">{t}</pre><button type=\"button\" class=\"copy\" data-copy=\"{t}\">"
+                )),
+                "{t}"
+            );
         }
     }
 
