@@ -371,6 +371,9 @@ fn page_response(reply: Reply) -> Response<Full<Bytes>> {
         }
         Reply::NotFound(body) => response(StatusCode::NOT_FOUND, TEXT, Bytes::from(body)),
         Reply::BadRequest(body) => response(StatusCode::BAD_REQUEST, TEXT, Bytes::from(body)),
+        Reply::Unavailable(body) => {
+            response(StatusCode::SERVICE_UNAVAILABLE, TEXT, Bytes::from(body))
+        }
         Reply::NoSample => response(
             StatusCode::SERVICE_UNAVAILABLE,
             TEXT,

@@ -67,7 +67,7 @@ pub async fn explain(
             return Ok(());
         }
     };
-    let key = key.map_err(anyhow::Error::msg)?;
+    let key = key.map_err(|e| anyhow::Error::msg(e.to_string()))?;
     let e = explain::explain_image(&a, &key).context("image vanished from the analysis")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&e)?);

@@ -229,35 +229,74 @@ impl ChainLink {
     }
 }
 
+/// Why an image could not be looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotFound {
+    /// The sample was read and has no such pool or image.
+    Missing(String),
+    /// The pool has no good sample yet (its reads failed), so nothing can
+    /// be said about its images: a failed read is not an absence.
+    Unread(String),
+}
+
+impl std::fmt::Display for NotFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotFound::Missing(m) | NotFound::Unread(m) => f.write_str(m),
+        }
+    }
+}
+
+/// The sampled pool named `pool`, if the sample has it and read it.
+fn readable_pool<'a>(
+    a: &'a Analysed,
+    pool: &str,
+) -> Result<&'a crate::model::PoolSample, NotFound> {
+    let Some(p) = a.sample.pools.values().find(|p| p.name == pool) else {
+        return Err(NotFound::Missing(format!(
+            "pool {pool:?} was not sampled: it does not exist, has no rbd application, or is not in --pools"
+        )));
+    };
+    match &p.outcome {
+        Ok(_) => Ok(p),
+        Err(e) => Err(NotFound::Unread(format!(
+            "pool {pool:?} has not been read successfully yet ({}: {}): its images cannot be looked up until it is",
+            e.kind, e.message
+        ))),
+    }
+}
+
+/// "no image ... in pool P[ namespace N] (nor in its trash)".
+fn missing(what: &str, pool: &str, namespace: &str) -> NotFound {
+    NotFound::Missing(format!(
+        "no image {what} in pool {pool:?}{} (nor in its trash)",
+        if namespace.is_empty() {
+            String::new()
+        } else {
+            format!(" namespace {namespace:?}")
+        }
+    ))
+}
+
 /// Finds an image by pool name, namespace and name (an image outside the
 /// trash wins over a trashed one of the same name); the error says what
-/// was not found.
-pub fn find(a: &Analysed, pool: &str, namespace: &str, name: &str) -> Result<ImageKey, String> {
-    if !a.sample.pools.values().any(|p| p.name == pool) {
-        return Err(format!(
-            "pool {pool:?} was not sampled: it does not exist, has no rbd application, or is not in --pools"
-        ));
-    }
+/// was not found, or that the pool could not be read.
+pub fn find(a: &Analysed, pool: &str, namespace: &str, name: &str) -> Result<ImageKey, NotFound> {
+    readable_pool(a, pool)?;
     match view::find(&a.sample, pool, namespace, name) {
         Some(s) => Ok(s.key()),
-        None => Err(format!(
-            "no image {name:?} in pool {pool:?}{} (nor in its trash)",
-            if namespace.is_empty() {
-                String::new()
-            } else {
-                format!(" namespace {namespace:?}")
-            }
-        )),
+        None => Err(missing(&format!("{name:?}"), pool, namespace)),
     }
 }
 
 /// Finds an image by pool name, namespace and id (trashed images too).
-pub fn find_by_id(a: &Analysed, pool: &str, namespace: &str, id: &str) -> Result<ImageKey, String> {
-    let Some(p) = a.sample.pools.values().find(|p| p.name == pool) else {
-        return Err(format!(
-            "pool {pool:?} was not sampled: it does not exist, has no rbd application, or is not in --pools"
-        ));
-    };
+pub fn find_by_id(
+    a: &Analysed,
+    pool: &str,
+    namespace: &str,
+    id: &str,
+) -> Result<ImageKey, NotFound> {
+    let p = readable_pool(a, pool)?;
     let key = ImageKey {
         pool_id: p.pool_id,
         namespace: namespace.to_string(),
@@ -265,14 +304,7 @@ pub fn find_by_id(a: &Analysed, pool: &str, namespace: &str, id: &str) -> Result
     };
     match a.sample.image(&key).is_some() {
         true => Ok(key),
-        false => Err(format!(
-            "no image with id {id:?} in pool {pool:?}{} (nor in its trash)",
-            if namespace.is_empty() {
-                String::new()
-            } else {
-                format!(" namespace {namespace:?}")
-            }
-        )),
+        false => Err(missing(&format!("with id {id:?}"), pool, namespace)),
     }
 }
 

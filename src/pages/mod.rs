@@ -61,6 +61,9 @@ pub enum Reply {
     BadRequest(String),
     /// 503: no sample yet.
     NoSample,
+    /// 503, with what could not be read (the image's pool has no good
+    /// sample yet).
+    Unavailable(String),
 }
 
 /// Which image a request names.
@@ -207,7 +210,8 @@ fn image_reply(
     };
     let key: ImageKey = match found {
         Ok(k) => k,
-        Err(e) => return Reply::NotFound(format!("{e}\n")),
+        Err(explain::NotFound::Missing(e)) => return Reply::NotFound(format!("{e}\n")),
+        Err(explain::NotFound::Unread(e)) => return Reply::Unavailable(format!("{e}\n")),
     };
     let Some(e) = explain::explain_image(a, &key) else {
         return Reply::NotFound("the image vanished from the analysis\n".into());
@@ -541,6 +545,34 @@ mod tests {
         assert!(
             matches!(reply("/", None, false, &empty, &c), Some(Reply::Html(h)) if h.contains("No sample yet"))
         );
+    }
+
+    #[test]
+    fn a_pool_that_could_not_be_read_is_unavailable_not_missing() {
+        let (p, c) = published("");
+        let good = p.analysed.as_ref().unwrap();
+        let mut sample = (*good.sample).clone();
+        sample.pools.get_mut(&2).unwrap().outcome = Err(SampleError {
+            kind: "timeout".into(),
+            message: "osd op timed out".into(),
+        });
+        let p = Published {
+            analysed: Some(Arc::new(Analysed {
+                sample: Arc::new(sample),
+                analysis: good.analysis.clone(),
+                attribution: good.attribution.clone(),
+            })),
+            ..Default::default()
+        };
+        for path in ["/images/volumes/volume-3", "/image-ids/volumes/c03"] {
+            match reply(path, None, false, &p, &c) {
+                Some(Reply::Unavailable(m)) => assert!(
+                    m.contains("pool \"volumes\" has not been read successfully yet (timeout: osd op timed out)"),
+                    "{m}"
+                ),
+                other => panic!("{path}: {other:?}"),
+            }
+        }
     }
 
     #[test]
