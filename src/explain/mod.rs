@@ -8,7 +8,7 @@ mod commands;
 mod render;
 
 pub use commands::shell_quote;
-pub use render::{human_size, render_image, render_orphans};
+pub use render::{human_size, owner_place, render_image, render_orphans};
 
 use crate::analysis::{CloneDepth, FlattenReason, Host, LockFinding, OrphanReason, WatcherFinding};
 use crate::attribution::SourceOpinion;
@@ -213,6 +213,20 @@ impl LockExplanation {
 }
 
 impl ChainLink {
+    /// `pool[/namespace]/image@snapshot`, with `<id ID>` for an image that
+    /// was not sampled and `?` for a snapshot that was not found.
+    pub fn spec(&self) -> String {
+        let name = self
+            .image
+            .clone()
+            .unwrap_or_else(|| format!("<id {}>", self.image_id));
+        format!(
+            "{}@{}",
+            image_spec(&self.pool, &self.namespace, &name),
+            self.snapshot.as_deref().unwrap_or("?")
+        )
+    }
+
     fn new(link: &ParentLink<'_>) -> ChainLink {
         ChainLink {
             pool: link.pool.clone(),

@@ -2,6 +2,7 @@
 //! commands numbered in order.
 
 use super::{Fix, ImageExplanation, OrphanListing, host_text};
+use crate::attribution::SourceOpinion;
 use crate::model::LockKind;
 use crate::view::image_spec;
 use std::fmt::Write as _;
@@ -30,19 +31,26 @@ fn render_header(out: &mut String, e: &ImageExplanation) {
         if e.in_trash { ", IN TRASH" } else { "" }
     );
     for o in &e.owners {
-        let where_ = match &o.expectation.hosts {
-            None => "no opinion on where it belongs".to_string(),
-            Some(h) if h.is_empty() => "attached nowhere".to_string(),
-            Some(h) => format!(
-                "attached to {}",
-                h.iter().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        };
         let _ = writeln!(
             out,
-            "owner     {} ({}: {where_})",
-            o.expectation.owner, o.source
+            "owner     {} ({}: {})",
+            o.expectation.owner,
+            o.source,
+            owner_place(o)
         );
+    }
+}
+
+/// Where a source says the image belongs: `attached to a, b`, `attached
+/// nowhere`, or `no opinion on where it belongs`.
+pub fn owner_place(o: &SourceOpinion) -> String {
+    match &o.expectation.hosts {
+        None => "no opinion on where it belongs".to_string(),
+        Some(h) if h.is_empty() => "attached nowhere".to_string(),
+        Some(h) => format!(
+            "attached to {}",
+            h.iter().cloned().collect::<Vec<_>>().join(", ")
+        ),
     }
 }
 
@@ -97,16 +105,11 @@ fn render_parents(out: &mut String, e: &ImageExplanation) {
         }
     );
     for (i, p) in e.parent_chain.iter().enumerate() {
-        let name = p
-            .image
-            .clone()
-            .unwrap_or_else(|| format!("<id {}>", p.image_id));
         let _ = writeln!(
             out,
-            "  {}{}@{}{}{}",
+            "  {}{}{}{}",
             "  ".repeat(i),
-            image_spec(&p.pool, &p.namespace, &name),
-            p.snapshot.as_deref().unwrap_or("?"),
+            p.spec(),
             if p.image_trashed {
                 "  [image in trash]"
             } else {

@@ -6,7 +6,9 @@ use super::html::{duration, esc, fix_item, image_link, image_url, utc};
 use super::tree;
 use crate::analysis::Host;
 use crate::cycle::Analysed;
-use crate::explain::{ImageExplanation, LockExplanation, WatcherExplanation, human_size};
+use crate::explain::{
+    ImageExplanation, LockExplanation, WatcherExplanation, human_size, owner_place,
+};
 use crate::model::{ImageKey, LockKind};
 use crate::view::{self, image_spec};
 use std::fmt::Write as _;
@@ -116,20 +118,12 @@ fn owners(out: &mut String, e: &ImageExplanation) {
     }
     out.push_str("<ul id=\"owners\">\n");
     for o in &e.owners {
-        let where_ = match &o.expectation.hosts {
-            None => "no opinion on where it belongs".to_string(),
-            Some(h) if h.is_empty() => "attached nowhere".to_string(),
-            Some(h) => format!(
-                "attached to {}",
-                h.iter().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        };
         let _ = writeln!(
             out,
             "<li>{} <span class=\"note\">({}: {})</span></li>",
             esc(&o.expectation.owner),
             esc(o.source),
-            esc(&where_)
+            esc(&owner_place(o))
         );
     }
     out.push_str("</ul>\n");
@@ -204,18 +198,7 @@ fn parents(out: &mut String, e: &ImageExplanation, config: &PageConfig) {
     if !e.parent_chain.is_empty() {
         out.push_str("<ol id=\"parents\">\n");
         for p in &e.parent_chain {
-            let text = match &p.image {
-                Some(name) => format!(
-                    "{}@{}",
-                    image_spec(&p.pool, &p.namespace, name),
-                    p.snapshot.as_deref().unwrap_or("?")
-                ),
-                None => format!(
-                    "{}@{}",
-                    image_spec(&p.pool, &p.namespace, &format!("<id {}>", p.image_id)),
-                    p.snapshot.as_deref().unwrap_or("?")
-                ),
-            };
+            let text = p.spec();
             let link = match &p.image {
                 Some(name) => {
                     let id = p.image_trashed.then_some(p.image_id.as_str());
