@@ -20,13 +20,11 @@
 
 mod common;
 
-use common::http::{encode, http_get};
+use common::http::{encode, http_get, raw_request};
 use common::webdriver::{Chromedriver, Session, free_port};
 use common::{BIN, EXPORTER_USER, Exporter, exporter_conf, repo, state_dir};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -244,15 +242,7 @@ fn content_security_policy(r: &Run) {
 }
 
 fn raw_head(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
+    let buf = raw_request(addr, "GET", path, addr, Duration::from_secs(20));
     let text = String::from_utf8_lossy(&buf).to_string();
     text.split("\r\n\r\n").next().unwrap().to_string()
 }

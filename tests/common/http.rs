@@ -27,6 +27,21 @@ pub fn http_get(addr: &str, path_and_query: &str) -> (u16, String) {
     parse_response(&buf)
 }
 
+/// One HTTP/1.1 request (`Connection: close`, header `Host: host`), the raw
+/// response read to its end, each read bounded by `timeout`.
+pub fn raw_request(addr: &str, method: &str, path: &str, host: &str, timeout: Duration) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    buf
+}
+
 /// The status (0 when the response has none) and the body of a raw HTTP
 /// response read to its end.
 pub fn parse_response(raw: &[u8]) -> (u16, String) {
