@@ -175,11 +175,49 @@ fn metrics_response(body: Bytes, gzip: bool) -> Response<Full<Bytes>> {
 /// `gzip;q=0`. An entry with a malformed q-value is ignored.
 pub fn accepts_gzip<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> bool {
     let (mut gzip, mut any, mut identity) = (None::<f32>, None::<f32>, None::<f32>);
+    for (coding, q) in weighted(values) {
+        let slot = if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            &mut gzip
+        } else if coding == "*" {
+            &mut any
+        } else if coding.eq_ignore_ascii_case("identity") {
+            &mut identity
+        } else {
+            continue;
+        };
+        *slot = Some(slot.map_or(q, |old| old.max(q)));
+    }
+    let q = gzip.or(any).unwrap_or(0.0);
+    q > 0.0 && q >= identity.unwrap_or(0.0)
+}
+
+/// Whether the request's `Accept` headers prefer JSON to HTML:
+/// `application/json` with a q-value above that of `text/html` (absent:
+/// 0). The pages answer such a request with their JSON twin.
+pub fn accept_prefers_json<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> bool {
+    let (mut json, mut html) = (0.0_f32, 0.0_f32);
+    for (media, q) in weighted(values) {
+        if media.eq_ignore_ascii_case("application/json") {
+            json = json.max(q);
+        } else if media.eq_ignore_ascii_case("text/html")
+            || media.eq_ignore_ascii_case("application/xhtml+xml")
+        {
+            html = html.max(q);
+        }
+    }
+    json > 0.0 && json > html
+}
+
+/// The entries of comma-separated header values (`Accept`,
+/// `Accept-Encoding`), each with its q-value (1 when absent); an entry
+/// with a malformed q-value is left out.
+fn weighted<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> Vec<(&'a str, f32)> {
+    let mut out = Vec::new();
     for value in values {
         let Ok(value) = value.to_str() else { continue };
         for entry in value.split(',') {
             let mut parts = entry.split(';');
-            let coding = parts.next().unwrap_or("").trim();
+            let name = parts.next().unwrap_or("").trim();
             let mut q = Some(1.0);
             for param in parts {
                 if let Some((k, v)) = param.split_once('=') {
@@ -188,22 +226,12 @@ pub fn accepts_gzip<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> bo
                     }
                 }
             }
-            let Some(q) = q else { continue };
-            let slot =
-                if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
-                    &mut gzip
-                } else if coding == "*" {
-                    &mut any
-                } else if coding.eq_ignore_ascii_case("identity") {
-                    &mut identity
-                } else {
-                    continue;
-                };
-            *slot = Some(slot.map_or(q, |old| old.max(q)));
+            if let Some(q) = q {
+                out.push((name, q));
+            }
         }
     }
-    let q = gzip.or(any).unwrap_or(0.0);
-    q > 0.0 && q >= identity.unwrap_or(0.0)
+    out
 }
 
 /// A q-value, 0 to 1 with at most three decimals; `None` if malformed.
@@ -281,12 +309,7 @@ pub async fn handle(
             return metrics_response(body, true);
         }
     }
-    let accept_json = req
-        .headers()
-        .get_all(ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(pages::accept_prefers_json);
+    let accept_json = accept_prefers_json(req.headers().get_all(ACCEPT));
     route(
         method,
         req.uri().path(),
@@ -498,6 +521,22 @@ mod tests {
             .map(|v| HeaderValue::from_str(v).unwrap())
             .collect();
         accepts_gzip(&values)
+    }
+
+    fn prefers_json(value: &str) -> bool {
+        accept_prefers_json(&[HeaderValue::from_str(value).unwrap()])
+    }
+
+    #[test]
+    fn accept_negotiation() {
+        assert!(prefers_json("application/json"));
+        assert!(prefers_json("application/json, text/html;q=0.5"));
+        assert!(!prefers_json(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        ));
+        assert!(!prefers_json("*/*"));
+        assert!(!prefers_json("application/json;q=0"));
+        assert!(!prefers_json("text/html, application/json"));
     }
 
     #[test]

@@ -331,27 +331,6 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Whether an `Accept` header prefers JSON to HTML: `application/json`
-/// with a q-value above that of `text/html` (absent: 0).
-pub fn accept_prefers_json(accept: &str) -> bool {
-    let (mut json, mut html) = (0.0_f32, 0.0_f32);
-    for entry in accept.split(',') {
-        let mut parts = entry.split(';');
-        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.split_once('='))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
-            .map_or(Some(1.0), |(_, v)| v.trim().parse::<f32>().ok())
-            .unwrap_or(0.0);
-        match media.as_str() {
-            "application/json" => json = json.max(q),
-            "text/html" | "application/xhtml+xml" => html = html.max(q),
-            _ => {}
-        }
-    }
-    json > 0.0 && json > html
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -664,17 +643,5 @@ mod tests {
                 "{t}"
             );
         }
-    }
-
-    #[test]
-    fn accept_negotiation() {
-        assert!(accept_prefers_json("application/json"));
-        assert!(accept_prefers_json("application/json, text/html;q=0.5"));
-        assert!(!accept_prefers_json(
-            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
-        ));
-        assert!(!accept_prefers_json("*/*"));
-        assert!(!accept_prefers_json("application/json;q=0"));
-        assert!(!accept_prefers_json("text/html, application/json"));
     }
 }
